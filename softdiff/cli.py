@@ -1,0 +1,53 @@
+"""The ``softdiff`` command: ``softdiff train | sample | compare | ntk | regress | flow | probe``.
+
+Each subcommand lives in its own module as ``main(argv) -> int``; this file only dispatches and turns
+user mistakes (:class:`SoftdiffError`) into one line on stderr and exit code 2.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Callable, Sequence
+
+from softdiff.errors import SoftdiffError
+
+COMMANDS = {
+    "train": ("softdiff.training.cli", "train a score model from a config (same as train.py)"),
+    "sample": ("softdiff.diffusion.cli", "sample from a trained model (same as sample.py)"),
+    "compare": ("softdiff.compare", "softmax-vs-ReLU comparison study -> one report"),
+    "ntk": ("softdiff.diagnostics.ntk_cli", "NTK width study of two-layer softmax/relu/exp networks"),
+    "regress": ("softdiff.diagnostics.regress_cli", "softmax regression solvers vs scipy"),
+    "flow": ("softdiff.diagnostics.flow_cli", "gradient flow on the value-softmax model (presets E1-E5)"),
+    "probe": ("softdiff.diagnostics.probe_cli", "attention sink / massive-activation probes of a trained run"),
+}
+
+
+def run_main(main: Callable[[Sequence[str]], int | None], argv: Sequence[str]) -> int:
+    """Call a command's ``main``; user errors print one line and give exit code 2."""
+    try:
+        return int(main(list(argv)) or 0)
+    except SoftdiffError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: softdiff COMMAND [args...]\n\ncommands:")
+        for name, (_, help_text) in COMMANDS.items():
+            print(f"  {name:<8} {help_text}")
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"error: unknown command '{name}'; choose one of: {', '.join(COMMANDS)}.", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    return run_main(module.main, rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""Typed configs: dataclass schemas, YAML files and dotted ``key.sub=value`` overrides, with clear errors.
+
+Any dataclass works as a schema. ``load_config(Schema, path, overrides)`` returns an instance of it; unknown
+keys, wrong types, bad override syntax and missing files raise :class:`ConfigError` with one sentence.
+A schema may define ``validate(self)`` for value checks (choices, ranges); it is called after loading.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Sequence, TypeVar
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from softdiff.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def _omegaconf_message(err: OmegaConfBaseException, source: str) -> str:
+    key = getattr(err, "full_key", None) or getattr(err, "key", None)
+    first = str(err).splitlines()[0] if str(err) else type(err).__name__
+    if type(err).__name__ == "ConfigKeyError" and key:
+        return f"unknown config key '{key}' in {source}"
+    if key:
+        return f"invalid value for config key '{key}' in {source}: {first}"
+    return f"invalid config in {source}: {first}"
+
+
+def _valid_keys(schema) -> str:
+    return ", ".join(f.name for f in dataclasses.fields(schema))
+
+
+def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
+    """Build ``schema`` from defaults, then the YAML file at ``path``, then dotted overrides."""
+    base = OmegaConf.structured(schema)
+    layers = []
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file '{path}' does not exist; pass an existing YAML file (see configs/).")
+        try:
+            loaded = OmegaConf.load(path)
+        except Exception as err:  # yaml.YAMLError and friends
+            raise ConfigError(f"config file '{path}' is not valid YAML: {str(err).splitlines()[0]}.") from None
+        if not isinstance(loaded, type(OmegaConf.create({}))):
+            raise ConfigError(f"config file '{path}' must hold a mapping of keys, not a list or a scalar.")
+        layers.append((loaded, f"file '{path}'"))
+    for item in overrides:
+        if "=" not in item or item.startswith("="):
+            raise ConfigError(f"override '{item}' must look like key.sub=value (e.g. train.steps=2000).")
+        try:
+            layers.append((OmegaConf.from_dotlist([item]), f"override '{item}'"))
+        except OmegaConfBaseException as err:
+            raise ConfigError(f"override '{item}' could not be parsed: {str(err).splitlines()[0]}.") from None
+    cfg = base
+    for layer, source in layers:
+        try:
+            cfg = OmegaConf.merge(cfg, layer)
+        except OmegaConfBaseException as err:
+            raise ConfigError(_omegaconf_message(err, source) + f" (top-level keys: {_valid_keys(schema)}).") from None
+    try:
+        obj = OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as err:
+        raise ConfigError(_omegaconf_message(err, "the config") + ".") from None
+    validate = getattr(obj, "validate", None)
+    if callable(validate):
+        validate()
+    return obj
+
+
+def to_yaml(obj: Any) -> str:
+    """The fully resolved config as YAML text."""
+    return OmegaConf.to_yaml(OmegaConf.structured(obj))
+
+
+def save_config(obj: Any, path: str | Path) -> None:
+    """Write the resolved config next to a run's outputs."""
+    Path(path).write_text(to_yaml(obj))
