@@ -81,8 +81,12 @@ def _make_accelerator(cfg: TrainConfig, out: Path) -> Accelerator:
         log_with = "tensorboard"
     except ImportError:
         pass
+    # cpu=True when there is no GPU: then torchrun's processes form a real gloo process group (multi-CPU DDP).
+    # step_scheduler_with_optimizer=False: the LR schedule counts optimizer steps, whatever the process count
+    # (accelerate would otherwise step it once per process and warm up twice as fast on two processes).
     return Accelerator(mixed_precision=cfg.train.mixed_precision, gradient_accumulation_steps=cfg.train.grad_accum,
-                       project_config=project, log_with=log_with)
+                       project_config=project, log_with=log_with, cpu=not torch.cuda.is_available(),
+                       step_scheduler_with_optimizer=False)
 
 
 def _ntk_tracker(cfg: TrainConfig, dataset: Dataset, scheduler_config: dict):
