@@ -190,3 +190,12 @@ def test_two_process_cpu_ddp_matches_one_process(tmp_path, run_script):
     # Same global batch per step: the two-process run equals the one-process run up to float reduction order.
     bad = {k: (w1[k] - w2[k]).abs().max().item() for k in w1 if not torch.allclose(w1[k], w2[k], rtol=1e-5, atol=1e-6)}
     assert not bad
+
+
+@pytest.mark.slow
+def test_compile_matches_eager_to_float_tolerance(tmp_path):
+    # torch.compile (inductor, CPU here) may reorder float ops: equal to float tolerance, not bitwise.
+    eager = train(tiny(tmp_path / "eager", "train.steps=10"), quiet=True)
+    compiled = train(tiny(tmp_path / "compiled", "train.steps=10", "train.compile=true"), quiet=True)
+    a, b = weights(eager / "model"), weights(compiled / "model")
+    assert all(torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-5) for k in a)
