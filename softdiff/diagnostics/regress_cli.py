@@ -1,0 +1,171 @@
+"""``softdiff regress``: every softmax-regression solver and scipy on generated instances, one report."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from scipy.optimize import minimize
+
+from softdiff.diagnostics.softmax_regression import SoftmaxRegression, convexity_certificate, solve
+from softdiff.errors import ConfigError
+
+# Each preset: (n, d, kind, logit std, w). The logit std of A x_true is the peakedness knob: max b is about
+# 1/n at 1 and about 0.6-0.75 at 5 for these sizes (measured: n=2000 d=50 gives 0.009 / 0.24 / 0.71 at 1 / 3 / 5).
+PRESETS = {
+    "quick": [(2000, 20, "gaussian", 3.0, 1e-2), (2000, 20, "sparse", 3.0, 1e-2)],
+    "default": [(2000, 50, "gaussian", 1.0, 1e-2), (2000, 50, "gaussian", 5.0, 1e-3),
+                (20000, 100, "gaussian", 3.0, 1e-3), (20000, 100, "sparse", 3.0, 1e-3)],
+    "full": [(2000, 50, "gaussian", 1.0, 1e-2), (2000, 50, "gaussian", 5.0, 1e-4),
+             (20000, 100, "gaussian", 5.0, 1e-3), (200000, 50, "gaussian", 5.0, 1e-4),
+             (20000, 100, "sparse", 5.0, 1e-4)],
+}
+METHODS = ("newton", "approx_newton", "newton_cg", "lbfgs", "gd")
+SCIPY = ("L-BFGS-B", "trust-ncg")
+
+
+def make_instance(n: int, d: int, kind: str = "gaussian", scale: float = 1.0, w: float = 1e-2,
+                  seed: int = 0, target: str = "realisable") -> tuple[SoftmaxRegression, dict]:
+    """``A`` Gaussian (rows ~ N(0, I/d)) or sparse (10% nonzeros); ``b = softmax(A x_true)`` or a simplex point.
+
+    ``scale`` is the standard deviation of the logits ``A x_true`` (``||x_true|| = scale sqrt(d)``).
+    """
+    g = torch.Generator().manual_seed(seed)
+    A = torch.randn(n, d, generator=g, dtype=torch.float64) / math.sqrt(d)
+    if kind == "sparse":
+        A = A * (torch.rand(n, d, generator=g, dtype=torch.float64) < 0.1) * math.sqrt(10)
+    elif kind != "gaussian":
+        raise ConfigError(f"instance kind {kind!r} is not valid; choose gaussian or sparse.")
+    x_true = torch.randn(d, generator=g, dtype=torch.float64)
+    x_true = x_true / x_true.norm() * scale * math.sqrt(d)
+    if target == "realisable":
+        b = torch.softmax(A @ x_true, 0)
+    else:
+        b = torch.distributions.Dirichlet(torch.ones(n, dtype=torch.float64)).sample()
+    info = {"n": n, "d": d, "kind": kind, "logit_std": scale, "w": w, "max_b": b.max().item()}
+    return SoftmaxRegression(A, b, torch.full((n,), w, dtype=torch.float64)), info
+
+
+def observed_rate(grad_norms: list[float]) -> dict:
+    """Median ``g_{t+1}/g_t`` (linear rate) and median ``log g_{t+1} / log g_t`` (2 for quadratic)."""
+    g = [x for x in grad_norms if x > 0]
+    pairs = list(zip(g, g[1:]))
+    ratio = float(np.median([b / a for a, b in pairs])) if pairs else math.nan
+    orders = [math.log(b) / math.log(a) for a, b in pairs if a < 0.1 and b < a]
+    return {"linear_ratio": ratio, "order": float(np.median(orders)) if orders else math.nan}
+
+
+def run_scipy(problem: SoftmaxRegression, method: str, tol: float) -> dict:
+    """scipy.optimize on the same problem (float64 NumPy), with its per-iteration gradient norms."""
+    grad = lambda x: problem.grad(torch.from_numpy(x)).numpy()  # noqa: E731
+    g0 = np.linalg.norm(grad(np.zeros(problem.shape[1])))
+    norms, times = [g0], [0.0]
+    start = time.perf_counter()
+
+    def callback(xk, *args):
+        norms.append(float(np.linalg.norm(grad(xk))))
+        times.append(time.perf_counter() - start)
+
+    kwargs = {"hessp": lambda x, v: problem.hvp(torch.from_numpy(x), torch.from_numpy(v)).numpy()}
+    options = {"gtol": tol * g0, "maxiter": 10_000} if method == "trust-ncg" else {
+        "gtol": tol * g0, "ftol": 0.0, "maxiter": 10_000}
+    res = minimize(lambda x: problem.loss(torch.from_numpy(x)).item(), np.zeros(problem.shape[1]), jac=grad,
+                   method=method, callback=callback, options=options, **(kwargs if method == "trust-ncg" else {}))
+    return {"method": f"scipy {method}", "converged": bool(norms[-1] <= tol * g0), "iterations": len(norms) - 1,
+            "seconds": time.perf_counter() - start, "grad_norms": norms, "times": times, "rows_kept": None,
+            "final_grad_norm": norms[-1], "x": res.x}
+
+
+def run_ours(problem: SoftmaxRegression, method: str, tol: float, seed: int) -> dict:
+    start = time.perf_counter()
+    res = solve(problem, method, tol=tol, seed=seed, max_iter=20_000 if method == "gd" else None)
+    rows = [h["rows_kept"] for h in res.history if h["rows_kept"] is not None]
+    return {"method": method, "converged": res.converged, "iterations": res.iterations,
+            "seconds": time.perf_counter() - start, "grad_norms": [h["grad_norm"] for h in res.history],
+            "times": [h["time"] for h in res.history], "rows_kept": int(np.median(rows)) if rows else None,
+            "final_grad_norm": res.history[-1]["grad_norm"], "x": res.x.numpy(), "message": res.message}
+
+
+def plot_instance(results: list[dict], title: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for r in results:
+        for ax, xs in zip(axes, (range(len(r["grad_norms"])), r["times"])):
+            ax.semilogy(list(xs), r["grad_norms"], marker=".", label=r["method"])
+    axes[0].set(xlabel="iteration", ylabel="||grad L||", title=title)
+    axes[1].set(xlabel="seconds", ylabel="||grad L||", title="vs wall time")
+    axes[1].set_xscale("symlog", linthresh=1e-3)
+    axes[0].set_xscale("symlog", linthresh=10)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="softdiff regress", description="Softmax regression solvers vs scipy.")
+    p.add_argument("--preset", default="default", help=f"one of: {', '.join(PRESETS)} (default: default)")
+    p.add_argument("--methods", default=",".join(METHODS), help="comma-separated softdiff methods")
+    p.add_argument("--tol", type=float, default=1e-8, help="stop at ||g|| <= tol * ||g(0)||")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output-dir", default="runs/regress")
+    return p
+
+
+def main(argv: Sequence[str]) -> int:
+    args = parser().parse_args(argv)
+    if args.preset not in PRESETS:
+        raise ConfigError(f"--preset {args.preset!r} is not valid; choose one of: {', '.join(PRESETS)}.")
+    methods = [m for m in args.methods.split(",") if m]
+    bad = [m for m in methods if m not in METHODS]
+    if bad or not methods:
+        raise ConfigError(f"--methods has {', '.join(bad) or 'nothing'}; choose from: {', '.join(METHODS)}.")
+    if not 0 < args.tol < 1:
+        raise ConfigError(f"--tol {args.tol} must be in (0, 1).")
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    all_results, lines = [], ["# Softmax regression solvers", "",
+                              f"`softdiff regress --preset {args.preset} --tol {args.tol} --seed {args.seed}`", ""]
+    for i, (n, d, kind, scale, w) in enumerate(PRESETS[args.preset]):
+        problem, info = make_instance(n, d, kind, scale, w, args.seed + i)
+        cert = convexity_certificate(problem, x=torch.zeros(d, dtype=torch.float64))
+        title = f"n={n} d={d} {kind} logit std={scale} w={w}"
+        print(f"[{i + 1}/{len(PRESETS[args.preset])}] {title} (max b = {info['max_b']:.3f})", flush=True)
+        results = [run_ours(problem, m, args.tol, args.seed) for m in methods]
+        results += [run_scipy(problem, m, args.tol) for m in SCIPY]
+        x_ref = min(results, key=lambda r: r["final_grad_norm"])["x"]
+        picture = out / f"instance-{i + 1}.png"
+        plot_instance(results, title, picture)
+        lines += [f"## Instance {i + 1}: {title}", "",
+                  f"max b = {info['max_b']:.4f}; convexity certificate (B_bound = 16, [recalled]): "
+                  f"min w^2 = {cert['min_w2']:.1e}, certified = {cert['certified_strongly_convex']}; "
+                  f"Hessian lambda_min at 0 = {cert['hessian_lambda_min_at_x']:.2e}.", "",
+                  "| method | converged | iterations | seconds | final ‖g‖ | ‖x − x_best‖ | rows kept | linear ratio | order |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for r in results:
+            rate = observed_rate(r["grad_norms"])
+            r.update(rate, x_error=float(np.linalg.norm(r["x"] - x_ref)))
+            lines.append(f"| {r['method']} | {r['converged']} | {r['iterations']} | {r['seconds']:.3f} | "
+                         f"{r['final_grad_norm']:.1e} | {r['x_error']:.1e} | {r['rows_kept'] or '-'} | "
+                         f"{rate['linear_ratio']:.3f} | {rate['order']:.2f} |")
+            print(f"    {r['method']:<16} converged={r['converged']!s:<5} it={r['iterations']:<6} "
+                  f"{r['seconds']:.3f}s rows={r['rows_kept'] or '-'}", flush=True)
+        lines += ["", f"![gradient norm]({picture.name})", ""]
+        all_results.append({"instance": info, "certificate": cert,
+                            "results": [{k: v for k, v in r.items() if k != "x"} for r in results]})
+    lines += ["Linear ratio: median of ||g_{t+1}|| / ||g_t|| (THEORY.md recalls 0.4 for approximate Newton, in "
+              "distance to x*). Order: median log ||g_{t+1}|| / log ||g_t|| over steps with ||g|| < 0.1 (2 for "
+              "quadratic convergence)."]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    (out / "results.json").write_text(json.dumps(all_results, indent=1))
+    print(f"wrote {out / 'report.md'}, {out / 'results.json'} and {len(all_results)} plots")
+    return 0
