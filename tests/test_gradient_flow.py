@@ -170,3 +170,53 @@ def test_shape_mismatch_is_reported():
         value_softmax_flow(rn(3, 4), None, "square", rn(5))
     with pytest.raises(ValueError, match="a0 must have shape"):
         value_softmax_flow(rn(3, 4), rn(3), "square", rn(3))
+
+
+@pytest.mark.slow
+def test_e2_normalised_maps_polarise_and_sigmoid_does_not():
+    from softdiff.diagnostics.gradient_flow import preset_cases, run_case
+
+    cases = {c.label: c for c in preset_cases("E2", num_seeds=3, seed=100)}
+    final = {norm: run_case(cases[f"logistic/{norm}"], steps=10_000).s[-1]
+             for norm in ("softmax", "l1", "l2", "relu_norm", "sigmoid", "sum")}
+    for norm in ("softmax", "l1", "l2", "relu_norm"):
+        top = final[norm].max(-1).values
+        assert (top > 0.4).all() and top.median() > 0.85, norm  # uniform would be 0.1
+        assert torch.allclose(final[norm].sum(-1), torch.ones(3, dtype=torch.float64))
+    sig = final["sigmoid"]
+    assert (sig.max(-1).values - sig.min(-1).values < 0.1).all() and (sig > 0.5).all()  # flat, no winner
+    assert ((final["sum"].max(-1).values > 1) | (final["sum"].min(-1).values < 0)).all()  # leaves the simplex
+
+
+def test_flow_cli_writes_results_and_plots(tmp_path, capsys):
+    import json
+
+    from softdiff.cli import main
+
+    rc = main(["flow", "--preset", "E5", "--output-dir", str(tmp_path), "steps=300", "seeds=2"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "KL(p* || softmax(beta))" in out and "~3e-16" in out
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert list(results["cases"]) == ["cross_entropy"]
+    hist = results["cases"]["cross_entropy"]["history"]
+    assert hist["steps"][-1] == 300 and len(hist["max_share"][0]) == 2
+    measured_kl = float(results["cases"]["cross_entropy"]["summary"][0]["measured"])
+    assert measured_kl == pytest.approx(sum(hist["loss"][-1]) / 2, rel=0.05)
+    assert results["config"]["steps"] == 300
+    for name in ("shares.png", "entropy.png", "projections.png"):
+        assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--preset", "E9"], "preset='E9' is not valid"),
+    (["seeds=0"], "seeds=0 must be positive"),
+    (["stepz=10"], "unknown config key 'stepz'"),
+    (["method=adam"], "method='adam' is not valid"),
+])
+def test_flow_cli_bad_input_exits_2_with_one_line(argv, match, tmp_path, capsys):
+    from softdiff.cli import main
+
+    assert main(["flow", "--output-dir", str(tmp_path), *argv]) == 2
+    err = capsys.readouterr().err
+    assert match in err and err.count("\n") == 1 and "Traceback" not in err

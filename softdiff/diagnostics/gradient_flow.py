@@ -432,3 +432,124 @@ def objective(V: Tensor, a: Tensor, loss: str, target, normalization: str = "sof
     problem = cls(get_normalisation(normalization), get_loss(loss), t, X)
     _, beta = problem.forward(Vb, ab)
     return problem.loss.value(beta, t, X)
+
+
+# -------------------------------------------------------------------------------- reference protocols E1..E5
+@dataclass
+class FlowCase:
+    """One run of a protocol: which model, the keyword arguments of the driver, and THEORY.md's outcome."""
+
+    label: str
+    tied: bool
+    kwargs: dict[str, Any]
+    expected: str = ""
+
+
+def _draw(seeds: Sequence[int], fn: Callable[[torch.Generator], tuple[Tensor, ...]]) -> tuple[Tensor, ...]:
+    """Stack ``fn``'s draws over seeds, each from its own generator, so a seed's run does not depend on the batch."""
+    per_seed = [fn(torch.Generator().manual_seed(int(s))) for s in seeds]
+    return tuple(torch.stack(parts) for parts in zip(*per_seed))
+
+
+def _normal(gen: torch.Generator, *shape: int) -> Tensor:
+    return torch.randn(*shape, generator=gen, dtype=torch.float64)
+
+
+def _unit(gen: torch.Generator, d: int) -> Tensor:
+    b = _normal(gen, d)
+    return b / b.norm()
+
+
+def _seeds(num_seeds: int, seed: int, salt: int) -> list[int]:
+    # A separate seed stream per protocol, so E1 and E2 with the same seed do not share draws.
+    return [1000 * salt + seed + i for i in range(num_seeds)]
+
+
+def _e1(num_seeds: int, seed: int) -> list[FlowCase]:
+    V0, beta = _draw(_seeds(num_seeds, seed, 1), lambda g: (0.1 * _normal(g, 8, 8), _unit(g, 8)))
+    return [FlowCase("logistic", False, dict(V0=V0, a0=None, loss="logistic", target=beta, lr=0.1, steps=1_000_000),
+                     "max share 0.125 -> 0.21 (1e3) -> 0.86 (1e4) -> 0.95 (1e5) -> 0.97 (1e6); entropy 2.08 -> 0.17; "
+                     "loss 0.70 -> 1e-5; winner <v, beta*> 0.09 -> 11.7 (+2.3 per decade)")]
+
+
+E2_NORMALISATIONS = ("softmax", "l1", "sum", "l2", "relu_norm", "sigmoid")
+E2_EXPECTED = {
+    "square": "nothing polarises before the loss reaches ~0",
+    "logistic": {"softmax": "max share ~0.98", "l1": "one-hot", "l2": "one-hot", "relu_norm": "one-hot",
+                 "sum": "leaves the simplex", "sigmoid": "flat, ~0.8 on every coordinate"},
+}
+
+
+def _e2(num_seeds: int, seed: int) -> list[FlowCase]:
+    V0, a0, beta = _draw(_seeds(num_seeds, seed, 2),
+                         lambda g: (0.1 * _normal(g, 10, 10), 1 + 0.1 * _normal(g, 10), _unit(g, 10)))
+    cases = []
+    for loss, lr, steps in (("square", 0.1, 5_000), ("logistic", 0.5, 100_000)):
+        for norm in E2_NORMALISATIONS:
+            expected = E2_EXPECTED[loss] if loss == "square" else E2_EXPECTED[loss][norm]
+            cases.append(FlowCase(f"{loss}/{norm}", False, dict(V0=V0, a0=a0, loss=loss, target=beta, lr=lr,
+                                                                  steps=steps, normalization=norm), expected))
+    return cases
+
+
+def _e3(num_seeds: int, seed: int) -> list[FlowCase]:
+    cases = []
+    for d in (10, 20, 50, 100):
+        a0, beta = _draw(_seeds(num_seeds, seed, 3), lambda g: (1 + 0.1 * _normal(g, d), _unit(g, d)))
+        U0 = torch.eye(d, dtype=torch.float64).expand(num_seeds, d, d).clone()
+        cases.append(FlowCase(f"D={d}", True, dict(V0=U0, a0=a0, loss="logistic", target=beta, lr=0.05, steps=10_000),
+                              "max share -> 0.998..1.000; dominant column norm 1 -> ~6.3, median column ~1.0"))
+    return cases
+
+
+def conditioned_design(gen: torch.Generator, n: int, d: int, kappa: float) -> Tensor:
+    """``X = Q1 diag(sigma) Q2^T`` with Haar-random ``Q1, Q2`` and singular values geometric from 1 to ``1/kappa``."""
+    q1, _ = torch.linalg.qr(_normal(gen, n, n))
+    q2, _ = torch.linalg.qr(_normal(gen, d, d))
+    k = min(n, d)
+    sigma = torch.logspace(0, -math.log10(kappa), k, dtype=torch.float64)
+    return q1[:, :k] @ torch.diag(sigma) @ q2[:, :k].T
+
+
+E4_EXPECTED_ENTROPY = {1: 3.00, 2: 2.95, 3: 1.72, 4: 0.77, 5: 0.40}
+
+
+def _e4(num_seeds: int, seed: int) -> list[FlowCase]:
+    cases, n = [], 20
+    for kappa, expected in E4_EXPECTED_ENTROPY.items():
+        V0, a0, X, beta = _draw(_seeds(num_seeds, seed, 4), lambda g: (
+            1e-5 * _normal(g, n, n), 1e-3 * _normal(g, n), conditioned_design(g, n, n, kappa), _unit(g, n)))
+        y = (X * beta.unsqueeze(-2)).sum(-1)  # y = X beta*, so the residual can reach 0
+        cases.append(FlowCase(f"kappa={kappa}", False, dict(V0=V0, a0=a0, loss="design_square", target=y, design=X,
+                                                            lr=1e-3, steps=300_000),
+                              f"final entropy {expected:.2f} (log 20 = 3.00)"))
+    return cases
+
+
+def _e5(num_seeds: int, seed: int) -> list[FlowCase]:
+    V0, p = _draw(_seeds(num_seeds, seed, 5), lambda g: (
+        0.1 * _normal(g, 10, 10), torch.softmax(10 * torch.rand(10, generator=g, dtype=torch.float64), -1)))
+    return [FlowCase("cross_entropy", False, dict(V0=V0, a0=None, loss="cross_entropy", target=p, lr=0.1,
+                                                 steps=100_000), "KL -> ~3e-16 while the max share only reaches ~0.96")]
+
+
+PRESETS: dict[str, Callable[[int, int], list[FlowCase]]] = {"E1": _e1, "E2": _e2, "E3": _e3, "E4": _e4, "E5": _e5}
+
+
+def preset_cases(name: str, num_seeds: int = 1, seed: int = 0) -> list[FlowCase]:
+    """The runs of protocol ``name`` (THEORY.md 3) with ``num_seeds`` batched draws starting at ``seed``."""
+    try:
+        builder = PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}") from None
+    return builder(num_seeds, seed)
+
+
+def run_case(case: FlowCase, **overrides: Any) -> FlowHistory:
+    """Run one protocol case; ``overrides`` (e.g. ``steps``, ``lr``, ``method``) replace its keyword arguments."""
+    kwargs = {**case.kwargs, **{k: v for k, v in overrides.items() if v is not None}}
+    fn = tied_value_softmax_flow if case.tied else value_softmax_flow
+    kwargs["U0" if case.tied else "V0"] = kwargs.pop("V0")
+    hist = fn(**kwargs)
+    hist.meta["case"] = case.label
+    return hist
