@@ -28,7 +28,7 @@ def run_main(main: Callable[[Sequence[str]], int | None], argv: Sequence[str]) -
         return int(main(list(argv)) or 0)
     except SoftdiffError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return getattr(err, "exit_code", 2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -18,18 +18,27 @@ from softdiff.errors import ConfigError
 T = TypeVar("T")
 
 
-def _omegaconf_message(err: OmegaConfBaseException, source: str) -> str:
+def _sibling_keys(schema, full_key: str) -> str:
+    """The valid keys beside ``full_key`` (e.g. the fields of ``train`` for ``train.stepz``)."""
+    node = schema
+    for part in full_key.split(".")[:-1]:
+        types = {f.name: f.type for f in dataclasses.fields(node)} if dataclasses.is_dataclass(node) else {}
+        default = {f.name: f.default_factory for f in dataclasses.fields(node)}.get(part) if types else None
+        node = default() if callable(default) else None
+        if node is None:
+            return ""
+    return ", ".join(f.name for f in dataclasses.fields(node)) if dataclasses.is_dataclass(node) else ""
+
+
+def _omegaconf_message(err: OmegaConfBaseException, source: str, schema) -> str:
     key = getattr(err, "full_key", None) or getattr(err, "key", None)
     first = str(err).splitlines()[0] if str(err) else type(err).__name__
     if type(err).__name__ == "ConfigKeyError" and key:
-        return f"unknown config key '{key}' in {source}"
+        valid = _sibling_keys(schema, str(key))
+        return f"unknown config key '{key}' in {source}" + (f"; valid keys there: {valid}" if valid else "")
     if key:
         return f"invalid value for config key '{key}' in {source}: {first}"
     return f"invalid config in {source}: {first}"
-
-
-def _valid_keys(schema) -> str:
-    return ", ".join(f.name for f in dataclasses.fields(schema))
 
 
 def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
@@ -59,11 +68,11 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequ
         try:
             cfg = OmegaConf.merge(cfg, layer)
         except OmegaConfBaseException as err:
-            raise ConfigError(_omegaconf_message(err, source) + f" (top-level keys: {_valid_keys(schema)}).") from None
+            raise ConfigError(_omegaconf_message(err, source, schema) + ".") from None
     try:
         obj = OmegaConf.to_object(cfg)
     except OmegaConfBaseException as err:
-        raise ConfigError(_omegaconf_message(err, "the config") + ".") from None
+        raise ConfigError(_omegaconf_message(err, "the config", schema) + ".") from None
     validate = getattr(obj, "validate", None)
     if callable(validate):
         validate()

@@ -1,0 +1,142 @@
+"""The schema of a training run (``configs/*.yaml`` hold only the keys that differ from these defaults)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from softdiff.config import load_config
+from softdiff.data import DATASETS, IMAGE_DATASETS
+from softdiff.diffusion.schedulers import PREDICTION_TYPES, SCHEDULERS
+from softdiff.errors import ConfigError, check_choice, check_positive
+from softdiff.nets import ACTIVATIONS, ATTENTION_NORMALIZATIONS, SCORE_NETS
+from softdiff.nets.two_layer import TWO_LAYER_ACTIVATIONS
+
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "ou")
+
+
+@dataclass
+class DataConfig:
+    name: str = "digits"            # a name from softdiff.data.DATASETS
+    root: str = "data"              # where torchvision sets live
+    download: bool = False          # allow torchvision to download (needs a network)
+    path: str | None = None         # folder of images, for name=folder
+    image_size: int = 32            # folder images are resized to this square size
+    channels: int = 3               # folder images: 1 (grey) or 3 (RGB)
+    class_conditional: bool = False  # feed labels to the model (image sets with labels)
+
+
+@dataclass
+class ModelConfig:
+    type: str = "ScoreTransformer"  # ScoreTransformer | ScoreMLP | TwoLayerScoreNet
+    activation: str = "softmax"     # activation of every two-layer block
+    attention_normalization: str = "softmax"  # ScoreTransformer: softmax | sigmoid | relu_norm
+    hidden_size: int = 128          # residual-stream channels
+    num_layers: int = 4             # transformer layers (ScoreTransformer) or blocks (ScoreMLP)
+    num_heads: int = 4
+    patch_size: int = 2
+    width_mult: int = 4             # hidden units per channel in the two-layer blocks
+    num_registers: int = 0          # learned register / sink tokens (ScoreTransformer)
+    dropout: float = 0.0
+    fourier_features: int = 0       # ScoreMLP: random Fourier features of the input
+    fourier_scale: float = 1.0
+    width: int = 1024               # TwoLayerScoreNet: hidden units m
+    sigma: float = 1.0              # TwoLayerScoreNet: init std of W
+    coupled: bool = True            # TwoLayerScoreNet: paired init (F = 0 at init)
+
+
+@dataclass
+class DiffusionConfig:
+    prediction_type: str = "epsilon"  # epsilon | sample (x0) | v_prediction
+    beta_schedule: str = "linear"     # linear | scaled_linear | squaredcos_cap_v2 | ou (THEORY.md 1.5)
+    num_train_timesteps: int = 1000
+    ou_t_min: float = 0.01            # ou: time T0 of the first timestep
+    ou_t_max: float = 3.0             # ou: time T of the last timestep
+
+
+@dataclass
+class TrainSection:
+    steps: int = 3000               # optimizer steps
+    batch_size: int = 128           # global batch (split over processes)
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    lr_schedule: str = "cosine"     # constant | cosine | linear (after warmup)
+    warmup_steps: int = 100
+    grad_clip: float = 1.0          # max gradient norm (0: off)
+    grad_accum: int = 1             # micro-batches per optimizer step
+    mixed_precision: str = "no"     # no | fp16 | bf16
+    ema_decay: float = 0.999
+    seed: int = 0
+    compile: bool = False           # torch.compile the forward pass (GPU speed path)
+    checkpoint_every: int = 1000
+    checkpoints_total_limit: int = 2  # keep this many newest checkpoints
+    log_every: int = 50
+    on_nonfinite: str = "stop"      # stop | skip (skip the step; stops after 10 in a row)
+
+
+@dataclass
+class SampleSection:
+    every: int = 1000               # write samples/step-N.png every this many steps (0: only at the end)
+    scheduler: str = "dpm++"
+    steps: int = 20
+    num_samples: int = 64
+
+
+@dataclass
+class DiagnosticsSection:
+    ntk_every: int = 0              # record NTK drift every this many steps (0: off; needs softdiff.diagnostics.ntk)
+    ntk_probe_size: int = 8         # examples in the fixed probe batch
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = "runs/digits"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    train: TrainSection = field(default_factory=TrainSection)
+    sample: SampleSection = field(default_factory=SampleSection)
+    diagnostics: DiagnosticsSection = field(default_factory=DiagnosticsSection)
+
+    def validate(self) -> None:
+        """Value checks that types alone cannot express; one sentence per problem."""
+        m, d, t = self.model, self.data, self.train
+        check_choice("data.name", d.name, DATASETS)
+        check_choice("model.type", m.type, SCORE_NETS)
+        allowed = TWO_LAYER_ACTIVATIONS if m.type == "TwoLayerScoreNet" else ACTIVATIONS
+        check_choice("model.activation", m.activation, allowed)
+        check_choice("model.attention_normalization", m.attention_normalization, ATTENTION_NORMALIZATIONS)
+        check_choice("diffusion.prediction_type", self.diffusion.prediction_type, PREDICTION_TYPES)
+        check_choice("diffusion.beta_schedule", self.diffusion.beta_schedule, BETA_SCHEDULES)
+        check_choice("train.lr_schedule", t.lr_schedule, ("constant", "cosine", "linear"))
+        check_choice("train.mixed_precision", t.mixed_precision, ("no", "fp16", "bf16"))
+        check_choice("train.on_nonfinite", t.on_nonfinite, ("stop", "skip"))
+        check_choice("sample.scheduler", self.sample.scheduler, SCHEDULERS)
+        check_choice("data.channels", d.channels, (1, 3))
+        for key, value in [("train.steps", t.steps), ("train.batch_size", t.batch_size), ("train.lr", t.lr),
+                           ("train.grad_accum", t.grad_accum), ("train.checkpoint_every", t.checkpoint_every),
+                           ("train.log_every", t.log_every), ("sample.steps", self.sample.steps),
+                           ("sample.num_samples", self.sample.num_samples), ("model.hidden_size", m.hidden_size),
+                           ("model.num_layers", m.num_layers), ("model.num_heads", m.num_heads),
+                           ("model.width", m.width), ("diffusion.num_train_timesteps",
+                                                      self.diffusion.num_train_timesteps)]:
+            check_positive(key, value)
+        for key, value in [("train.warmup_steps", t.warmup_steps), ("train.grad_clip", t.grad_clip),
+                           ("train.weight_decay", t.weight_decay), ("sample.every", self.sample.every),
+                           ("diagnostics.ntk_every", self.diagnostics.ntk_every), ("model.dropout", m.dropout)]:
+            check_positive(key, value, allow_zero=True)
+        if not 0 <= t.ema_decay < 1:
+            raise ConfigError(f"train.ema_decay={t.ema_decay} must be in [0, 1).")
+        if t.checkpoints_total_limit < 1:
+            raise ConfigError(f"train.checkpoints_total_limit={t.checkpoints_total_limit} must be at least 1.")
+        is_image = d.name in IMAGE_DATASETS
+        if m.type == "ScoreTransformer" and not is_image:
+            raise ConfigError(f"model.type=ScoreTransformer needs an image dataset, but data.name={d.name!r} is a "
+                              "2-D toy set; use model.type=ScoreMLP or TwoLayerScoreNet.")
+        if m.type == "TwoLayerScoreNet" and m.coupled and m.width % 2:
+            raise ConfigError(f"model.width={m.width} must be even with model.coupled=true.")
+
+
+def load_train_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> TrainConfig:
+    """Defaults, then the YAML file, then ``key.sub=value`` overrides; validated."""
+    return load_config(TrainConfig, path, overrides)

@@ -1,0 +1,233 @@
+"""The training loop on accelerate: one CPU, one GPU, or many with ``accelerate launch`` / ``torchrun``."""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import ProjectConfiguration
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
+from tqdm.auto import tqdm
+
+from softdiff.config import save_config
+from softdiff.data import Dataset, make_dataset
+from softdiff.diffusion.objectives import alpha_sigma, diffusion_loss, sample_timesteps, training_target
+from softdiff.diffusion.schedulers import make_scheduler, training_scheduler_config
+from softdiff.errors import ConfigError, SoftdiffError
+from softdiff.training.checkpoints import load_first_valid, resolve_resume, save_checkpoint
+from softdiff.training.config import TrainConfig
+from softdiff.training.models import build_model, save_model
+from softdiff.training.previews import write_preview
+
+MAX_CONSECUTIVE_SKIPS = 10
+
+
+class TrainingError(SoftdiffError):
+    """The run cannot go on (non-finite loss); nothing corrupt was saved."""
+
+    exit_code = 1
+
+
+def step_generator(seed: int, step: int, micro: int) -> torch.Generator:
+    """The RNG of one micro-batch, a pure function of (seed, step): resume and data parallelism stay exact."""
+    state = np.random.SeedSequence([seed, step, micro]).generate_state(2)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+def draw_batch(dataset: Dataset, scheduler_config: dict, alphas_cumprod: torch.Tensor, cfg: TrainConfig,
+               step: int, micro: int, rank: int, world: int):
+    """The global batch of one micro-step (identical on every process), and this process's slice of it."""
+    g = step_generator(cfg.train.seed, step, micro)
+    size = cfg.train.batch_size
+    x0, labels = dataset.sample(size, g)
+    t = sample_timesteps(size, scheduler_config["num_train_timesteps"], g, "cpu")
+    noise = torch.randn(x0.shape, generator=g)
+    lo, hi = rank * size // world, (rank + 1) * size // world
+    x0, t, noise = x0[lo:hi], t[lo:hi], noise[lo:hi]
+    labels = labels[lo:hi] if labels is not None and cfg.data.class_conditional else None
+    alpha, sigma = alpha_sigma(alphas_cumprod, t, x0.dim())
+    x_t = alpha * x0 + sigma * noise
+    target = training_target(scheduler_config["prediction_type"], x0, noise, alpha, sigma)
+    return x_t, t, target, labels
+
+
+class MetricsLog:
+    """``metrics.jsonl``: one JSON object per logged step; on resume, lines past the resumed step are dropped."""
+
+    def __init__(self, path: Path, resume_step: int, enabled: bool):
+        self.path, self.enabled = path, enabled
+        if enabled and path.exists():
+            keep = [line for line in path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+            path.write_text("".join(line + "\n" for line in keep))
+
+    def write(self, record: dict) -> None:
+        if self.enabled:
+            with self.path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+def _make_accelerator(cfg: TrainConfig, out: Path) -> Accelerator:
+    project = ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs"))
+    log_with = None
+    try:  # TensorBoard logs only where tensorboard is installed
+        import tensorboard  # noqa: F401
+        log_with = "tensorboard"
+    except ImportError:
+        pass
+    # cpu=True when there is no GPU: then torchrun's processes form a real gloo process group (multi-CPU DDP).
+    # step_scheduler_with_optimizer=False: the LR schedule counts optimizer steps, whatever the process count
+    # (accelerate would otherwise step it once per process and warm up twice as fast on two processes).
+    return Accelerator(mixed_precision=cfg.train.mixed_precision, gradient_accumulation_steps=cfg.train.grad_accum,
+                       project_config=project, log_with=log_with, cpu=not torch.cuda.is_available(),
+                       step_scheduler_with_optimizer=False)
+
+
+def _ntk_tracker(cfg: TrainConfig, dataset: Dataset, scheduler_config: dict):
+    if not cfg.diagnostics.ntk_every:
+        return None
+    try:
+        from softdiff.diagnostics.ntk import KernelDriftTracker
+    except ImportError:
+        raise ConfigError("diagnostics.ntk_every needs softdiff.diagnostics.ntk, which is not installed.") from None
+    g = torch.Generator().manual_seed(cfg.train.seed + 12345)
+    x0, _ = dataset.sample(cfg.diagnostics.ntk_probe_size, g)
+    t = torch.full((len(x0),), scheduler_config["num_train_timesteps"] // 2)
+    alpha, sigma = alpha_sigma(torch.tensor(make_scheduler("ddpm", scheduler_config).alphas_cumprod), t, x0.dim())
+    probe = alpha * x0 + sigma * torch.randn(x0.shape, generator=g)
+    steps = list(range(0, cfg.train.steps + 1, cfg.diagnostics.ntk_every))
+    return KernelDriftTracker(probe, t.float(), steps)
+
+
+def _param_checksum(model) -> float:
+    """A float64 fingerprint of the weights, compared across processes at the end of a run."""
+    return float(sum((p.detach().double() * (i + 1)).sum() for i, p in enumerate(model.parameters())))
+
+
+def train(cfg: TrainConfig, resume: str | None = None, quiet: bool = False, stop_after: int = 0) -> Path:
+    """Train the run described by ``cfg`` into ``cfg.output_dir`` and return that folder.
+
+    ``stop_after`` > 0 ends this invocation (with a checkpoint) after that many steps, e.g. to split a run
+    over jobs with a time limit; ``resume="latest"`` continues it exactly.
+    """
+    out = Path(cfg.output_dir)
+    dataset = make_dataset(cfg.data.name, cfg.data.root, cfg.data.download, cfg.data.path, cfg.data.image_size,
+                           cfg.data.channels)
+    if cfg.data.class_conditional and dataset.num_classes is None:
+        raise ConfigError(f"data.class_conditional=true but dataset '{cfg.data.name}' has no labels.")
+    accelerator = _make_accelerator(cfg, out)
+    world, rank = accelerator.num_processes, accelerator.process_index
+    if cfg.train.batch_size % world:
+        raise ConfigError(f"train.batch_size={cfg.train.batch_size} must be divisible by the {world} processes.")
+    d = cfg.diffusion
+    scheduler_config = training_scheduler_config(d.beta_schedule, d.prediction_type, d.num_train_timesteps,
+                                                 d.ou_t_min, d.ou_t_max)
+    alphas_cumprod = make_scheduler("ddpm", scheduler_config).alphas_cumprod
+
+    torch.manual_seed(cfg.train.seed)  # model init (and dropout) draw from the global RNG; accelerate saves it
+    model = build_model(cfg, dataset)
+    ema = EMAModel(model.parameters(), decay=cfg.train.ema_decay, model_cls=type(model), model_config=model.config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    lr_scheduler = get_scheduler(cfg.train.lr_schedule, optimizer, num_warmup_steps=cfg.train.warmup_steps,
+                                 num_training_steps=cfg.train.steps)
+    model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
+    ema.to(accelerator.device)
+    accelerator.register_for_checkpointing(ema)
+    forward = torch.compile(model) if cfg.train.compile else model
+    tracker = _ntk_tracker(cfg, dataset, scheduler_config)
+
+    checkpoint_dir = out / "checkpoints"
+    start = load_first_valid(accelerator, resolve_resume(resume, checkpoint_dir))
+    if resume and not start and accelerator.is_main_process and not quiet:
+        print(f"no usable checkpoint in {checkpoint_dir}: starting from step 0")
+    if accelerator.is_main_process:
+        (out / "samples").mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+    if accelerator.log_with:
+        accelerator.init_trackers("softdiff", config={k: str(v) for k, v in asdict(cfg).items()})
+    log = MetricsLog(out / "metrics.jsonl", start, accelerator.is_main_process)
+
+    bar = tqdm(total=cfg.train.steps, initial=start, disable=quiet or not accelerator.is_local_main_process,
+               desc="training", dynamic_ncols=True)
+    losses, skips, t_last, t0 = [], 0, time.perf_counter(), time.perf_counter()
+    model.train()
+    end = min(cfg.train.steps, start + stop_after) if stop_after else cfg.train.steps
+    for step in range(start, end):
+        step_loss = torch.zeros((), device=accelerator.device)
+        for micro in range(cfg.train.grad_accum):
+            x_t, t, target, labels = draw_batch(dataset, scheduler_config, alphas_cumprod, cfg, step, micro, rank,
+                                                world)
+            x_t, t, target = x_t.to(accelerator.device), t.to(accelerator.device), target.to(accelerator.device)
+            kwargs = {"class_labels": labels.to(accelerator.device)} if labels is not None else {}
+            with accelerator.accumulate(model), accelerator.autocast():
+                loss = diffusion_loss(d.prediction_type, forward(x_t, t, **kwargs), target).mean()
+                finite = bool(accelerator.reduce(torch.isfinite(loss).float(), reduction="min").item())
+                if finite:
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and cfg.train.grad_clip:
+                        accelerator.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+                    step_loss += loss.detach() / cfg.train.grad_accum
+                else:
+                    break
+        if not finite:
+            optimizer.zero_grad(set_to_none=True)
+            skips += 1
+            if cfg.train.on_nonfinite == "stop" or skips > MAX_CONSECUTIVE_SKIPS:
+                bar.close()
+                raise TrainingError(
+                    f"the loss became non-finite at step {step + 1} (train.lr={cfg.train.lr}); nothing was saved "
+                    f"after the last checkpoint in '{checkpoint_dir}'. Lower train.lr, or set "
+                    f"train.on_nonfinite=skip to skip such steps.")
+            continue
+        skips = 0
+        optimizer.step()
+        lr_scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        ema.step(model.parameters())
+        done = step + 1
+        losses.append(accelerator.reduce(step_loss, reduction="mean").item())
+        bar.update(1)
+        if done % cfg.train.log_every == 0 or done == cfg.train.steps:
+            now = time.perf_counter()
+            record = {"step": done, "loss": float(np.mean(losses)), "lr": lr_scheduler.get_last_lr()[0],
+                      "samples_per_s": len(losses) * cfg.train.batch_size * cfg.train.grad_accum / (now - t_last),
+                      "wall_time": now - t0}
+            if tracker is not None and (diag := tracker(done, accelerator.unwrap_model(model))):
+                record.update(diag)
+            log.write(record)
+            accelerator.log({k: v for k, v in record.items() if k != "step"}, step=done)
+            bar.set_postfix(loss=f"{record['loss']:.4f}")
+            losses, t_last = [], now
+        if done % cfg.train.checkpoint_every == 0 or done == end:
+            save_checkpoint(accelerator, checkpoint_dir, done, cfg.train.checkpoints_total_limit)
+        if (cfg.sample.every and done % cfg.sample.every == 0) or done == cfg.train.steps:
+            if accelerator.is_main_process:
+                write_preview(accelerator.unwrap_model(model), ema, scheduler_config, dataset, cfg,
+                              out / "samples" / f"step-{done}.png", accelerator.device)
+            accelerator.wait_for_everyone()
+    bar.close()
+    checksums = accelerator.gather(torch.tensor([_param_checksum(model)], dtype=torch.float64,
+                                                device=accelerator.device)).tolist()
+    if accelerator.is_main_process:
+        summary = {"step": end, "finished": end == cfg.train.steps, "num_processes": world,
+                   "rank_weight_checksums": checksums, "wall_time": time.perf_counter() - t0}
+        (out / "train_summary.json").write_text(json.dumps(summary, indent=2))
+    if end < cfg.train.steps:
+        accelerator.end_training()
+        return out
+    if accelerator.is_main_process:
+        unwrapped = accelerator.unwrap_model(model)
+        save_model(unwrapped, out / "model", scheduler_config, dataset)
+        ema.store(unwrapped.parameters())
+        ema.copy_to(unwrapped.parameters())
+        save_model(unwrapped, out / "model_ema", scheduler_config, dataset)
+        ema.restore(unwrapped.parameters())
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return out

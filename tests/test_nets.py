@@ -1,0 +1,107 @@
+import json
+
+import pytest
+import torch
+
+from softdiff.nets import (
+    ACTIVATIONS, ScoreMLP, ScoreTransformer, TwoLayerBlock, TwoLayerScoreNet, ValueSoftmaxAttention,
+)
+
+
+def _gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def _perturb(model, seed=0):
+    # Zero-initialised output layers would make a round trip trivially pass: randomise every parameter.
+    g = _gen(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    return model
+
+
+@pytest.mark.parametrize("make,shape", [
+    (lambda: ScoreMLP(dim=2, hidden_size=16, num_blocks=2, fourier_features=4, activation="relu_norm"), (5, 2)),
+    (lambda: ScoreTransformer(sample_size=8, in_channels=1, hidden_size=16, num_layers=2, num_heads=2,
+                              num_registers=1, num_class_embeds=10, attention_normalization="sigmoid"), (3, 1, 8, 8)),
+    (lambda: TwoLayerScoreNet(dim=2, width=32), (4, 2)),
+])
+def test_save_load_round_trip_is_exact(tmp_path, make, shape):
+    model = _perturb(make()).eval()
+    x, t = torch.randn(shape, generator=_gen(1)), torch.tensor([3.5] * shape[0])
+    before = model(x, t)
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["_class_name"] == type(model).__name__
+    loaded = type(model).from_pretrained(tmp_path).eval()
+    assert torch.equal(loaded(x, t), before)
+    if isinstance(model, TwoLayerScoreNet):   # the +-1 signs are a buffer: they must travel too
+        assert torch.equal(loaded.net.A, model.net.A)
+
+
+@pytest.mark.parametrize("activation", list(ACTIVATIONS))
+def test_every_activation_builds_a_working_score_net(activation):
+    model = _perturb(ScoreTransformer(hidden_size=16, num_layers=1, num_heads=2, activation=activation))
+    out = model(torch.randn(2, 1, 8, 8, generator=_gen()), torch.tensor([10.0, 500.0]))
+    assert out.shape == (2, 1, 8, 8) and torch.isfinite(out).all()
+    # The activation really is the configured one (a wrong lookup would silently train another network).
+    assert model.layers[0].mlp.act.name == activation
+
+
+def test_transformer_accepts_any_size_divisible_by_patch():
+    model = ScoreTransformer(sample_size=12, in_channels=3, patch_size=4, hidden_size=16, num_layers=1, num_heads=2)
+    assert model(torch.randn(2, 3, 12, 12), 5).shape == (2, 3, 12, 12)
+    with pytest.raises(ValueError, match="divisible"):
+        ScoreTransformer(sample_size=10, patch_size=4)
+
+
+def test_transformer_is_zero_at_init_and_depends_on_time_after_training_perturbation():
+    model = ScoreTransformer(hidden_size=16, num_layers=1, num_heads=2)
+    x = torch.randn(2, 1, 8, 8)
+    assert model(x, 3).abs().max() == 0  # adaLN-Zero: every residual and the final layer start closed
+    _perturb(model)
+    assert not torch.allclose(model(x, 3), model(x, 700))
+
+
+@pytest.mark.parametrize("normalization", ["softmax", "sigmoid", "relu_norm"])
+def test_attention_probabilities_match_output(normalization):
+    attn = ValueSoftmaxAttention(16, num_heads=4, normalization=normalization).eval()
+    x = torch.randn(2, 7, 16, generator=_gen())
+    fused = attn(x)
+    out, probs = attn(x, return_probs=True)
+    assert probs.shape == (2, 4, 7, 7)
+    assert torch.allclose(out, fused, atol=1e-6)
+    v = attn.qkv(x).chunk(3, dim=-1)[2].reshape(2, 7, 4, 4).transpose(1, 2)
+    manual = attn.proj((probs @ v).transpose(1, 2).reshape(2, 7, 16))
+    assert torch.allclose(out, manual, atol=1e-6)
+    if normalization != "sigmoid":
+        assert torch.allclose(probs.sum(-1), torch.ones(2, 4, 7), atol=1e-5)
+    else:  # unnormalised: rows do not sum to one
+        assert (probs.sum(-1) - 1).abs().max() > 1e-3
+
+
+def test_attention_fused_path_equals_explicit_softmax():
+    attn = ValueSoftmaxAttention(8, num_heads=2).eval()
+    x = torch.randn(3, 5, 8, dtype=torch.float64, generator=_gen())
+    attn.double()
+    fused = attn(x)
+    attn.record_probs = True
+    explicit = attn(x)
+    assert torch.allclose(fused, explicit, atol=1e-12)
+    assert attn.last_probs.shape == (3, 2, 5, 5)
+
+
+def test_two_layer_block_is_residual_and_conditioned():
+    block = _perturb(TwoLayerBlock(8, "softmax", width_mult=2, cond_dim=4))
+    x, c = torch.randn(3, 8), torch.randn(3, 4)
+    assert not torch.allclose(block(x, c), block(x, torch.zeros_like(c)))
+    fresh = TwoLayerBlock(8)
+    assert torch.equal(fresh(x), x)  # zero output projection: identity at init
+
+
+def test_score_mlp_accepts_float_and_tensor_timesteps():
+    model = _perturb(ScoreMLP(dim=2, hidden_size=8, num_blocks=1))
+    x = torch.randn(4, 2)
+    assert torch.allclose(model(x, 12.5), model(x, torch.full((4,), 12.5)))
+    assert torch.allclose(model(x, torch.tensor(12.5)), model(x, torch.full((4,), 12.5)))

@@ -1,0 +1,192 @@
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from softdiff.cli import run_main
+from softdiff.training import load_train_config, train
+from softdiff.training.cli import main as train_main
+from softdiff.training.trainer import TrainingError
+
+TOY = "configs/toy2d.yaml"
+TINY = ["--config", TOY, "data.name=8gaussians", "model.type=ScoreMLP", "model.hidden_size=16", "model.num_layers=1",
+        "train.batch_size=32", "train.log_every=5", "train.checkpoint_every=10", "train.warmup_steps=2",
+        "sample.every=0", "sample.steps=2", "sample.num_samples=8"]
+
+
+def tiny(tmp_path, *extra):
+    overrides = [o for o in TINY if o not in ("--config", TOY)]
+    return load_train_config(TOY, [*overrides, f"output_dir={tmp_path}", *extra])
+
+
+def weights(path: Path) -> dict:
+    return load_file(str(path / "diffusion_pytorch_model.safetensors"))
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["train.stepz=5"], "train.stepz"),
+    (["train.steps=abc"], "train.steps"),
+    (["model.activation=swish2"], "softmax, relu"),
+    (["data.name=imagenet"], "8gaussians"),
+    (["train.steps=0"], "train.steps=0 must be positive"),
+    (["--config", "configs/nope.yaml"], "configs/nope.yaml"),
+    (["data.name=8gaussians"], "ScoreTransformer needs an image dataset"),
+])
+def test_config_errors_are_one_sentence_with_exit_2(argv, needle, capsys):
+    assert run_main(train_main, argv) == 2
+    err = capsys.readouterr().err
+    assert needle in err and err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_cli_entry_point_has_no_traceback(run_script):
+    res = run_script("train.py", "model.activation=nope", timeout=120)
+    assert res.returncode == 2 and "Traceback" not in res.stderr and "model.activation" in res.stderr
+
+
+def test_run_directory_layout_and_metrics(tmp_path):
+    out = train(tiny(tmp_path, "train.steps=10", "sample.every=5"), quiet=True)
+    for name in ("config.yaml", "metrics.jsonl", "model/config.json", "model_ema/config.json",
+                 "model/scheduler_config.json", "model/data_info.json", "samples/step-5.png",
+                 "samples/step-10.png", "checkpoints/checkpoint-10"):
+        assert (out / name).exists(), name
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [5, 10]
+    assert {"loss", "lr", "samples_per_s", "wall_time"} <= set(records[0])
+    # The resolved config reloads to the same values.
+    assert load_train_config(out / "config.yaml").model.hidden_size == 16
+    # EMA weights differ from the live ones, and EMA state is not written into config.json (diffusers trap).
+    assert any(not torch.equal(a, b) for a, b in zip(weights(out / "model").values(),
+                                                     weights(out / "model_ema").values()))
+    assert "decay" not in json.loads((out / "model_ema/config.json").read_text())
+
+
+def test_resume_is_bitwise_exact(tmp_path):
+    straight = train(tiny(tmp_path / "a", "train.steps=20"), quiet=True)
+    split_cfg = tiny(tmp_path / "b", "train.steps=20")
+    train(split_cfg, quiet=True, stop_after=10)
+    assert not (tmp_path / "b/model").exists() and (tmp_path / "b/checkpoints/checkpoint-10").is_dir()
+    split = train(split_cfg, resume="latest", quiet=True)
+    for sub in ("model", "model_ema"):
+        a, b = weights(straight / sub), weights(split / sub)
+        assert all(torch.equal(a[k], b[k]) for k in a), sub
+    steps = [json.loads(line)["step"] for line in (split / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [5, 10, 15, 20]  # no duplicated lines after the resume
+
+
+def test_resume_skips_incomplete_and_corrupt_checkpoints(tmp_path):
+    cfg = tiny(tmp_path, "train.steps=30", "train.checkpoints_total_limit=5")
+    train(cfg, quiet=True, stop_after=20)
+    ckpts = tmp_path / "checkpoints"
+    assert sorted(p.name for p in ckpts.iterdir()) == ["checkpoint-10", "checkpoint-20"]
+    (ckpts / "checkpoint-20" / "model.safetensors").write_bytes(b"garbage")          # corrupt
+    (ckpts / ".tmp-checkpoint-25").mkdir()                                             # killed mid-save
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(cfg, resume="latest", quiet=True)
+    assert any("checkpoint-20" in str(w.message) for w in caught)
+    assert json.loads((tmp_path / "train_summary.json").read_text())["finished"]
+    # Resumed from step 10: the metrics restart after 10.
+    steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [5, 10, 15, 20, 25, 30]
+
+
+def test_checkpoint_rotation_keeps_the_newest(tmp_path):
+    train(tiny(tmp_path, "train.steps=40", "train.checkpoints_total_limit=2"), quiet=True)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["checkpoint-30", "checkpoint-40"]
+
+
+def test_nonfinite_loss_stops_without_saving(tmp_path, monkeypatch):
+    import softdiff.training.trainer as trainer
+
+    real = trainer.diffusion_loss
+    calls = {"n": 0}
+
+    def poisoned(*args):
+        calls["n"] += 1
+        loss = real(*args)
+        return loss * float("nan") if calls["n"] > 12 else loss
+
+    monkeypatch.setattr(trainer, "diffusion_loss", poisoned)
+    with pytest.raises(TrainingError, match="non-finite at step 13"):
+        train(tiny(tmp_path, "train.steps=30"), quiet=True)
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["checkpoint-10"]
+    assert not (tmp_path / "model").exists()
+
+
+def test_nonfinite_loss_skip_mode_keeps_weights_finite(tmp_path, monkeypatch):
+    import softdiff.training.trainer as trainer
+
+    real = trainer.diffusion_loss
+    calls = {"n": 0}
+
+    def sometimes_nan(*args):
+        calls["n"] += 1
+        loss = real(*args)
+        return loss * float("nan") if calls["n"] % 4 == 0 else loss
+
+    monkeypatch.setattr(trainer, "diffusion_loss", sometimes_nan)
+    out = train(tiny(tmp_path, "train.steps=10", "train.on_nonfinite=skip"), quiet=True)
+    assert all(torch.isfinite(v).all() for v in weights(out / "model").values())
+
+
+def test_sigkill_during_checkpoint_save_leaves_previous_usable(tmp_path, run_script):
+    script = tmp_path / "killer.py"
+    script.write_text(f"""
+import os, signal, sys
+from accelerate import Accelerator
+real = Accelerator.save_state
+def dying_save(self, output_dir=None, **kw):
+    if output_dir.endswith('-20'):
+        os.makedirs(output_dir, exist_ok=True)
+        open(os.path.join(output_dir, 'model.safetensors'), 'wb').write(b'half')
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(self, output_dir, **kw)
+Accelerator.save_state = dying_save
+from softdiff.cli import run_main
+from softdiff.training.cli import main
+sys.exit(run_main(main, {[*TINY, 'train.steps=30', f'output_dir={tmp_path / "run"}', '--quiet']!r}))
+""")
+    res = run_script(script)
+    assert res.returncode == -9
+    ckpts = tmp_path / "run" / "checkpoints"
+    assert (ckpts / "checkpoint-10").is_dir() and not (ckpts / "checkpoint-20").exists()
+    res = run_script("train.py", *TINY, "train.steps=30", f"output_dir={tmp_path / 'run'}", "--resume", "latest",
+                     "--quiet")
+    assert res.returncode == 0, res.stderr
+    assert json.loads((tmp_path / "run" / "train_summary.json").read_text())["finished"]
+
+
+def test_sample_cli_writes_npz_and_picture(tmp_path, run_script):
+    import numpy as np
+
+    out = train(tiny(tmp_path / "run", "train.steps=5"), quiet=True)
+    res = run_script("sample.py", out / "model", "--scheduler", "ddim", "--steps", "3", "--num-samples", "9",
+                     "--seed", "0", "--output", tmp_path / "s.npz")
+    assert res.returncode == 0, res.stderr
+    samples = np.load(tmp_path / "s.npz")["samples"]
+    assert samples.shape == (9, 2) and np.isfinite(samples).all() and (tmp_path / "s.png").is_file()
+    again = run_script("sample.py", out / "model", "--scheduler", "ddim", "--steps", "3", "--num-samples", "9",
+                       "--seed", "0", "--output", tmp_path / "t.npz")
+    assert np.array_equal(np.load(tmp_path / "t.npz")["samples"], samples)  # deterministic for a seed
+    bad = run_script("sample.py", out / "model", "--steps", "0", "--output", tmp_path / "u.npz")
+    assert bad.returncode == 2 and "--steps=0 must be positive" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.slow
+def test_two_process_cpu_ddp_matches_one_process(tmp_path, run_script):
+    args = [*TINY, "train.steps=10", "--quiet"]
+    res = run_script("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "train.py", *args,
+                     f"output_dir={tmp_path / 'ddp'}", env_extra={"OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    summary = json.loads((tmp_path / "ddp" / "train_summary.json").read_text())
+    assert summary["num_processes"] == 2
+    a, b = summary["rank_weight_checksums"]
+    assert a == b  # both ranks end with identical weights
+    single = train(tiny(tmp_path / "one", "train.steps=10"), quiet=True)
+    w1, w2 = weights(single / "model"), weights(tmp_path / "ddp" / "model")
+    # Same global batch per step: the two-process run equals the one-process run up to float reduction order.
+    bad = {k: (w1[k] - w2[k]).abs().max().item() for k in w1 if not torch.allclose(w1[k], w2[k], rtol=1e-5, atol=1e-6)}
+    assert not bad
