@@ -341,7 +341,7 @@ def _history(records: list[dict[str, Tensor]], steps: Sequence[float], times: Se
 
 
 @contextlib.contextmanager
-def _one_thread_for_small(t: Tensor, limit: int = 1 << 16):
+def _one_thread_for_small(t: Tensor, limit: int = 1 << 20):
     """Run small CPU problems on one intra-op thread: thread hand-offs cost more than the tiny kernels (10x here)."""
     small = t.device.type == "cpu" and t.numel() < limit
     before = torch.get_num_threads()
