@@ -80,6 +80,8 @@ def _e2_rows(case: FlowCase, hist: FlowHistory) -> list[tuple[str, str, str]]:
     return [("max share / min share / sum of shares (end)",
              f"{_mean(hist.max_share[-1]):.3f} / {_mean(hist.s[-1].min(-1).values):.3f} / {_mean(share_sum):.3f}",
              case.expected),
+            ("seeds one-hot (max share > 0.99)",
+             f"{int((hist.max_share[-1] > 0.99).sum())}/{hist.max_share[-1].numel()}", ""),
             ("entropy end, loss end", f"{_mean(hist.entropy[-1]):.2f}, {_mean(hist.loss[-1]):.1e}", "")]
 
 
@@ -92,7 +94,9 @@ def _e3_rows(case: FlowCase, hist: FlowHistory) -> list[tuple[str, str, str]]:
 
 
 def _e4_rows(case: FlowCase, hist: FlowHistory) -> list[tuple[str, str, str]]:
-    return [("final entropy (log 20 = 3.00)", f"{_mean(hist.entropy[-1]):.2f}", case.expected.split()[2]),
+    ent = hist.entropy[-1].reshape(-1)
+    return [("final entropy (log 20 = 3.00), mean [min, max] over seeds",
+             f"{_mean(ent):.2f} [{float(ent.min()):.2f}, {float(ent.max()):.2f}]", case.expected.split()[2]),
             ("final loss", f"{_mean(hist.loss[-1]):.1e}", "")]
 
 

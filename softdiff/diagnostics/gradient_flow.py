@@ -370,7 +370,8 @@ def _run(tied: bool, V0, a0, loss, target, normalization, method, lr, steps, t_m
             points = _record_steps(int(steps), record_every)
             records, done = [], 0
             for p in points:
-                problem.gd_steps(V, a, lr, p - done)
+                with torch.inference_mode():  # ~15% less per-op overhead than no_grad; V, a stay normal tensors
+                    problem.gd_steps(V, a, lr, p - done)
                 done = p
                 records.append(_snapshot(problem, ref, V, a))
             return _history(records, points, [p * lr for p in points], V, a, batched, meta)
@@ -515,11 +516,11 @@ E4_EXPECTED_ENTROPY = {1: 3.00, 2: 2.95, 3: 1.72, 4: 0.77, 5: 0.40}
 
 
 def _e4(num_seeds: int, seed: int) -> list[FlowCase]:
+    # THEORY.md fixes cond(X) only; X's spectrum (geometric) and y ~ N(0, I_n) are this toolkit's choice.
     cases, n = [], 20
     for kappa, expected in E4_EXPECTED_ENTROPY.items():
-        V0, a0, X, beta = _draw(_seeds(num_seeds, seed, 4), lambda g: (
-            1e-5 * _normal(g, n, n), 1e-3 * _normal(g, n), conditioned_design(g, n, n, kappa), _unit(g, n)))
-        y = (X * beta.unsqueeze(-2)).sum(-1)  # y = X beta*, so the residual can reach 0
+        V0, a0, X, y = _draw(_seeds(num_seeds, seed, 4), lambda g: (
+            1e-5 * _normal(g, n, n), 1e-3 * _normal(g, n), conditioned_design(g, n, n, kappa), _normal(g, n)))
         cases.append(FlowCase(f"kappa={kappa}", False, dict(V0=V0, a0=a0, loss="design_square", target=y, design=X,
                                                             lr=1e-3, steps=300_000),
                               f"final entropy {expected:.2f} (log 20 = 3.00)"))
@@ -530,7 +531,7 @@ def _e5(num_seeds: int, seed: int) -> list[FlowCase]:
     V0, p = _draw(_seeds(num_seeds, seed, 5), lambda g: (
         0.1 * _normal(g, 10, 10), torch.softmax(10 * torch.rand(10, generator=g, dtype=torch.float64), -1)))
     return [FlowCase("cross_entropy", False, dict(V0=V0, a0=None, loss="cross_entropy", target=p, lr=0.1,
-                                                 steps=100_000), "KL -> ~3e-16 while the max share only reaches ~0.96")]
+                                                 steps=1_000_000), "KL -> ~3e-16 while the max share only reaches ~0.96")]
 
 
 PRESETS: dict[str, Callable[[int, int], list[FlowCase]]] = {"E1": _e1, "E2": _e2, "E3": _e3, "E4": _e4, "E5": _e5}
