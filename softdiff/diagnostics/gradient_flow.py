@@ -208,10 +208,6 @@ class FlowHistory:
     a_final: Tensor
     meta: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def final_a(self) -> Tensor:
-        return self.a_final
-
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready nested lists (NaN/inf as None)."""
         out: dict[str, Any] = {"meta": self.meta}
@@ -266,10 +262,8 @@ def _record_times(t_max: float, record_every: int | str, per_decade: int = 10, t
 def _as_tensor(name: str, x: Any, dtype: torch.dtype, device: torch.device | None) -> Tensor:
     if x is None:
         raise ValueError(f"{name} is required")
-    t = torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x)
-    if not torch.is_floating_point(t) and t.dtype != torch.bool and not t.is_complex():
-        t = t.to(torch.float64)
-    return t.to(device=device, dtype=dtype).clone()
+    t = x if isinstance(x, Tensor) else torch.as_tensor(np.asarray(x))
+    return t.to(device=device, dtype=dtype).clone()  # a private copy: the GD loop updates it in place
 
 
 def _reference_direction(loss: str, target: Tensor, design: Tensor | None) -> Tensor:
