@@ -4,7 +4,9 @@
 
 Prints seed-steps per second (median over repeats) for 1 and 64 seeds and the ratio to the NumPy loop; the
 NumPy loop is timed on fewer steps (its cost per seed-step does not depend on the horizon) and its final
-state is checked against softdiff's after the same number of steps.
+state is checked against softdiff's after the same number of steps. The last columns time the whole E1
+horizon (t = 1e6 steps x lr 0.1) as the gradient-flow ODE (``method="flow"``, torchdiffeq dopri5) and give
+its final mean max share (GD after 1e6 steps: 0.975 over 8 seeds, docs/gradient_flow.md).
 """
 from __future__ import annotations
 
@@ -54,7 +56,8 @@ def main() -> None:
     torch.set_num_threads(1)
     print(f"E1 (D = N = 8, logistic, lr 0.1), float64 CPU, 1 thread; medians over {args.repeats} repeats\n")
     head = f"{'seeds':>5}  {'softdiff seed-steps/s':>22}  {'NumPy loop seed-steps/s':>24}  {'ratio':>6}  " \
-           f"{'1e6 steps (s, softdiff)':>23}  {'max |a - a_numpy|':>17}"
+           f"{'1e6 steps (s, softdiff)':>23}  {'max |a - a_numpy|':>17}  {'flow to t=1e5 (s)':>17}  " \
+           f"{'max share flow':>14}"
     print(head)
     print("-" * len(head))
     for seeds in args.seeds:
@@ -68,9 +71,12 @@ def main() -> None:
         check = value_softmax_flow(V0, a0, "logistic", beta, lr=lr, steps=args.baseline_steps,
                                    record_every=args.baseline_steps)
         err = float(np.abs(check.a_final.numpy() - a_np).max())
+        t_flow, flow = timed(lambda: value_softmax_flow(V0, a0, "logistic", beta, method="flow", t_max=1e6 * lr),
+                             args.repeats)
         ours, base = seeds * args.steps / t_ours, seeds * args.baseline_steps / t_np
         print(f"{seeds:>5}  {ours:>22,.0f}  {base:>24,.0f}  {ours / base:>6.1f}  "
-              f"{1e6 * t_ours / args.steps:>23.1f}  {err:>17.1e}")
+              f"{1e6 * t_ours / args.steps:>23.1f}  {err:>17.1e}  {t_flow:>17.2f}  "
+              f"{float(flow.max_share[-1].mean()):>14.3f}")
 
 
 if __name__ == "__main__":

@@ -48,8 +48,12 @@ def _mean(x: torch.Tensor) -> float:
 
 
 def _at_step(hist: FlowHistory, field: str, step: int) -> torch.Tensor | None:
-    hits = (hist.steps == step).nonzero()
-    return getattr(hist, field)[int(hits[0])] if len(hits) else None
+    """The record at GD step ``step`` (for the flow: the record nearest time ``step * lr``, within 5%)."""
+    t = step * hist.meta["lr"]
+    if not 0 < t <= float(hist.times[-1]) * 1.05:
+        return None
+    i = int((hist.times[1:].log() - torch.log(torch.tensor(t, dtype=hist.times.dtype))).abs().argmin()) + 1
+    return getattr(hist, field)[i] if abs(float(hist.times[i]) / t - 1) < 0.05 else None
 
 
 def _e1_rows(case: FlowCase, hist: FlowHistory) -> list[tuple[str, str, str]]:
