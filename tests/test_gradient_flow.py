@@ -237,3 +237,14 @@ def test_e4_entropy_decreases_with_condition_number():
     assert (entropy.diff() < 0).all(), entropy
     assert entropy[0] > 2.99 and entropy[-1] < 1.0  # kappa = 1 stays uniform (log 20 = 3.00); kappa = 5 polarises
     assert (hist.loss[-1] < 1e-6 * hist.loss[0]).all()  # every problem is solved; only the path differs
+
+
+def test_stiff_flow_raises_a_clear_error():
+    """E2's l1 map under logistic loss is non-smooth where shares hit 0: the adaptive solver gives up cleanly."""
+    from softdiff.diagnostics.gradient_flow import FlowIntegrationError, preset_cases, run_case
+    from softdiff.errors import SoftdiffError
+
+    case = {c.label: c for c in preset_cases("E2", 1, 0)}["logistic/l1"]
+    with pytest.raises(FlowIntegrationError, match="use method='gd'") as info:
+        run_case(case, method="flow", steps=20_000, max_ode_steps=300)
+    assert isinstance(info.value, SoftdiffError)  # the CLI prints it as one line

@@ -22,9 +22,15 @@ import torch
 from torch import Tensor
 from torchdiffeq import odeint
 
+from softdiff.errors import SoftdiffError
 from softdiff.nets.activations import softmax_vjp
 
 _EPS = 1e-10  # added to every normaliser's denominator, as in THEORY.md's E2
+_ADAPTIVE_ODE_METHODS = {"dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun"}
+
+
+class FlowIntegrationError(SoftdiffError):
+    """The adaptive ODE solver gave up (non-smooth map or stiff dynamics)."""
 
 
 # ---------------------------------------------------------------------------------------------- normalisations
@@ -349,7 +355,7 @@ def _one_thread_for_small(t: Tensor, limit: int = 1 << 20):
 
 
 def _run(tied: bool, V0, a0, loss, target, normalization, method, lr, steps, t_max, record_every, seed, design,
-         rtol, atol, ode_method, dtype, device) -> FlowHistory:
+         rtol, atol, ode_method, max_ode_steps, dtype, device) -> FlowHistory:
     problem, V, a, batched = _prepare(V0, a0, loss, target, normalization, design, dtype, device, tied, seed)
     ref = _reference_direction(loss, problem.target, problem.design)
     meta = {"model": "tied" if tied else "value", "loss": loss, "normalization": normalization, "method": method,
@@ -376,15 +382,22 @@ def _run(tied: bool, V0, a0, loss, target, normalization, method, lr, steps, t_m
                 t_max = steps * lr
             if not t_max > 0:
                 raise ValueError(f"t_max={t_max!r} must be positive")
-            meta.update(t_max=float(t_max), rtol=rtol, atol=atol, ode_method=ode_method)
+            meta.update(t_max=float(t_max), rtol=rtol, atol=atol, ode_method=ode_method, max_ode_steps=max_ode_steps)
             ts = _record_times(float(t_max), record_every)
 
             def rhs(t: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
                 _, _, gV, ga = problem.grads(*state)
                 return -gV, -ga
 
-            Vs, As = odeint(rhs, (V, a), torch.tensor(ts, dtype=V.dtype, device=V.device),
-                            rtol=rtol, atol=atol, method=ode_method)
+            options = {"max_num_steps": max_ode_steps} if ode_method in _ADAPTIVE_ODE_METHODS else None
+            try:
+                Vs, As = odeint(rhs, (V, a), torch.tensor(ts, dtype=V.dtype, device=V.device),
+                                rtol=rtol, atol=atol, method=ode_method, options=options)
+            except AssertionError as err:  # torchdiffeq signals a solver failure with a bare assert
+                raise FlowIntegrationError(
+                    f"the flow ODE ({ode_method}) gave up for normalization={normalization!r}, loss={loss!r}: {err}; "
+                    "non-smooth maps (l1, relu_norm) and shares hitting 0 make it stiff, so use method='gd' "
+                    "or raise max_ode_steps.") from None
             records = [_snapshot(problem, ref, Vs[i], As[i]) for i in range(len(ts))]
             return _history(records, ts, ts, Vs[-1].clone(), As[-1].clone(), batched, meta)
     raise ValueError(f"unknown method {method!r}; choose one of: gd, flow")
@@ -394,26 +407,28 @@ def value_softmax_flow(V0, a0, loss: str, target=None, normalization: str = "sof
                        lr: float = 0.1, steps: int | None = 1000, t_max: float | None = None,
                        record_every: int | str = "log", seed: int | None = None, *, design=None,
                        rtol: float = 1e-9, atol: float = 1e-11, ode_method: str = "dopri5",
-                       dtype: torch.dtype = torch.float64, device: str | torch.device | None = None) -> FlowHistory:
+                       max_ode_steps: int = 10_000, dtype: torch.dtype = torch.float64,
+                       device: str | torch.device | None = None) -> FlowHistory:
     """Train ``beta = V s(a)`` from ``(V0, a0)`` by GD (``"gd"``) or the exact flow ODE (``"flow"``).
 
     ``V0`` is (D, N) or (B, D, N) (B seeds at once), ``a0`` (N,) or (B, N) (None = zeros). ``target`` is
     ``beta*`` (logistic, square; None draws a unit ``beta*`` from ``seed``), ``y`` (design_square, with
     ``design=X`` of shape (n, D)) or ``p*`` (cross_entropy, V is k x N). Tensors or NumPy arrays.
+    ``max_ode_steps`` caps the adaptive solver's steps between two records (FlowIntegrationError beyond).
     """
     return _run(False, V0, a0, loss, target, normalization, method, lr, steps, t_max, record_every, seed,
-                design, rtol, atol, ode_method, dtype, device)
+                design, rtol, atol, ode_method, max_ode_steps, dtype, device)
 
 
 def tied_value_softmax_flow(U0, a0, loss: str, target=None, normalization: str = "softmax", method: str = "gd",
                             lr: float = 0.05, steps: int | None = 1000, t_max: float | None = None,
                             record_every: int | str = "log", seed: int | None = None, *, design=None,
                             rtol: float = 1e-9, atol: float = 1e-11, ode_method: str = "dopri5",
-                            dtype: torch.dtype = torch.float64,
+                            max_ode_steps: int = 10_000, dtype: torch.dtype = torch.float64,
                             device: str | torch.device | None = None) -> FlowHistory:
     """Train the tied model ``beta = U s(U a)`` (``U0`` is (D, D) or (B, D, D)); ``dominant_norm`` tracks the winner's column."""
     return _run(True, U0, a0, loss, target, normalization, method, lr, steps, t_max, record_every, seed,
-                design, rtol, atol, ode_method, dtype, device)
+                design, rtol, atol, ode_method, max_ode_steps, dtype, device)
 
 
 def objective(V: Tensor, a: Tensor, loss: str, target, normalization: str = "softmax", design=None,
