@@ -396,7 +396,7 @@ def _run(tied: bool, V0, a0, loss, target, normalization, method, lr, steps, t_m
             except AssertionError as err:  # torchdiffeq signals a solver failure with a bare assert
                 raise FlowIntegrationError(
                     f"the flow ODE ({ode_method}) gave up for normalization={normalization!r}, loss={loss!r}: {err}; "
-                    "non-smooth maps (l1, relu_norm) and shares hitting 0 make it stiff, so use method='gd' "
+                    "non-smooth maps (l1, relu_norm) whose shares hit 0 can make it stiff, so use method='gd' "
                     "or raise max_ode_steps.") from None
             records = [_snapshot(problem, ref, Vs[i], As[i]) for i in range(len(ts))]
             return _history(records, ts, ts, Vs[-1].clone(), As[-1].clone(), batched, meta)
