@@ -299,7 +299,7 @@ def run_comparison(cfg: CompareConfig, command: str = "", log=print) -> Path:
 
 
 def main(argv: Sequence[str]) -> int:
-    args = parser().parse_args(argv)
+    args = parser().parse_intermixed_args(argv)
     overrides = list(args.overrides)
     if args.output_dir:
         overrides.append(f"output_dir={args.output_dir}")
