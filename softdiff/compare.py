@@ -117,6 +117,7 @@ def run_one(job: dict) -> dict:
     from softdiff.training import load_run_config, train
     from softdiff.training.checkpoints import list_checkpoints
     from softdiff.training.models import load_trained
+    from softdiff.training.trainer import TrainingError
 
     settings = EvalSettings(**job["eval"])
     run_dir = Path(job["run_dir"])
@@ -135,7 +136,14 @@ def run_one(job: dict) -> dict:
     stamp.write_text(train_fp)
     t0 = time.perf_counter()
     if not (run_dir / "model_ema" / "config.json").is_file():
-        train(cfg, resume="latest" if (run_dir / "checkpoints").is_dir() else None, quiet=True)
+        try:
+            train(cfg, resume="latest" if (run_dir / "checkpoints").is_dir() else None, quiet=True)
+        except TrainingError as err:  # e.g. a non-finite loss: a result in itself, recorded and reported
+            record = {"activation": job["activation"], "seed": job["seed"], "run_dir": str(run_dir),
+                      "fingerprint": fingerprint, "metrics": {}, "history": [], "loss": _read_losses(run_dir),
+                      "error": str(err), "train_seconds": None, "total_seconds": time.perf_counter() - t0}
+            result_path.write_text(json.dumps(_finite_json(record), indent=2))
+            return record
     summary = json.loads((run_dir / "train_summary.json").read_text())
     t1 = time.perf_counter()
 
@@ -177,6 +185,7 @@ def _finite_json(obj):
 
 def _none_to_nan(record: dict) -> dict:
     record["metrics"] = {k: (math.nan if v is None else v) for k, v in record["metrics"].items()}
+    record["history"] = [{k: (math.nan if v is None else v) for k, v in h.items()} for h in record["history"]]
     return record
 
 
@@ -251,6 +260,7 @@ def run_comparison(cfg: CompareConfig, command: str = "", log=print) -> Path:
         results.append(_none_to_nan(record))
         shown = ", ".join(f"{k}={v:.4g}" for k, v in record["metrics"].items() if "@" not in k)
         state = "reused" if record.get("reused") else f"{record['total_seconds']:.0f} s"
+        shown = f"FAILED: {record['error']}" if record.get("error") else shown
         log(f"[{len(results)}/{len(jobs)}] {record['activation']} seed {record['seed']} ({state}): {shown}")
 
     if workers == 1:
@@ -272,11 +282,13 @@ def run_comparison(cfg: CompareConfig, command: str = "", log=print) -> Path:
         plots.append("metric_vs_steps.png")
     panel = {}
     for act in cfg.activations:
-        first = next(r for r in results if r["activation"] == act)
-        panel[act] = np.load(Path(first["run_dir"]) / "eval_samples.npy")
+        first = next((r for r in results if r["activation"] == act and not r.get("error")), None)
+        if first is not None:
+            panel[act] = np.load(Path(first["run_dir"]) / "eval_samples.npy")
     reference = evaluator.reference.numpy() if dataset.kind == "vector" else None
-    plot_samples(panel, dataset.kind, out / "samples.png", reference, dataset.data_range)
-    plots.append("samples.png")
+    if panel:
+        plot_samples(panel, dataset.kind, out / "samples.png", reference, dataset.data_range)
+        plots.append("samples.png")
 
     b = base
     setup = {"command": f"`{command}`" if command else "(library call)", "commit": _git_commit(),

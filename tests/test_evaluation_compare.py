@@ -101,3 +101,24 @@ def test_winner_and_significance_rules():
     assert w["w2"]["gap"] == pytest.approx(1.0)
     assert w["confidence"]["winner"] == "softmax" and w["confidence"]["significant"] is False  # higher is better
     assert mean_std([1.0, 3.0]) == {"mean": 2.0, "std": pytest.approx(np.sqrt(2.0)), "n": 2}
+
+
+def test_a_diverging_run_is_reported_not_fatal(tmp_path, monkeypatch, capsys):
+    import softdiff.training
+    from softdiff.training.trainer import TrainingError
+
+    real_train = softdiff.training.train
+
+    def flaky(cfg, **kw):
+        if cfg.model.activation == "exp":
+            raise TrainingError("the loss became non-finite at step 3")
+        return real_train(cfg, **kw)
+
+    monkeypatch.setattr(softdiff.training, "train", flaky)
+    argv = tiny_argv(tmp_path, "activations=[relu,exp]", "eval.every=0", "eval.metrics=[w2]")
+    assert run_main(main, argv) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["summary"]["exp"]["w2"]["mean"] is None and results["summary"]["relu"]["w2"]["mean"] > 0
+    assert results["winners"]["w2"]["winner"] == "relu"
+    report = (tmp_path / "report.md").read_text()
+    assert "failed: the loss became non-finite at step 3" in report and "FAILED" in capsys.readouterr().out

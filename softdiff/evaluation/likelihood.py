@@ -160,12 +160,14 @@ class _AugmentedFlow(torch.nn.Module):
 
 def log_likelihood(score_fn: ScoreFn, process: VPProcess, x: Tensor, divergence: str = "auto",
                    exact_max_dim: int = 16, rtol: float = 1e-5, atol: float = 1e-5, method: str = "dopri5",
-                   seed: int = 0, prior_log_prob: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+                   seed: int = 0, prior_log_prob: Callable[[Tensor], Tensor] | None = None,
+                   options: dict | None = None) -> Tensor:
     """``log p_{t_min}(x)`` in nats per example (shape ``(B,)``), under the model's probability-flow ODE.
 
     ``score_fn(x, t)`` takes a batch and per-example times in the process's units. ``divergence='auto'`` is
     exact when ``x[0].numel() <= exact_max_dim`` and Hutchinson otherwise. The prior at ``t_max`` is
-    ``N(0, I)`` unless ``prior_log_prob`` is given.
+    ``N(0, I)`` unless ``prior_log_prob`` is given. ``method`` / ``options`` go to ``torchdiffeq.odeint``
+    (e.g. ``method="rk4", options={"step_size": 0.05}`` for a fixed grid).
     """
     if divergence not in DIVERGENCES:
         raise ValueError(f"unknown divergence {divergence!r}; choose one of: {', '.join(DIVERGENCES)}")
@@ -179,7 +181,8 @@ def log_likelihood(score_fn: ScoreFn, process: VPProcess, x: Tensor, divergence:
     flow = _AugmentedFlow(score_fn, process, probe)
     times = torch.tensor([process.t_min, process.t_max], dtype=x.dtype, device=x.device)
     zero = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
-    xs, integrals = odeint(flow, (x.detach(), zero), times, rtol=rtol, atol=atol, method=method)
+    xs, integrals = odeint(flow, (x.detach(), zero), times, rtol=rtol, atol=atol, method=method,
+                                 options=options)
     z, integral = xs[-1], integrals[-1]
     prior = standard_normal_log_prob if prior_log_prob is None else prior_log_prob
     return prior(z) + integral

@@ -180,9 +180,11 @@ def write_report(path: Path, title: str, setup: dict, activations: list[str], me
         runner = f" over {w['runner_up']}" if w["runner_up"] else ""
         lines.append(f"- {m}: **{w['winner']}**{runner}; {verdict}.")
     lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots]
-    lines += ["", "## Runs", "", "| activation | seed | final loss | train s | run dir |", "|---|---|---|---|---|"]
+    lines += ["", "## Runs", "", "| activation | seed | final loss | train s | run dir | status |",
+              "|---|---|---|---|---|---|"]
     for r in runs:
         final_loss = r["loss"][-1][1] if r["loss"] else math.nan
+        status = f"failed: {r['error']}" if r.get("error") else "ok"
         lines.append(f"| {r['activation']} | {r['seed']} | {_fmt(final_loss)} | {_fmt(r.get('train_seconds'))} | "
-                     f"{r['run_dir']} |")
+                     f"{r['run_dir']} | {status} |")
     path.write_text("\n".join(lines) + "\n")
