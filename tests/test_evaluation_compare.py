@@ -122,3 +122,41 @@ def test_a_diverging_run_is_reported_not_fatal(tmp_path, monkeypatch, capsys):
     assert results["winners"]["w2"]["winner"] == "relu"
     report = (tmp_path / "report.md").read_text()
     assert "failed: the loss became non-finite at step 3" in report and "FAILED" in capsys.readouterr().out
+
+
+class PerfectEpsModel(torch.nn.Module):
+    """The exact epsilon-prediction of the 8-Gaussian data under a diffusers schedule: eps* = -sigma * score."""
+
+    def __init__(self, mixture, scheduler_config):
+        super().__init__()
+        from softdiff.evaluation.likelihood import DiscreteVP
+
+        self.mixture, self.process = mixture, DiscreteVP.from_scheduler_config(scheduler_config)
+        self.dummy = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x, t):
+        t = torch.as_tensor(t, dtype=torch.float64).reshape(-1).expand(len(x))
+        alpha, sigma = self.process.alpha_sigma(t)
+        out = torch.empty(x.shape, dtype=torch.float64)
+        for value in t.unique():  # the noised mixture depends on the level
+            rows = t == value
+            a, s = float(alpha[rows][0]), float(sigma[rows][0])
+            out[rows] = -s * self.mixture.noised(a, s).score(x[rows])
+        return out.to(x.dtype)
+
+
+def test_perfect_model_reaches_the_floors():
+    from softdiff.data import make_dataset
+    from softdiff.diffusion.schedulers import training_scheduler_config
+    from softdiff.evaluation.run_eval import EvalSettings, RunEvaluator
+
+    dataset = make_dataset("8gaussians")
+    config = training_scheduler_config("linear", "epsilon", 1000)
+    settings = EvalSettings(num_samples=300, likelihood_samples=48, ode_tol=1e-4, score_timesteps=[10, 300, 800],
+                            scheduler="ddpm", steps=100)
+    evaluator = RunEvaluator(dataset, settings, config)
+    floors = evaluator.noise_floors()
+    metrics, samples = evaluator.evaluate(PerfectEpsModel(dataset.analytic, config), final=True)
+    assert metrics["score_error"] < 1e-12                        # the whole score chain is exact
+    assert metrics["nll"] == pytest.approx(floors["nll"], abs=0.02)  # PF-ODE NLL = exact NLL at timestep 0
+    assert metrics["w2"] < 2 * floors["w2"] and metrics["mixture_loglik"] > floors["mixture_loglik"] - 0.5
