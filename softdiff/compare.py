@@ -42,8 +42,8 @@ class CompareConfig:
     eval: EvalSettings = field(default_factory=EvalSettings)
 
     def validate(self) -> None:
-        from softdiff.evaluation.run_eval import IMAGE_METRICS, VECTOR_METRICS
         from softdiff.diffusion.schedulers import SCHEDULERS
+        from softdiff.evaluation.run_eval import IMAGE_METRICS, VECTOR_METRICS
 
         if not self.activations:
             raise ConfigError("activations is empty; list at least one, e.g. [softmax, relu].")
@@ -54,8 +54,11 @@ class CompareConfig:
         check_positive("threads_per_worker", self.threads_per_worker)
         check_choice("eval.scheduler", self.eval.scheduler, SCHEDULERS)
         for key, value in [("eval.steps", self.eval.steps), ("eval.num_samples", self.eval.num_samples),
-                           ("eval.likelihood_samples", self.eval.likelihood_samples), ("eval.ode_tol", self.eval.ode_tol)]:
+                           ("eval.likelihood_samples", self.eval.likelihood_samples), ("eval.ode_tol", self.eval.ode_tol),
+                           ("eval.ode_max_steps", self.eval.ode_max_steps)]:
             check_positive(key, value)
+        if self.eval.num_samples < 2:
+            raise ConfigError(f"eval.num_samples={self.eval.num_samples} must be at least 2 (MMD and FID need two).")
         check_positive("eval.every", self.eval.every, allow_zero=True)
         for name in self.eval.metrics:
             check_choice("eval.metrics", name, (*VECTOR_METRICS, *IMAGE_METRICS))
