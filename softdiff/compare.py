@@ -196,7 +196,8 @@ def _git_commit() -> str:
     import subprocess
 
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10)
+        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=7"], capture_output=True, text=True,
+                             timeout=10)
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -234,7 +235,7 @@ def run_comparison(cfg: CompareConfig, command: str = "", log=print) -> Path:
     )
     from softdiff.evaluation.run_eval import RunEvaluator
 
-    t0 = time.perf_counter()
+    t0, commit = time.perf_counter(), _git_commit()  # the code that runs, not the one at the end
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "compare_config.yaml").write_text(to_yaml(cfg))
@@ -294,7 +295,7 @@ def run_comparison(cfg: CompareConfig, command: str = "", log=print) -> Path:
         plots.append("samples.png")
 
     b = base
-    setup = {"command": f"`{command}`" if command else "(library call)", "commit": _git_commit(),
+    setup = {"command": f"`{command}`" if command else "(library call)", "commit": commit,
              "data": b.data.name, "model": f"{b.model.type} (base config {cfg.base_config})",
              "train overrides": ", ".join(cfg.train_overrides) or "none",
              "budget": f"{b.train.steps} steps, batch {b.train.batch_size}, lr {b.train.lr}, AdamW, "
