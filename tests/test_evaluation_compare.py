@@ -44,7 +44,7 @@ def test_tiny_comparison_writes_every_section_and_file(tiny_report):
         summary = results["summary"][run["activation"]]
         for m in metrics:  # one seed: the mean is that run's value and the spread is zero
             assert summary[m]["mean"] == pytest.approx(run["metrics"][m]) and summary[m]["std"] == 0
-    assert results["noise_floor"]["w2"] > 0 and "one seed" in report
+    assert results["noise_floor"]["w2"] > 0 and "one seed" in report and "Warning" not in report
 
 
 def test_checkpoint_ema_equals_final_ema_model(tiny_report):
@@ -160,3 +160,14 @@ def test_perfect_model_reaches_the_floors():
     assert metrics["score_error"] < 1e-12                        # the whole score chain is exact
     assert metrics["nll"] == pytest.approx(floors["nll"], abs=0.02)  # PF-ODE NLL = exact NLL at timestep 0
     assert metrics["w2"] < 2 * floors["w2"] and metrics["mixture_loglik"] > floors["mixture_loglik"] - 0.5
+
+
+def test_identical_activation_results_are_flagged():
+    from softdiff.evaluation.report import identical_activations
+
+    runs = [{"activation": "softmax", "seed": 0, "metrics": {"fid": 3.0}},
+            {"activation": "relu", "seed": 0, "metrics": {"fid": 3.0}},
+            {"activation": "gelu", "seed": 0, "metrics": {"fid": 2.5}},
+            {"activation": "relu", "seed": 1, "metrics": {"fid": 3.0}}]
+    alerts = identical_activations(runs)
+    assert len(alerts) == 1 and "softmax and relu" in alerts[0] and alerts[0].startswith("seed 0")

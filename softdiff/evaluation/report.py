@@ -15,6 +15,22 @@ from softdiff.evaluation.run_eval import HIGHER_IS_BETTER  # noqa: E402
 REPORT_SECTIONS = ("## Setup", "## Results", "## Winners", "## Plots", "## Runs")
 
 
+def identical_activations(runs: list[dict]) -> list[str]:
+    """Warnings for activations whose runs gave exactly the same metrics as another activation's with the same
+    seed: the activation then cannot be reaching the trained model (e.g. a branch that never trains)."""
+    warnings, by_seed = [], {}
+    for r in runs:
+        if r["metrics"] and not r.get("error"):
+            by_seed.setdefault(r["seed"], []).append(r)
+    for seed, group in sorted(by_seed.items()):
+        for i, a in enumerate(group):
+            for b in group[i + 1:]:
+                if a["metrics"] == b["metrics"]:
+                    warnings.append(f"seed {seed}: {a['activation']} and {b['activation']} gave bit-identical metrics, "
+                                    "so the activation does not affect the trained model; check the architecture.")
+    return warnings
+
+
 def mean_std(values: list[float]) -> dict[str, float]:
     """Mean and sample standard deviation (0 for a single value) of the finite values; NaN if none."""
     finite = [v for v in values if v is not None and math.isfinite(v)]
@@ -163,6 +179,10 @@ def write_report(path: Path, title: str, setup: dict, activations: list[str], me
             cells.append(f"**{cell}**" if wins.get(m, {}).get("winner") == act else cell)
         lines.append(f"| {act} | " + " | ".join(cells) + " |")
     lines.append("| *noise floor* | " + " | ".join(_fmt(floors.get(m)) for m in metrics) + " |")
+    alerts = identical_activations(runs)
+    if alerts:
+        lines += ["", "**Warning:** the comparison is void where activations made no difference:", ""]
+        lines += [f"- {a}" for a in alerts]
     lines += ["", "## Winners", ""]
     for m in metrics:
         w = wins.get(m)
