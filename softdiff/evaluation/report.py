@@ -191,6 +191,9 @@ def write_report(path: Path, title: str, setup: dict, activations: list[str], me
             continue
         if w["runner_up"] is None:
             verdict = "only one activation"
+        elif w["gap"] == 0:
+            lines.append(f"- {m}: tie between {w['winner']} and {w['runner_up']} (identical means).")
+            continue
         elif w["significant"] is None:
             verdict = "one seed, so the seed spread is unknown"
         elif w["significant"]:
