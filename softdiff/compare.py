@@ -54,7 +54,8 @@ class CompareConfig:
         check_positive("threads_per_worker", self.threads_per_worker)
         check_choice("eval.scheduler", self.eval.scheduler, SCHEDULERS)
         for key, value in [("eval.steps", self.eval.steps), ("eval.num_samples", self.eval.num_samples),
-                           ("eval.likelihood_samples", self.eval.likelihood_samples), ("eval.ode_tol", self.eval.ode_tol),
+                           ("eval.likelihood_samples", self.eval.likelihood_samples),
+                           ("eval.ode_tol", self.eval.ode_tol),
                            ("eval.ode_max_steps", self.eval.ode_max_steps)]:
             check_positive(key, value)
         if self.eval.num_samples < 2:

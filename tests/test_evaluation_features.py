@@ -29,10 +29,10 @@ def test_heldout_accuracy_above_095_and_training_is_reproducible(trained):
     x_tr, y_tr, x_te, y_te = digits_split(0)
     assert set(y_te.tolist()) == set(range(10)) and len(x_te) + len(x_tr) == 1797
     # Same seed, same weights after one epoch (no global RNG use): the global RNG state is untouched too.
-    state = torch.get_rng_state()
+    state, threads = torch.get_rng_state(), torch.get_num_threads()
     a, _ = train_classifier(seed=3, epochs=1)
     b, _ = train_classifier(seed=3, epochs=1)
-    assert torch.equal(state, torch.get_rng_state())
+    assert torch.equal(state, torch.get_rng_state()) and torch.get_num_threads() == threads
     assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
 
 

@@ -104,7 +104,8 @@ def test_score_error_is_zero_for_exact_score_and_positive_otherwise():
 def test_mixture_log_likelihood_matches_scipy():
     mix = GaussianMixture([[0.0, 0.0], [2.0, 1.0]], [0.3, 0.6], [0.4, 0.6])
     x = gauss(50, 2, 0)
-    pdf = 0.4 * scipy.stats.multivariate_normal([0, 0], 0.09).pdf(x) + 0.6 * scipy.stats.multivariate_normal([2, 1], 0.36).pdf(x)
+    normal = scipy.stats.multivariate_normal
+    pdf = 0.4 * normal([0, 0], 0.09).pdf(x) + 0.6 * normal([2, 1], 0.36).pdf(x)
     assert mixture_log_likelihood(mix, x) == pytest.approx(np.log(pdf).mean(), rel=1e-10)
 
 
