@@ -171,3 +171,16 @@ def test_identical_activation_results_are_flagged():
             {"activation": "relu", "seed": 1, "metrics": {"fid": 3.0}}]
     alerts = identical_activations(runs)
     assert len(alerts) == 1 and "softmax and relu" in alerts[0] and alerts[0].startswith("seed 0")
+
+
+@pytest.mark.slow
+def test_parallel_processes_give_the_same_results_as_in_process(tmp_path):
+    serial, parallel = tmp_path / "serial", tmp_path / "parallel"
+    def argv(out, workers):
+        args = tiny_argv(out, "eval.every=0")
+        args[args.index("--workers") + 1] = workers
+        return args
+
+    assert run_main(main, argv(serial, "1")) == 0 and run_main(main, argv(parallel, "2")) == 0
+    a, b = (json.loads((p / "results.json").read_text()) for p in (serial, parallel))
+    assert a["summary"] == b["summary"] and len(b["runs"]) == 2
