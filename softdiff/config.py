@@ -22,12 +22,12 @@ def _sibling_keys(schema, full_key: str) -> str:
     """The valid keys beside ``full_key`` (e.g. the fields of ``train`` for ``train.stepz``)."""
     node = schema
     for part in full_key.split(".")[:-1]:
-        types = {f.name: f.type for f in dataclasses.fields(node)} if dataclasses.is_dataclass(node) else {}
-        default = {f.name: f.default_factory for f in dataclasses.fields(node)}.get(part) if types else None
-        node = default() if callable(default) else None
-        if node is None:
+        factories = {f.name: f.default_factory for f in dataclasses.fields(node)}
+        factory = factories.get(part)
+        node = factory() if callable(factory) else None
+        if not dataclasses.is_dataclass(node):
             return ""
-    return ", ".join(f.name for f in dataclasses.fields(node)) if dataclasses.is_dataclass(node) else ""
+    return ", ".join(f.name for f in dataclasses.fields(node))
 
 
 def _omegaconf_message(err: OmegaConfBaseException, source: str, schema) -> str:

@@ -7,7 +7,7 @@ from softdiff.diffusion.objectives import alpha_sigma, predict_x0, score_from_ou
 
 MU, STD = 2.0, 0.5  # data N(2, 0.25 I): outside [-1, 1], so clip_sample would visibly break it
 # First-order samplers need more steps to get the variance right (measured: ddim 0.446 at 25 steps, 0.487 at 100).
-STEPS = {"ddpm": 500, "ddim": 200, "euler": 200, "heun": 25, "dpm++": 25, "unipc": 25}
+STEPS = {"ddpm": 500, "ddim": 200, "euler": 200, "heun": 25, "dpm++": 25, "dpm++sde": 50, "unipc": 25}
 
 
 def gaussian_oracle(scheduler, prediction_type):

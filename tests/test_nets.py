@@ -105,3 +105,23 @@ def test_score_mlp_accepts_float_and_tensor_timesteps():
     x = torch.randn(4, 2)
     assert torch.allclose(model(x, 12.5), model(x, torch.full((4,), 12.5)))
     assert torch.allclose(model(x, torch.tensor(12.5)), model(x, torch.full((4,), 12.5)))
+
+
+@pytest.mark.parametrize("make,shape", [
+    (lambda: ScoreTransformer(hidden_size=16, num_layers=2, num_heads=2, num_registers=1), (4, 1, 8, 8)),
+    (lambda: ScoreMLP(dim=2, hidden_size=16, num_blocks=2), (8, 2)),
+])
+def test_every_parameter_trains_from_the_initialisation(make, shape):
+    # Zero-initialised layers must not form a saddle (zero gate x zero output) that freezes part of the net.
+    model = make()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    g = _gen(0)
+    for _ in range(3):
+        x = torch.randn(shape, generator=g)
+        loss = (model(x, torch.rand(shape[0], generator=g) * 999) - x).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    frozen = [n for n, p in model.named_parameters() if torch.equal(p, before[n])]
+    assert not frozen

@@ -11,13 +11,15 @@ from softdiff.training import load_train_config, train
 from softdiff.training.cli import main as train_main
 from softdiff.training.trainer import TrainingError
 
-TINY = ["data.name=8gaussians", "model.type=ScoreMLP", "model.hidden_size=16", "model.num_layers=1",
+TOY = "configs/toy2d.yaml"
+TINY = ["--config", TOY, "data.name=8gaussians", "model.type=ScoreMLP", "model.hidden_size=16", "model.num_layers=1",
         "train.batch_size=32", "train.log_every=5", "train.checkpoint_every=10", "train.warmup_steps=2",
         "sample.every=0", "sample.steps=2", "sample.num_samples=8"]
 
 
 def tiny(tmp_path, *extra):
-    return load_train_config(None, [*TINY, f"output_dir={tmp_path}", *extra])
+    overrides = [o for o in TINY if o not in ("--config", TOY)]
+    return load_train_config(TOY, [*overrides, f"output_dir={tmp_path}", *extra])
 
 
 def weights(path: Path) -> dict:
@@ -171,3 +173,47 @@ def test_sample_cli_writes_npz_and_picture(tmp_path, run_script):
     assert np.array_equal(np.load(tmp_path / "t.npz")["samples"], samples)  # deterministic for a seed
     bad = run_script("sample.py", out / "model", "--steps", "0", "--output", tmp_path / "u.npz")
     assert bad.returncode == 2 and "--steps=0 must be positive" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.slow
+def test_two_process_cpu_ddp_matches_one_process(tmp_path, run_script):
+    args = [*TINY, "train.steps=10", "--quiet"]
+    res = run_script("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "train.py", *args,
+                     f"output_dir={tmp_path / 'ddp'}", env_extra={"OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    summary = json.loads((tmp_path / "ddp" / "train_summary.json").read_text())
+    assert summary["num_processes"] == 2
+    a, b = summary["rank_weight_checksums"]
+    assert a == b  # both ranks end with identical weights
+    single = train(tiny(tmp_path / "one", "train.steps=10"), quiet=True)
+    w1, w2 = weights(single / "model"), weights(tmp_path / "ddp" / "model")
+    # Same global batch per step: the two-process run equals the one-process run up to float reduction order.
+    bad = {k: (w1[k] - w2[k]).abs().max().item() for k in w1 if not torch.allclose(w1[k], w2[k], rtol=1e-5, atol=1e-6)}
+    assert not bad
+
+
+@pytest.mark.slow
+def test_compile_matches_eager_to_float_tolerance(tmp_path):
+    # torch.compile (inductor, CPU here) may reorder float ops: equal to float tolerance, not bitwise.
+    eager = train(tiny(tmp_path / "eager", "train.steps=10"), quiet=True)
+    compiled = train(tiny(tmp_path / "compiled", "train.steps=10", "train.compile=true"), quiet=True)
+    a, b = weights(eager / "model"), weights(compiled / "model")
+    assert all(torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-5) for k in a)
+
+
+def test_image_run_and_class_conditional_sampling(tmp_path, run_script):
+    import numpy as np
+
+    cfg = load_train_config("configs/digits.yaml", [
+        f"output_dir={tmp_path}", "model.hidden_size=16", "model.num_layers=1", "model.num_heads=2",
+        "data.class_conditional=true", "train.steps=3", "train.batch_size=16", "sample.steps=2",
+        "sample.num_samples=4"])
+    out = train(cfg, quiet=True)
+    assert (out / "samples" / "step-3.png").is_file()
+    res = run_script("sample.py", out, "--no-ema", "--steps", "2", "--num-samples", "5", "--class-label", "7",
+                     "--output", tmp_path / "s.npz")
+    assert res.returncode == 0, res.stderr
+    x = np.load(tmp_path / "s.npz")["samples"]
+    assert x.shape == (5, 1, 8, 8) and x.min() >= 0 and x.max() <= 1
+    bad = run_script("sample.py", out, "--class-label", "12", "--output", tmp_path / "t.npz")
+    assert bad.returncode == 2 and "labels 0..9" in bad.stderr

@@ -63,7 +63,9 @@ def generate(model_dir: str | Path, scheduler: str = "dpm++", steps: int = 20, n
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sample.py", description="Sample from a trained model.")
     p.add_argument("model_dir", help="RUN_DIR/model (or RUN_DIR, or RUN_DIR/model_ema)")
-    p.add_argument("--scheduler", default="dpm++", help=f"one of: {', '.join(SCHEDULERS)} (default dpm++)")
+    p.add_argument("--scheduler", default="dpm++sde",
+                   help=f"one of: {', '.join(SCHEDULERS)} (default dpm++sde, the stochastic DPM-Solver++: "
+                   "cleaner samples than the ODE dpm++ at 20 steps)")
     p.add_argument("--steps", type=int, default=20, help="sampling steps (default 20)")
     p.add_argument("--num-samples", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=256)

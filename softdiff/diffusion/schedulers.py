@@ -17,6 +17,7 @@ SCHEDULERS = {
     "ddpm": DDPMScheduler,
     "ddim": DDIMScheduler,
     "dpm++": DPMSolverMultistepScheduler,
+    "dpm++sde": DPMSolverMultistepScheduler,  # the stochastic variant (algorithm_type="sde-dpmsolver++")
     "euler": EulerDiscreteScheduler,
     "heun": HeunDiscreteScheduler,
     "unipc": UniPCMultistepScheduler,
@@ -70,6 +71,8 @@ def make_scheduler(name: str, config: dict[str, Any] | None = None, **overrides)
     cls = SCHEDULERS[name]
     if name == "dpm++":
         base.setdefault("algorithm_type", "dpmsolver++")
+    if name == "dpm++sde":
+        base["algorithm_type"] = "sde-dpmsolver++"
     if name == "ddim":
         base.setdefault("set_alpha_to_one", True)
     # Saved configs win over the defaults, except clip_sample, which is only ever on when asked for here.

@@ -7,10 +7,10 @@ from softdiff.nets.activations import Activation
 
 
 class TwoLayerMLP(nn.Module):
-    """``V act(W x + U cond)`` with ``m = dim * width_mult`` hidden units; ``V`` starts at zero."""
+    """``V act(W x + U cond)`` with ``m = dim * width_mult`` hidden units; ``V`` starts at zero by default."""
 
     def __init__(self, dim: int, activation: str = "softmax", width_mult: int = 4, cond_dim: int = 0,
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, zero_init_output: bool = True):
         super().__init__()
         hidden = dim * width_mult
         self.inp = nn.Linear(dim, hidden)
@@ -18,9 +18,9 @@ class TwoLayerMLP(nn.Module):
         self.act = Activation(activation)
         self.dropout = nn.Dropout(dropout)
         self.out = nn.Linear(hidden, dim)
-        # Zero output projection: every residual block is the identity at init (stable deep stacks).
-        nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
+        if zero_init_output:  # residual blocks start as the identity (stable deep stacks)
+            nn.init.zeros_(self.out.weight)
+            nn.init.zeros_(self.out.bias)
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
         h = self.inp(x)

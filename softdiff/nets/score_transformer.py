@@ -25,7 +25,8 @@ class TransformerLayer(nn.Module):
         self.norm1 = nn.LayerNorm(dim, elementwise_affine=False)
         self.attn = ValueSoftmaxAttention(dim, num_heads, attention_normalization, dropout=dropout)
         self.norm2 = nn.LayerNorm(dim, elementwise_affine=False)
-        self.mlp = TwoLayerMLP(dim, activation, width_mult, dropout=dropout)
+        # Not zero-initialised: a zero gate times a zero output is a saddle where neither ever gets a gradient.
+        self.mlp = TwoLayerMLP(dim, activation, width_mult, dropout=dropout, zero_init_output=False)
         self.modulation = nn.Linear(dim, 6 * dim)
         nn.init.zeros_(self.modulation.weight)
         nn.init.zeros_(self.modulation.bias)

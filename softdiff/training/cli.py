@@ -25,14 +25,18 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str]) -> int:
-    args = parser().parse_args(argv)
+    args = parser().parse_intermixed_args(argv)  # overrides may come before or after the options
     overrides = list(args.overrides) + ([f"output_dir={args.output_dir}"] if args.output_dir else [])
     cfg = load_train_config(args.config, overrides)
+    from accelerate import PartialState
+
     from softdiff.training.trainer import train  # heavy imports only once the config is valid
 
     if args.stop_after < 0:
         raise ConfigError(f"--stop-after {args.stop_after} must be non-negative.")
     out = train(cfg, resume=args.resume, quiet=args.quiet, stop_after=args.stop_after)
+    if not PartialState().is_main_process:
+        return 0
     if not json.loads((out / "train_summary.json").read_text())["finished"]:
         print(f"stopped early: continue with --resume latest (checkpoints in {out / 'checkpoints'})")
         return 0

@@ -17,10 +17,14 @@ from softdiff.diffusion.schedulers import make_scheduler  # noqa: E402
 
 def save_picture(samples: torch.Tensor, path: Path, kind: str, data_range=(-4.0, 4.0), title: str = "",
                  reference: torch.Tensor | None = None) -> None:
-    """An image grid (N, C, H, W in [0, 1]) or a scatter plot (N, 2), written to ``path``."""
+    """An image grid (N, C, H, W in [0, 1]; images under 32 px enlarged) or a scatter plot (N, 2)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if kind == "image":
-        save_image(samples.float(), path, nrow=max(1, int(math.ceil(math.sqrt(len(samples))))), padding=1,
+        samples = samples.float()
+        if samples.shape[-1] < 32:  # enlarge tiny images (8x8 digits) so the grid is readable
+            samples = torch.nn.functional.interpolate(samples, scale_factor=math.ceil(32 / samples.shape[-1]),
+                                                      mode="nearest")
+        save_image(samples, path, nrow=max(1, int(math.ceil(math.sqrt(len(samples))))), padding=2,
                    pad_value=0.5)
         return
     fig, ax = plt.subplots(figsize=(4.5, 4.5))

@@ -81,24 +81,27 @@ def _make_accelerator(cfg: TrainConfig, out: Path) -> Accelerator:
         log_with = "tensorboard"
     except ImportError:
         pass
+    # cpu=True when there is no GPU: then torchrun's processes form a real gloo process group (multi-CPU DDP).
+    # step_scheduler_with_optimizer=False: the LR schedule counts optimizer steps, whatever the process count
+    # (accelerate would otherwise step it once per process and warm up twice as fast on two processes).
     return Accelerator(mixed_precision=cfg.train.mixed_precision, gradient_accumulation_steps=cfg.train.grad_accum,
-                       project_config=project, log_with=log_with)
+                       project_config=project, log_with=log_with, cpu=not torch.cuda.is_available(),
+                       step_scheduler_with_optimizer=False)
 
 
-def _ntk_tracker(cfg: TrainConfig, dataset: Dataset, scheduler_config: dict):
+def _ntk_tracker(cfg: TrainConfig, dataset: Dataset, alphas_cumprod: torch.Tensor, start: int):
+    """NTK drift on a fixed probe batch at mid noise, every ``diagnostics.ntk_every`` steps (and at ``start``)."""
     if not cfg.diagnostics.ntk_every:
         return None
-    try:
-        from softdiff.diagnostics.ntk import KernelDriftTracker
-    except ImportError:
-        raise ConfigError("diagnostics.ntk_every needs softdiff.diagnostics.ntk, which is not installed.") from None
+    from softdiff.diagnostics.ntk import KernelDriftTracker
+
     g = torch.Generator().manual_seed(cfg.train.seed + 12345)
     x0, _ = dataset.sample(cfg.diagnostics.ntk_probe_size, g)
-    t = torch.full((len(x0),), scheduler_config["num_train_timesteps"] // 2)
-    alpha, sigma = alpha_sigma(torch.tensor(make_scheduler("ddpm", scheduler_config).alphas_cumprod), t, x0.dim())
+    t = torch.full((len(x0),), len(alphas_cumprod) // 2)
+    alpha, sigma = alpha_sigma(alphas_cumprod, t, x0.dim())
     probe = alpha * x0 + sigma * torch.randn(x0.shape, generator=g)
-    steps = list(range(0, cfg.train.steps + 1, cfg.diagnostics.ntk_every))
-    return KernelDriftTracker(probe, t.float(), steps)
+    every = cfg.diagnostics.ntk_every
+    return KernelDriftTracker(probe, t.float(), [start, *range(every, cfg.train.steps + 1, every)])
 
 
 def _param_checksum(model) -> float:
@@ -136,7 +139,6 @@ def train(cfg: TrainConfig, resume: str | None = None, quiet: bool = False, stop
     ema.to(accelerator.device)
     accelerator.register_for_checkpointing(ema)
     forward = torch.compile(model) if cfg.train.compile else model
-    tracker = _ntk_tracker(cfg, dataset, scheduler_config)
 
     checkpoint_dir = out / "checkpoints"
     start = load_first_valid(accelerator, resolve_resume(resume, checkpoint_dir))
@@ -148,6 +150,10 @@ def train(cfg: TrainConfig, resume: str | None = None, quiet: bool = False, stop
     if accelerator.log_with:
         accelerator.init_trackers("softdiff", config={k: str(v) for k, v in asdict(cfg).items()})
     log = MetricsLog(out / "metrics.jsonl", start, accelerator.is_main_process)
+    # Drift is relative to the kernel at the first step of this invocation (the tracker is not checkpointed).
+    tracker = _ntk_tracker(cfg, dataset, alphas_cumprod, start) if accelerator.is_main_process else None
+    if tracker is not None:
+        log.write({"step": start, **tracker(start, accelerator.unwrap_model(model))})
 
     bar = tqdm(total=cfg.train.steps, initial=start, disable=quiet or not accelerator.is_local_main_process,
                desc="training", dynamic_ncols=True)
@@ -194,12 +200,12 @@ def train(cfg: TrainConfig, resume: str | None = None, quiet: bool = False, stop
             record = {"step": done, "loss": float(np.mean(losses)), "lr": lr_scheduler.get_last_lr()[0],
                       "samples_per_s": len(losses) * cfg.train.batch_size * cfg.train.grad_accum / (now - t_last),
                       "wall_time": now - t0}
-            if tracker is not None and (diag := tracker(done, accelerator.unwrap_model(model))):
-                record.update(diag)
             log.write(record)
             accelerator.log({k: v for k, v in record.items() if k != "step"}, step=done)
             bar.set_postfix(loss=f"{record['loss']:.4f}")
             losses, t_last = [], now
+        if tracker is not None and (diag := tracker(done, accelerator.unwrap_model(model))):
+            log.write({"step": done, **diag})
         if done % cfg.train.checkpoint_every == 0 or done == end:
             save_checkpoint(accelerator, checkpoint_dir, done, cfg.train.checkpoints_total_limit)
         if (cfg.sample.every and done % cfg.sample.every == 0) or done == cfg.train.steps:

@@ -1,0 +1,328 @@
+"""Softmax regression (THEORY.md 2): the problem, its closed-form derivatives, and Newton-type solvers.
+
+``L(x) = 1/2 ||softmax(Ax) - b||^2 + 1/2 ||diag(w) A x||^2``. Everything is torch (CPU or GPU, float32/64).
+The approximate-Newton constants (``C``, ``eps0``, ``delta``) and the ``||B|| <= 16`` bound are [recalled] in
+THEORY.md: they are parameters here, never assumptions.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from softdiff.errors import SoftdiffError
+from softdiff.nets.activations import softmax_vjp
+
+
+class DegenerateProblemError(SoftdiffError):
+    """The unregularised problem is flat along a direction (``1_n`` in the range of ``A``)."""
+
+
+class SoftmaxRegression:
+    """The problem ``(A, b, w)``: loss, gradient, Hessian (closed form and diagonal + rank-2 split), HVP."""
+
+    def __init__(self, A: Tensor, b: Tensor, w: Tensor | None = None):
+        A, b = torch.as_tensor(A), torch.as_tensor(b)
+        if A.dim() != 2:
+            raise ValueError(f"A must be a 2-D (n, d) matrix, got shape {tuple(A.shape)}")
+        if not torch.is_floating_point(A):
+            A = A.double()
+        n, d = A.shape
+        if b.shape != (n,):
+            raise ValueError(f"b must have shape ({n},) to match A ({n}, {d}), got {tuple(b.shape)}")
+        w = torch.zeros(n, dtype=A.dtype, device=A.device) if w is None else torch.as_tensor(w)
+        if w.dim() == 0:
+            w = w.expand(n).clone()
+        if w.shape != (n,):
+            raise ValueError(f"w must be a scalar or have shape ({n},), got {tuple(w.shape)}")
+        for name, t in (("A", A), ("b", b), ("w", w)):
+            if not torch.isfinite(t).all():
+                raise ValueError(f"{name} contains NaN or infinite entries")
+        if (w < 0).any():
+            raise ValueError("w must be non-negative (it holds regularisation weights)")
+        self.A = A
+        self.b = b.to(A.dtype).to(A.device)
+        self.w2 = (w.to(A.dtype).to(A.device)) ** 2
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.A.shape)
+
+    def f(self, x: Tensor) -> Tensor:
+        return torch.softmax(self.A @ x, dim=0)
+
+    def loss(self, x: Tensor) -> Tensor:
+        Ax = self.A @ x
+        return 0.5 * ((torch.softmax(Ax, 0) - self.b) ** 2).sum() + 0.5 * (self.w2 * Ax**2).sum()
+
+    def grad(self, x: Tensor) -> Tensor:
+        """``A^T ((diag(f) - f f^T) c + w^2 o Ax)``."""
+        Ax = self.A @ x
+        f = torch.softmax(Ax, 0)
+        return self.A.T @ (softmax_vjp(f, f - self.b, dim=0) + self.w2 * Ax)
+
+    def hessian_parts(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(D, U, S)`` with ``hess = A^T (diag(D) + U S U^T) A``: ``D = B_diag + w^2``, ``U = [f, q]`` (n, 2)."""
+        f = self.f(x)
+        q = (2 * f - self.b) * f
+        D = (f * (self.b - f)).sum() * f + q + self.w2
+        alpha = ((3 * f - 2 * self.b) * f).sum()
+        S = torch.stack([torch.stack([alpha, -torch.ones_like(alpha)]),
+                         torch.stack([-torch.ones_like(alpha), torch.zeros_like(alpha)])])
+        return D, torch.stack([f, q], dim=1), S
+
+    def B(self, x: Tensor) -> Tensor:
+        """THEORY.md's ``B(x)`` term by term (the long form, an independent check of the split)."""
+        f, b = self.f(x), self.b
+        bf = b * f
+        ff = f * f
+        return (((3 * f - 2 * b) * f).sum() * torch.outer(f, f) + (f * (b - f)).sum() * torch.diag(f)
+                + torch.diag((2 * f - b) * f) + torch.outer(bf, f) + torch.outer(f, bf)
+                - 2 * torch.outer(ff, f) - 2 * torch.outer(f, ff))
+
+    def hessian(self, x: Tensor) -> Tensor:
+        """The exact Hessian from the split: ``A^T diag(D) A + (A^T U) S (A^T U)^T``, O(n d^2)."""
+        D, U, S = self.hessian_parts(x)
+        AU = self.A.T @ U
+        return (self.A.T * D) @ self.A + AU @ S @ AU.T
+
+    def hessian_full(self, x: Tensor) -> Tensor:
+        """The Hessian from the long form of ``B`` (O(n^2 d); for checks on small problems)."""
+        return self.A.T @ (self.B(x) + torch.diag(self.w2)) @ self.A
+
+    def hvp(self, x: Tensor, v: Tensor) -> Tensor:
+        """``hess(x) v`` without forming the Hessian, O(nnz(A))."""
+        D, U, S = self.hessian_parts(x)
+        Av = self.A @ v
+        return self.A.T @ (D * Av + U @ (S @ (U.T @ Av)))
+
+    def degenerate_direction(self, rtol: float = 1e-8) -> Tensor | None:
+        """``z`` with ``A z = 1_n`` when that exists and ``w = 0`` (the loss is then flat along ``z``)."""
+        if (self.w2 > 0).any():
+            return None
+        ones = torch.ones(self.A.shape[0], 1, dtype=self.A.dtype, device=self.A.device)
+        z = torch.linalg.lstsq(self.A.cpu(), ones.cpu()).solution.to(self.A.device)
+        residual = torch.linalg.norm(self.A @ z - ones) / math.sqrt(self.A.shape[0])
+        return z.squeeze(1) if residual < rtol else None
+
+
+def convexity_certificate(problem: SoftmaxRegression, B_bound: float = 16.0, x: Tensor | None = None) -> dict:
+    """THEORY.md 2's condition ``min w_i^2 >= ||B|| + l / sigma_min(A)^2``, computed for the instance.
+
+    ``B_bound`` bounds ``||B(x)||`` over all ``x`` (16 when ``||b||_2 <= 1``: [recalled]); the certified
+    strong-convexity modulus is ``l = sigma_min(A)^2 (min w^2 - B_bound)``. With ``x``, the exact local
+    ``||B(x)||`` and the smallest Hessian eigenvalue at ``x`` are reported too.
+    """
+    sigma_min = torch.linalg.svdvals(problem.A).min().item()
+    min_w2 = problem.w2.min().item()
+    report = {"min_w2": min_w2, "B_bound": B_bound, "sigma_min_A": sigma_min,
+              "b_norm": torch.linalg.norm(problem.b).item(), "l": sigma_min**2 * (min_w2 - B_bound)}
+    report["certified_strongly_convex"] = report["l"] > 0
+    if x is not None:
+        report["B_norm_at_x"] = torch.linalg.matrix_norm(problem.B(x), ord=2).item()
+        report["hessian_lambda_min_at_x"] = torch.linalg.eigvalsh(problem.hessian(x)).min().item()
+    return report
+
+
+def smoothness_bound(problem: SoftmaxRegression, B_bound: float = 16.0) -> float:
+    """``L = ||A||_2^2 (B_bound + max w^2)``: a gradient-Lipschitz bound for the fixed GD step."""
+    return torch.linalg.matrix_norm(problem.A, ord=2).item() ** 2 * (B_bound + problem.w2.max().item())
+
+
+def leverage_scores(M: Tensor, sketch: bool | None = None, generator: torch.Generator | None = None,
+                    sketch_factor: int = 4) -> Tensor:
+    """Leverage scores of the rows of ``M`` (n, d): exact by QR, or sketched (Gaussian sketch + JL) for large d."""
+    n, d = M.shape
+    if sketch is None:
+        sketch = d > 200
+    if not sketch:
+        Q = torch.linalg.qr(M).Q
+        return (Q**2).sum(1)
+    k = min(n, sketch_factor * d)
+    Pi = torch.randn(k, n, generator=generator, dtype=M.dtype).to(M.device) / math.sqrt(k)
+    R = torch.linalg.qr(Pi @ M, mode="r").R
+    r = max(8, int(math.ceil(4 * math.log(n))))
+    G = torch.randn(d, r, generator=generator, dtype=M.dtype).to(M.device) / math.sqrt(r)
+    return ((M @ torch.linalg.solve_triangular(R, G, upper=True)) ** 2).sum(1)
+
+
+@dataclass
+class Result:
+    x: Tensor
+    converged: bool
+    iterations: int
+    method: str
+    history: list[dict] = field(default_factory=list)  # per iteration: loss, grad_norm, step, time, rows_kept
+    message: str = ""
+
+
+def _solve_psd(H: Tensor, g: Tensor) -> Tensor:
+    """``H^{-1} g`` by Cholesky, with growing damping if ``H`` is not positive definite."""
+    eye = torch.eye(H.shape[0], dtype=H.dtype, device=H.device)
+    damping = 0.0
+    scale = H.diagonal().abs().max().clamp_min(1e-30).item()
+    for _ in range(30):
+        L, info = torch.linalg.cholesky_ex(H + damping * eye)
+        if info.item() == 0:
+            return torch.cholesky_solve(g[:, None], L).squeeze(1)
+        damping = max(2 * damping, 1e-10 * scale)
+    return torch.linalg.lstsq(H, g[:, None]).solution.squeeze(1)
+
+
+def _armijo(problem: SoftmaxRegression, x: Tensor, loss: Tensor, g: Tensor, direction: Tensor,
+            c: float = 1e-4, shrink: float = 0.5, max_halvings: int = 40) -> float:
+    """Backtracking line search from the unit step."""
+    slope = (g * direction).sum()
+    if slope >= 0:  # not a descent direction: fall back to the gradient's
+        return 0.0
+    t = 1.0
+    for _ in range(max_halvings):
+        if problem.loss(x + t * direction) <= loss + c * t * slope:
+            return t
+        t *= shrink
+    return t
+
+
+def _cg(hvp, g: Tensor, tol: float, max_iter: int) -> Tensor:
+    """Truncated conjugate gradients for ``H p = -g``; stops at negative curvature (Newton-CG)."""
+    p = torch.zeros_like(g)
+    r = -g.clone()
+    d = r.clone()
+    rr = (r * r).sum()
+    for _ in range(max_iter):
+        Hd = hvp(d)
+        curvature = (d * Hd).sum()
+        if curvature <= 0:
+            return p if p.abs().sum() > 0 else -g
+        alpha = rr / curvature
+        p = p + alpha * d
+        r = r - alpha * Hd
+        rr_new = (r * r).sum()
+        if rr_new.sqrt() <= tol:
+            break
+        d = r + (rr_new / rr) * d
+        rr = rr_new
+    return p
+
+
+METHODS = ("auto", "gd", "newton", "approx_newton", "newton_cg", "lbfgs")
+
+
+def solve(problem: SoftmaxRegression, method: str = "auto", x0: Tensor | None = None, tol: float = 1e-10,
+          atol: float = 0.0, max_iter: int | None = None, seed: int | None = None, eps0: float = 0.3,
+          C: float = 1.0, delta: float = 0.01, sketch: bool | None = None, B_bound: float = 16.0,
+          on_degenerate: str = "raise") -> Result:
+    """Minimise the problem; stop when ``||g|| <= max(tol * ||g(x0)||, atol)``.
+
+    ``approx_newton`` is the paper's method: unit steps ``x <- x - H~^{-1} g`` with ``H~`` the leverage-score
+    sample of ``sqrt(D) A`` (keep row i with ``p_i = min(1, C sigma_i log(d/delta) / eps0^2)``, reweight by
+    ``1/p_i``) plus the exact rank-2 term. ``auto`` is damped exact Newton for ``d <= 2000``, else Newton-CG.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
+    if on_degenerate not in ("raise", "warn"):
+        raise ValueError(f"on_degenerate={on_degenerate!r}; choose raise or warn")
+    n, d = problem.shape
+    if method == "auto":
+        method = "newton" if d <= 2000 else "newton_cg"
+    message = ""
+    z = problem.degenerate_direction()
+    if z is not None:
+        message = ("degenerate problem: 1_n is in the range of A and w = 0, so the loss is flat along z with "
+                   "A z = 1_n and the minimiser is not unique; add regularisation (w > 0)")
+        if on_degenerate == "raise":
+            raise DegenerateProblemError(message + ".")
+    x = torch.zeros(d, dtype=problem.A.dtype, device=problem.A.device) if x0 is None else x0.clone().to(problem.A)
+    max_iter = max_iter or {"gd": 100_000, "lbfgs": 5_000, "newton_cg": 500}.get(method, 200)
+    gen = torch.Generator().manual_seed(seed if seed is not None else 0)
+    g = problem.grad(x)
+    target = max(tol * torch.linalg.norm(g).item(), atol)
+    history: list[dict] = []
+    start = time.perf_counter()
+
+    def record(x: Tensor, g: Tensor, step: float, rows: int | None) -> bool:
+        gn = torch.linalg.norm(g).item()
+        history.append({"loss": problem.loss(x).item(), "grad_norm": gn, "step": step,
+                        "time": time.perf_counter() - start, "rows_kept": rows})
+        return gn <= target or not math.isfinite(gn)
+
+    if record(x, g, 0.0, None):
+        return Result(x, True, 0, method, history, message)
+    if method == "lbfgs":
+        return _lbfgs(problem, x, target, max_iter, history, start, message)
+    lr = 1.0 / smoothness_bound(problem, B_bound) if method == "gd" else None
+    lev_cache: dict = {}
+    for it in range(1, max_iter + 1):
+        rows = None
+        if method == "gd":
+            step_vec = -lr * g
+        elif method == "newton":
+            direction = -_solve_psd(problem.hessian(x), g)
+            t = _armijo(problem, x, problem.loss(x), g, direction)
+            step_vec = t * direction if t > 0 else -g / smoothness_bound(problem, B_bound)
+        elif method == "newton_cg":
+            gn = torch.linalg.norm(g)
+            direction = _cg(lambda v: problem.hvp(x, v), g, min(0.5, gn.sqrt().item()) * gn.item(), 10 * d)
+            t = _armijo(problem, x, problem.loss(x), g, direction)
+            step_vec = t * direction if t > 0 else -g / smoothness_bound(problem, B_bound)
+        else:  # approx_newton: the paper's unit step with the sparsified Hessian
+            H, rows = _sparsified_hessian(problem, x, eps0, C, delta, sketch, gen, lev_cache)
+            step_vec = -_solve_psd(H, g)
+        x = x + step_vec
+        g = problem.grad(x)
+        if record(x, g, torch.linalg.norm(step_vec).item(), rows):
+            gn = history[-1]["grad_norm"]
+            if not math.isfinite(gn):
+                return Result(x, False, it, method, history, "diverged (non-finite gradient)")
+            return Result(x, True, it, method, history, message)
+    return Result(x, False, max_iter, method, history, message or f"no convergence in {max_iter} iterations")
+
+
+def _sparsified_hessian(problem: SoftmaxRegression, x: Tensor, eps0: float, C: float, delta: float,
+                        sketch: bool | None, gen: torch.Generator, cache: dict) -> tuple[Tensor, int]:
+    """``A_S^T diag(D_S / p_S) A_S + (A^T U) S (A^T U)^T`` with rows sampled by leverage scores of sqrt|D| A."""
+    n, d = problem.shape
+    D, U, S = problem.hessian_parts(x)
+    M = D.abs().sqrt()[:, None] * problem.A
+    sigma = leverage_scores(M, sketch, gen)
+    p = (C * sigma * math.log(max(d, 2) / delta) / eps0**2).clamp(max=1.0)
+    keep = torch.rand(n, generator=gen, dtype=p.dtype).to(p.device) < p
+    A_s = problem.A[keep]
+    AU = problem.A.T @ U
+    H = (A_s.T * (D[keep] / p[keep])) @ A_s + AU @ S @ AU.T
+    return H, int(keep.sum().item())
+
+
+def _lbfgs(problem: SoftmaxRegression, x: Tensor, target: float, max_iter: int, history: list[dict],
+           start: float, message: str) -> Result:
+    """torch.optim.LBFGS with a strong-Wolfe line search, one outer iteration per recorded step."""
+    x = x.clone().requires_grad_(True)
+    opt = torch.optim.LBFGS([x], lr=1, max_iter=1, history_size=20, line_search_fn="strong_wolfe",
+                            tolerance_grad=0.0, tolerance_change=0.0)
+
+    def closure():
+        opt.zero_grad()
+        x.grad = problem.grad(x.detach())
+        return problem.loss(x.detach())
+
+    prev = x.detach().clone()
+    for it in range(1, max_iter + 1):
+        opt.step(closure)
+        xd = x.detach()
+        g = problem.grad(xd)
+        gn = torch.linalg.norm(g).item()
+        history.append({"loss": problem.loss(xd).item(), "grad_norm": gn, "step": torch.linalg.norm(xd - prev).item(),
+                        "time": time.perf_counter() - start, "rows_kept": None})
+        if gn <= target:
+            return Result(xd.clone(), True, it, "lbfgs", history, message)
+        if torch.equal(xd, prev):  # the line search cannot decrease a loss already at float precision
+            return Result(xd.clone(), False, it, "lbfgs", history,
+                          f"line search stalled at ||g|| = {gn:.2e} (loss at float precision); use a looser tol")
+        prev = xd.clone()
+        if not math.isfinite(gn):
+            return Result(xd.clone(), False, it, "lbfgs", history, "diverged (non-finite gradient)")
+    return Result(x.detach().clone(), False, max_iter, "lbfgs", history,
+                  message or f"no convergence in {max_iter} iterations")

@@ -1,0 +1,58 @@
+from dataclasses import dataclass, field
+
+import pytest
+
+from softdiff.cli import main as softdiff_main
+from softdiff.config import load_config, to_yaml
+from softdiff.errors import ConfigError
+
+
+@dataclass
+class Inner:
+    rate: float = 0.1
+    name: str = "a"
+
+
+@dataclass
+class Schema:
+    steps: int = 10
+    inner: Inner = field(default_factory=Inner)
+
+    def validate(self):
+        if self.steps <= 0:
+            raise ConfigError(f"steps={self.steps} must be positive.")
+
+
+def test_layers_apply_in_order(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("steps: 20\ninner:\n  rate: 0.5\n")
+    cfg = load_config(Schema, path, ["inner.name=b", "steps=30"])
+    assert (cfg.steps, cfg.inner.rate, cfg.inner.name) == (30, 0.5, "b")
+    assert load_config(Schema, None, []).steps == 10
+    assert "rate: 0.5" in to_yaml(cfg)
+
+
+@pytest.mark.parametrize("text,overrides,needle", [
+    ("steps: 5\nbogus: 1\n", [], "unknown config key 'bogus'"),
+    ("inner:\n  rat: 1\n", [], "valid keys there: rate, name"),
+    ("steps: [1, 2]\n", [], "'steps'"),
+    ("- 1\n- 2\n", [], "must hold a mapping"),
+    ("steps: [1\n", [], "not valid YAML"),
+    ("", ["steps"], "must look like key.sub=value"),
+    ("", ["steps=-1"], "steps=-1 must be positive"),
+])
+def test_bad_configs_raise_one_sentence(tmp_path, text, overrides, needle):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(Schema, path, overrides)
+    assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_softdiff_command_dispatch(capsys):
+    assert softdiff_main(["--help"]) == 0
+    assert "compare" in capsys.readouterr().out
+    assert softdiff_main(["nope"]) == 2
+    assert "unknown command 'nope'" in capsys.readouterr().err
+    assert softdiff_main(["train", "train.steps=0"]) == 2
+    assert "train.steps=0 must be positive" in capsys.readouterr().err
