@@ -1,0 +1,186 @@
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from softdiff.cli import run_main
+from softdiff.compare import load_compare_config, main
+from softdiff.evaluation.report import REPORT_SECTIONS, mean_std, winners
+from softdiff.evaluation.run_eval import load_ema_weights
+from softdiff.training.models import load_trained
+
+TINY_TRAIN = "train_overrides=[model.hidden_size=16,model.num_layers=1,train.steps=20,train.log_every=5," \
+             "train.batch_size=64,sample.every=0,sample.num_samples=8]"
+
+
+def tiny_argv(out, *extra):
+    return ["--config", "configs/compare_toy.yaml", "--output-dir", str(out), "--workers", "1",
+            "activations=[softmax,relu]", "num_seeds=1", TINY_TRAIN, "eval.every=10", "eval.num_samples=64",
+            "eval.likelihood_samples=16", "eval.ode_tol=1e-3", "eval.score_timesteps=[50,500]", *extra]
+
+
+@pytest.fixture(scope="module")
+def tiny_report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("compare")
+    assert run_main(main, tiny_argv(out)) == 0
+    return out
+
+
+def test_tiny_comparison_writes_every_section_and_file(tiny_report):
+    out = tiny_report
+    report = (out / "report.md").read_text()
+    for section in REPORT_SECTIONS:
+        assert section in report
+    for name in ("loss_curves.png", "metric_vs_steps.png", "samples.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"]({name})" in report
+    assert "| softmax |" in report and "| relu |" in report and "*noise floor*" in report
+    results = json.loads((out / "results.json").read_text())
+    assert set(results) >= {"runs", "summary"} and set(results["summary"]) == {"softmax", "relu"}
+    metrics = ["w2", "sliced_w2", "mmd", "nll", "mixture_loglik", "score_error"]
+    for run in results["runs"]:
+        assert set(metrics) <= set(run["metrics"]) and [h["step"] for h in run["history"]] == [10, 20]
+        summary = results["summary"][run["activation"]]
+        for m in metrics:  # one seed: the mean is that run's value and the spread is zero
+            assert summary[m]["mean"] == pytest.approx(run["metrics"][m]) and summary[m]["std"] == 0
+    assert results["noise_floor"]["w2"] > 0 and "one seed" in report and "Warning" not in report
+
+
+def test_checkpoint_ema_equals_final_ema_model(tiny_report):
+    run = tiny_report / "runs" / "softmax-seed0"
+    final, _, _ = load_trained(run / "model_ema")
+    live, _, _ = load_trained(run / "model")
+    assert any(not torch.equal(a, b) for a, b in zip(final.parameters(), live.parameters()))
+    load_ema_weights(live, run / "checkpoints" / "checkpoint-20")
+    assert all(torch.equal(a, b) for a, b in zip(final.parameters(), live.parameters()))
+
+
+def test_rerun_reuses_finished_runs_and_reevaluates_identically(tiny_report, capsys):
+    out = tiny_report
+    run = out / "runs" / "relu-seed0"
+    before = json.loads((out / "results.json").read_text())
+    weights_mtime = (run / "model_ema" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns
+    (run / "result.json").unlink()  # relu must be re-evaluated (not retrained), softmax reused
+    capsys.readouterr()
+    assert run_main(main, tiny_argv(out)) == 0
+    log = capsys.readouterr().out
+    assert "softmax seed 0 (reused)" in log and "relu seed 0 (reused)" not in log
+    assert (run / "model_ema" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns == weights_mtime
+    after = json.loads((out / "results.json").read_text())
+    assert after["summary"] == before["summary"]  # evaluation is deterministic
+
+
+@pytest.mark.parametrize("extra,needle", [
+    (["activations=[softmax,swish9]"], "activations: 'swish9' is not valid"),
+    (["num_seeds=0"], "num_seeds=0 must be positive"),
+    (["activations=[]"], "activations is empty"),
+    (["eval.metrics=[w2,fidd]"], "eval.metrics='fidd' is not valid"),
+    (["--config", "configs/compare_paper.yaml", "activations=[softmax,gelu]"], "model.type=TwoLayerScoreNet"),
+    (["numseeds=2"], "numseeds"),
+])
+def test_bad_config_is_one_clear_line_with_exit_2(tmp_path, extra, needle, capsys):
+    assert run_main(main, tiny_argv(tmp_path, *extra)) == 2
+    err = capsys.readouterr().err
+    assert needle in err and err.startswith("error: ") and err.count("\n") == 1
+    assert not (tmp_path / "runs").exists()
+
+
+def test_shipped_configs_validate():
+    for name in ("toy", "checkerboard", "paper", "digits"):
+        cfg = load_compare_config(f"configs/compare_{name}.yaml")
+        assert cfg.num_seeds == 3 and "softmax" in cfg.activations
+
+
+def test_winner_and_significance_rules():
+    summary = {"softmax": {"w2": mean_std([1.0, 1.2, 1.1]), "confidence": mean_std([0.9, 0.91])},
+               "relu": {"w2": mean_std([2.0, 2.1, 2.2]), "confidence": mean_std([0.5, 0.99])},
+               "exp": {"w2": mean_std([math.nan]), "confidence": mean_std([0.1, 0.1])}}
+    w = winners(summary, ["w2", "confidence"])
+    assert w["w2"]["winner"] == "softmax" and w["w2"]["runner_up"] == "relu" and w["w2"]["significant"] is True
+    assert w["w2"]["gap"] == pytest.approx(1.0)
+    assert w["confidence"]["winner"] == "softmax" and w["confidence"]["significant"] is False  # higher is better
+    assert mean_std([1.0, 3.0]) == {"mean": 2.0, "std": pytest.approx(np.sqrt(2.0)), "n": 2}
+
+
+def test_a_diverging_run_is_reported_not_fatal(tmp_path, monkeypatch, capsys):
+    import softdiff.training
+    from softdiff.training.trainer import TrainingError
+
+    real_train = softdiff.training.train
+
+    def flaky(cfg, **kw):
+        if cfg.model.activation == "exp":
+            raise TrainingError("the loss became non-finite at step 3")
+        return real_train(cfg, **kw)
+
+    monkeypatch.setattr(softdiff.training, "train", flaky)
+    argv = tiny_argv(tmp_path, "activations=[relu,exp]", "eval.every=0", "eval.metrics=[w2]")
+    assert run_main(main, argv) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["summary"]["exp"]["w2"]["mean"] is None and results["summary"]["relu"]["w2"]["mean"] > 0
+    assert results["winners"]["w2"]["winner"] == "relu"
+    report = (tmp_path / "report.md").read_text()
+    assert "failed: the loss became non-finite at step 3" in report and "FAILED" in capsys.readouterr().out
+
+
+class PerfectEpsModel(torch.nn.Module):
+    """The exact epsilon-prediction of the 8-Gaussian data under a diffusers schedule: eps* = -sigma * score."""
+
+    def __init__(self, mixture, scheduler_config):
+        super().__init__()
+        from softdiff.evaluation.likelihood import DiscreteVP
+
+        self.mixture, self.process = mixture, DiscreteVP.from_scheduler_config(scheduler_config)
+        self.dummy = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x, t):
+        t = torch.as_tensor(t, dtype=torch.float64).reshape(-1).expand(len(x))
+        alpha, sigma = self.process.alpha_sigma(t)
+        out = torch.empty(x.shape, dtype=torch.float64)
+        for value in t.unique():  # the noised mixture depends on the level
+            rows = t == value
+            a, s = float(alpha[rows][0]), float(sigma[rows][0])
+            out[rows] = -s * self.mixture.noised(a, s).score(x[rows])
+        return out.to(x.dtype)
+
+
+def test_perfect_model_reaches_the_floors():
+    from softdiff.data import make_dataset
+    from softdiff.diffusion.schedulers import training_scheduler_config
+    from softdiff.evaluation.run_eval import EvalSettings, RunEvaluator
+
+    dataset = make_dataset("8gaussians")
+    config = training_scheduler_config("linear", "epsilon", 1000)
+    settings = EvalSettings(num_samples=300, likelihood_samples=48, ode_tol=1e-4, score_timesteps=[10, 300, 800],
+                            scheduler="ddpm", steps=100)
+    evaluator = RunEvaluator(dataset, settings, config)
+    floors = evaluator.noise_floors()
+    metrics, samples = evaluator.evaluate(PerfectEpsModel(dataset.analytic, config), final=True)
+    assert metrics["score_error"] < 1e-12                        # the whole score chain is exact
+    assert metrics["nll"] == pytest.approx(floors["nll"], abs=0.02)  # PF-ODE NLL = exact NLL at timestep 0
+    assert metrics["w2"] < 2 * floors["w2"] and metrics["mixture_loglik"] > floors["mixture_loglik"] - 0.5
+
+
+def test_identical_activation_results_are_flagged():
+    from softdiff.evaluation.report import identical_activations
+
+    runs = [{"activation": "softmax", "seed": 0, "metrics": {"fid": 3.0}},
+            {"activation": "relu", "seed": 0, "metrics": {"fid": 3.0}},
+            {"activation": "gelu", "seed": 0, "metrics": {"fid": 2.5}},
+            {"activation": "relu", "seed": 1, "metrics": {"fid": 3.0}}]
+    alerts = identical_activations(runs)
+    assert len(alerts) == 1 and "softmax and relu" in alerts[0] and alerts[0].startswith("seed 0")
+
+
+@pytest.mark.slow
+def test_parallel_processes_give_the_same_results_as_in_process(tmp_path):
+    serial, parallel = tmp_path / "serial", tmp_path / "parallel"
+    def argv(out, workers):
+        args = tiny_argv(out, "eval.every=0")
+        args[args.index("--workers") + 1] = workers
+        return args
+
+    assert run_main(main, argv(serial, "1")) == 0 and run_main(main, argv(parallel, "2")) == 0
+    a, b = (json.loads((p / "results.json").read_text()) for p in (serial, parallel))
+    assert a["summary"] == b["summary"] and len(b["runs"]) == 2
