@@ -111,3 +111,21 @@ def test_convexity_certificate():
 def test_bad_input_raises(args, needle):
     with pytest.raises(ValueError, match=needle):
         SoftmaxRegression(*args)
+
+
+@pytest.mark.parametrize("method", ["newton", "auto"])
+def test_newton_recovers_from_a_nonconvex_start(method):
+    # Peaked b and weak regularisation: the Hessian at x = 0 is indefinite; a plain Newton step stalls there.
+    g = torch.Generator().manual_seed(0)
+    A = torch.randn(300, 8, generator=g, dtype=torch.float64) / math.sqrt(8)
+    x_true = torch.randn(8, generator=g, dtype=torch.float64)
+    b = torch.softmax(A @ (x_true / x_true.norm() * 5 * math.sqrt(8)), 0)
+    p = SoftmaxRegression(A, b, torch.full((300,), 1e-3, dtype=torch.float64))
+    assert torch.linalg.eigvalsh(p.hessian(torch.zeros(8, dtype=torch.float64))).min() < 0
+    res = solve(p, method, tol=1e-8)
+    assert res.converged, res.message
+    ref = minimize(lambda x: p.loss(torch.from_numpy(x)).item(), np.zeros(8),
+                   jac=lambda x: p.grad(torch.from_numpy(x)).numpy(),
+                   hessp=lambda x, v: p.hvp(torch.from_numpy(x), torch.from_numpy(v)).numpy(), method="trust-ncg",
+                   options={"gtol": 1e-10})
+    assert p.loss(res.x).item() <= ref.fun + 1e-10

@@ -25,7 +25,7 @@ PRESETS = {
              (20000, 100, "gaussian", 5.0, 1e-3), (200000, 50, "gaussian", 5.0, 1e-4),
              (20000, 100, "sparse", 5.0, 1e-4)],
 }
-METHODS = ("newton", "approx_newton", "newton_cg", "lbfgs", "gd")
+METHODS = ("newton", "approx_newton", "approx_newton+ls", "newton_cg", "lbfgs", "gd")
 SCIPY = ("L-BFGS-B", "trust-ncg")
 
 
@@ -83,7 +83,9 @@ def run_scipy(problem: SoftmaxRegression, method: str, tol: float) -> dict:
 
 def run_ours(problem: SoftmaxRegression, method: str, tol: float, seed: int) -> dict:
     start = time.perf_counter()
-    res = solve(problem, method, tol=tol, seed=seed, max_iter=20_000 if method == "gd" else None)
+    base = method.removesuffix("+ls")
+    res = solve(problem, base, tol=tol, seed=seed, max_iter=20_000 if base == "gd" else None,
+                line_search=method.endswith("+ls"))
     rows = [h["rows_kept"] for h in res.history if h["rows_kept"] is not None]
     return {"method": method, "converged": res.converged, "iterations": res.iterations,
             "seconds": time.perf_counter() - start, "grad_norms": [h["grad_norm"] for h in res.history],

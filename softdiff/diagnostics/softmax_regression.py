@@ -173,17 +173,37 @@ def _solve_psd(H: Tensor, g: Tensor) -> Tensor:
 
 
 def _armijo(problem: SoftmaxRegression, x: Tensor, loss: Tensor, g: Tensor, direction: Tensor,
-            c: float = 1e-4, shrink: float = 0.5, max_halvings: int = 40) -> float:
-    """Backtracking line search from the unit step."""
+            c: float = 1e-4, shrink: float = 0.5, max_halvings: int = 30) -> float:
+    """Backtracking line search from the unit step; 0 when ``direction`` gives no sufficient decrease."""
     slope = (g * direction).sum()
-    if slope >= 0:  # not a descent direction: fall back to the gradient's
+    if slope >= 0:
         return 0.0
     t = 1.0
     for _ in range(max_halvings):
         if problem.loss(x + t * direction) <= loss + c * t * slope:
             return t
         t *= shrink
-    return t
+    return 0.0
+
+
+def _descent_step(problem: SoftmaxRegression, x: Tensor, g: Tensor, direction: Tensor) -> Tensor:
+    """A Newton-type step with a line search; if it fails, a Cauchy (steepest-descent) step with one."""
+    loss = problem.loss(x)
+    t = _armijo(problem, x, loss, g, direction)
+    if t > 0:
+        return t * direction
+    curvature = (g * problem.hvp(x, g)).sum()
+    length = (g * g).sum() / curvature if curvature > 0 else 1.0 / torch.linalg.norm(g)
+    t = _armijo(problem, x, loss, g, -length * g)
+    return -t * length * g
+
+
+def _modified_newton_direction(H: Tensor, g: Tensor) -> Tensor:
+    """``-|H|^{-1} g`` with eigenvalues replaced by their absolute values (floored): a descent direction
+    also where the loss is not convex (far from the optimum of a peaked instance)."""
+    evals, evecs = torch.linalg.eigh(H)
+    floor = evals.abs().max().clamp_min(1e-300) * 1e-10
+    return -evecs @ ((evecs.T @ g) / evals.abs().clamp_min(floor))
 
 
 def _cg(hvp, g: Tensor, tol: float, max_iter: int) -> Tensor:
@@ -214,12 +234,15 @@ METHODS = ("auto", "gd", "newton", "approx_newton", "newton_cg", "lbfgs")
 def solve(problem: SoftmaxRegression, method: str = "auto", x0: Tensor | None = None, tol: float = 1e-10,
           atol: float = 0.0, max_iter: int | None = None, seed: int | None = None, eps0: float = 0.3,
           C: float = 1.0, delta: float = 0.01, sketch: bool | None = None, B_bound: float = 16.0,
-          on_degenerate: str = "raise") -> Result:
+          line_search: bool = False, on_degenerate: str = "raise") -> Result:
     """Minimise the problem; stop when ``||g|| <= max(tol * ||g(x0)||, atol)``.
 
     ``approx_newton`` is the paper's method: unit steps ``x <- x - H~^{-1} g`` with ``H~`` the leverage-score
     sample of ``sqrt(D) A`` (keep row i with ``p_i = min(1, C sigma_i log(d/delta) / eps0^2)``, reweight by
-    ``1/p_i``) plus the exact rank-2 term. ``auto`` is damped exact Newton for ``d <= 2000``, else Newton-CG.
+    ``1/p_i``) plus the exact rank-2 term; the paper proves convergence from a good start only, and
+    ``line_search=True`` adds a backtracking safeguard for other starts. ``newton`` uses the exact Hessian with
+    absolute eigenvalues (a descent direction where the loss is not convex) and a backtracking line search;
+    ``auto`` is that Newton for ``d <= 2000``, else Newton-CG.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
@@ -254,23 +277,21 @@ def solve(problem: SoftmaxRegression, method: str = "auto", x0: Tensor | None = 
     if method == "lbfgs":
         return _lbfgs(problem, x, target, max_iter, history, start, message)
     lr = 1.0 / smoothness_bound(problem, B_bound) if method == "gd" else None
-    lev_cache: dict = {}
     for it in range(1, max_iter + 1):
         rows = None
         if method == "gd":
             step_vec = -lr * g
         elif method == "newton":
-            direction = -_solve_psd(problem.hessian(x), g)
-            t = _armijo(problem, x, problem.loss(x), g, direction)
-            step_vec = t * direction if t > 0 else -g / smoothness_bound(problem, B_bound)
+            step_vec = _descent_step(problem, x, g, _modified_newton_direction(problem.hessian(x), g))
         elif method == "newton_cg":
             gn = torch.linalg.norm(g)
             direction = _cg(lambda v: problem.hvp(x, v), g, min(0.5, gn.sqrt().item()) * gn.item(), 10 * d)
-            t = _armijo(problem, x, problem.loss(x), g, direction)
-            step_vec = t * direction if t > 0 else -g / smoothness_bound(problem, B_bound)
+            step_vec = _descent_step(problem, x, g, direction)
         else:  # approx_newton: the paper's unit step with the sparsified Hessian
-            H, rows = _sparsified_hessian(problem, x, eps0, C, delta, sketch, gen, lev_cache)
+            H, rows = _sparsified_hessian(problem, x, eps0, C, delta, sketch, gen)
             step_vec = -_solve_psd(H, g)
+            if line_search:
+                step_vec = _descent_step(problem, x, g, step_vec)
         x = x + step_vec
         g = problem.grad(x)
         if record(x, g, torch.linalg.norm(step_vec).item(), rows):
@@ -282,7 +303,7 @@ def solve(problem: SoftmaxRegression, method: str = "auto", x0: Tensor | None = 
 
 
 def _sparsified_hessian(problem: SoftmaxRegression, x: Tensor, eps0: float, C: float, delta: float,
-                        sketch: bool | None, gen: torch.Generator, cache: dict) -> tuple[Tensor, int]:
+                        sketch: bool | None, gen: torch.Generator) -> tuple[Tensor, int]:
     """``A_S^T diag(D_S / p_S) A_S + (A^T U) S (A^T U)^T`` with rows sampled by leverage scores of sqrt|D| A."""
     n, d = problem.shape
     D, U, S = problem.hessian_parts(x)
