@@ -26,6 +26,7 @@ PRESETS = {
              (20000, 100, "sparse", 5.0, 1e-4)],
 }
 METHODS = ("newton", "approx_newton", "approx_newton+ls", "newton_cg", "lbfgs", "gd")
+DEFAULT_METHODS = ("newton", "approx_newton", "approx_newton+ls", "newton_cg", "gd")  # lbfgs wraps scipy's
 SCIPY = ("L-BFGS-B", "trust-ncg")
 
 
@@ -116,7 +117,9 @@ def plot_instance(results: list[dict], title: str, path: Path) -> None:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="softdiff regress", description="Softmax regression solvers vs scipy.")
     p.add_argument("--preset", default="default", help=f"one of: {', '.join(PRESETS)} (default: default)")
-    p.add_argument("--methods", default=",".join(METHODS), help="comma-separated softdiff methods")
+    p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
+                   help=f"comma-separated, from: {', '.join(METHODS)} (default: all but lbfgs, which is scipy's "
+                   "L-BFGS-B, run as a baseline anyway)")
     p.add_argument("--tol", type=float, default=1e-8, help="stop at ||g|| <= tol * ||g(0)||")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output-dir", default="runs/regress")

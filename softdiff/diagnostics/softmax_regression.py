@@ -242,7 +242,7 @@ def solve(problem: SoftmaxRegression, method: str = "auto", x0: Tensor | None = 
     ``1/p_i``) plus the exact rank-2 term; the paper proves convergence from a good start only, and
     ``line_search=True`` adds a backtracking safeguard for other starts. ``newton`` uses the exact Hessian with
     absolute eigenvalues (a descent direction where the loss is not convex) and a backtracking line search;
-    ``auto`` is that Newton for ``d <= 2000``, else Newton-CG.
+    ``auto`` is that Newton for ``d <= 2000``, else Newton-CG; ``lbfgs`` is scipy's L-BFGS-B (CPU, float64).
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
@@ -289,9 +289,10 @@ def solve(problem: SoftmaxRegression, method: str = "auto", x0: Tensor | None = 
             step_vec = _descent_step(problem, x, g, direction)
         else:  # approx_newton: the paper's unit step with the sparsified Hessian
             H, rows = _sparsified_hessian(problem, x, eps0, C, delta, sketch, gen)
-            step_vec = -_solve_psd(H, g)
             if line_search:
-                step_vec = _descent_step(problem, x, g, step_vec)
+                step_vec = _descent_step(problem, x, g, _modified_newton_direction(H, g))
+            else:
+                step_vec = -_solve_psd(H, g)
         x = x + step_vec
         g = problem.grad(x)
         if record(x, g, torch.linalg.norm(step_vec).item(), rows):
@@ -319,31 +320,31 @@ def _sparsified_hessian(problem: SoftmaxRegression, x: Tensor, eps0: float, C: f
 
 def _lbfgs(problem: SoftmaxRegression, x: Tensor, target: float, max_iter: int, history: list[dict],
            start: float, message: str) -> Result:
-    """torch.optim.LBFGS with a strong-Wolfe line search, one outer iteration per recorded step."""
-    x = x.clone().requires_grad_(True)
-    opt = torch.optim.LBFGS([x], lr=1, max_iter=1, history_size=20, line_search_fn="strong_wolfe",
-                            tolerance_grad=0.0, tolerance_change=0.0)
+    """scipy.optimize's L-BFGS-B on the problem (float64 NumPy on the CPU), one record per iteration."""
+    import numpy as np
+    from scipy.optimize import minimize
 
-    def closure():
-        opt.zero_grad()
-        x.grad = problem.grad(x.detach())
-        return problem.loss(x.detach())
+    dtype, device = problem.A.dtype, problem.A.device
+    as_t = lambda z: torch.from_numpy(z).to(dtype=dtype, device=device)  # noqa: E731
+    prev = [x.detach().cpu().double().numpy()]
 
-    prev = x.detach().clone()
-    for it in range(1, max_iter + 1):
-        opt.step(closure)
-        xd = x.detach()
-        g = problem.grad(xd)
-        gn = torch.linalg.norm(g).item()
-        history.append({"loss": problem.loss(xd).item(), "grad_norm": gn, "step": torch.linalg.norm(xd - prev).item(),
-                        "time": time.perf_counter() - start, "rows_kept": None})
-        if gn <= target:
-            return Result(xd.clone(), True, it, "lbfgs", history, message)
-        if torch.equal(xd, prev):  # the line search cannot decrease a loss already at float precision
-            return Result(xd.clone(), False, it, "lbfgs", history,
-                          f"line search stalled at ||g|| = {gn:.2e} (loss at float precision); use a looser tol")
-        prev = xd.clone()
-        if not math.isfinite(gn):
-            return Result(xd.clone(), False, it, "lbfgs", history, "diverged (non-finite gradient)")
-    return Result(x.detach().clone(), False, max_iter, "lbfgs", history,
-                  message or f"no convergence in {max_iter} iterations")
+    def callback(xk):
+        xt = as_t(xk)
+        history.append({"loss": problem.loss(xt).item(), "grad_norm": torch.linalg.norm(problem.grad(xt)).item(),
+                        "step": float(np.linalg.norm(xk - prev[0])), "time": time.perf_counter() - start,
+                        "rows_kept": None})
+        prev[0] = xk.copy()
+        if history[-1]["grad_norm"] <= target:
+            raise StopIteration
+
+    try:
+        minimize(lambda z: problem.loss(as_t(z)).item(), prev[0],
+                 jac=lambda z: problem.grad(as_t(z)).double().cpu().numpy(), method="L-BFGS-B",
+                 callback=callback, options={"gtol": 0.0, "ftol": 0.0, "maxiter": max_iter, "maxcor": 20})
+    except StopIteration:
+        pass
+    x_final = as_t(prev[0])
+    ok = history[-1]["grad_norm"] <= target
+    note = message or ("" if ok else f"stopped at ||g|| = {history[-1]['grad_norm']:.2e} after "
+                       f"{len(history) - 1} iterations (line search at float precision, or max_iter)")
+    return Result(x_final, ok, len(history) - 1, "lbfgs", history, note)
