@@ -129,3 +129,20 @@ def test_newton_recovers_from_a_nonconvex_start(method):
                    hessp=lambda x, v: p.hvp(torch.from_numpy(x), torch.from_numpy(v)).numpy(), method="trust-ncg",
                    options={"gtol": 1e-10})
     assert p.loss(res.x).item() <= ref.fun + 1e-10
+
+
+def test_regress_command_writes_report(tmp_path, capsys):
+    import json
+
+    from softdiff.cli import main as softdiff_main
+
+    assert softdiff_main(["regress", "--preset", "quick", "--methods", "newton,approx_newton+ls",
+                          "--output-dir", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert len(results) == 2 and (tmp_path / "instance-1.png").is_file()
+    by_method = {r["method"]: r for r in results[0]["results"]}
+    assert by_method["newton"]["converged"] and by_method["newton"]["order"] > 1.5  # quadratic
+    assert {"scipy L-BFGS-B", "scipy trust-ncg"} <= set(by_method)
+    assert "## Instance 1" in (tmp_path / "report.md").read_text()
+    assert softdiff_main(["regress", "--methods", "bogus"]) == 2
+    assert "choose from" in capsys.readouterr().err
