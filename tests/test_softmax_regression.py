@@ -146,3 +146,11 @@ def test_regress_command_writes_report(tmp_path, capsys):
     assert "## Instance 1" in (tmp_path / "report.md").read_text()
     assert softdiff_main(["regress", "--methods", "bogus"]) == 2
     assert "choose from" in capsys.readouterr().err
+
+
+def test_B_norm_from_the_split_matches_dense():
+    from softdiff.diagnostics.softmax_regression import _B_norm
+
+    p = instance(n=800, d=5, scale=3.0)
+    x = torch.randn(5, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    assert _B_norm(p, x) == pytest.approx(torch.linalg.matrix_norm(p.B(x), ord=2).item(), rel=1e-8)
