@@ -85,7 +85,7 @@ def run_scipy(problem: SoftmaxRegression, method: str, tol: float) -> dict:
 def run_ours(problem: SoftmaxRegression, method: str, tol: float, seed: int) -> dict:
     start = time.perf_counter()
     base = method.removesuffix("+ls")
-    res = solve(problem, base, tol=tol, seed=seed, max_iter=20_000 if base == "gd" else None,
+    res = solve(problem, base, tol=tol, seed=seed, max_iter=5_000 if base == "gd" else None,
                 line_search=method.endswith("+ls"))
     rows = [h["rows_kept"] for h in res.history if h["rows_kept"] is not None]
     return {"method": method, "converged": res.converged, "iterations": res.iterations,
