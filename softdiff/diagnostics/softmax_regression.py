@@ -204,6 +204,12 @@ def _armijo(problem: SoftmaxRegression, x: Tensor, loss: Tensor, g: Tensor, dire
 def _descent_step(problem: SoftmaxRegression, x: Tensor, g: Tensor, direction: Tensor) -> Tensor:
     """A Newton-type step with a line search; if it fails, a Cauchy (steepest-descent) step with one."""
     loss = problem.loss(x)
+    slope = (g * direction).sum()
+    if slope < 0 and -slope <= 1e3 * torch.finfo(loss.dtype).eps * loss.abs():
+        # The predicted decrease is below the loss's float resolution, so Armijo cannot judge the step:
+        # accept it when it shrinks the gradient (the local model is accurate this close to the optimum).
+        if torch.linalg.norm(problem.grad(x + direction)) < torch.linalg.norm(g):
+            return direction
     t = _armijo(problem, x, loss, g, direction)
     if t > 0:
         return t * direction
