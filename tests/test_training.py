@@ -217,3 +217,14 @@ def test_image_run_and_class_conditional_sampling(tmp_path, run_script):
     assert x.shape == (5, 1, 8, 8) and x.min() >= 0 and x.max() <= 1
     bad = run_script("sample.py", out, "--class-label", "12", "--output", tmp_path / "t.npz")
     assert bad.returncode == 2 and "labels 0..9" in bad.stderr
+
+
+def test_ntk_drift_is_recorded_during_training(tmp_path):
+    out = train(tiny(tmp_path, "train.steps=10", "diagnostics.ntk_every=5", "diagnostics.ntk_probe_size=4"),
+                quiet=True)
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    drift = {r["step"]: r for r in records if "ntk_drift" in r}
+    assert sorted(drift) == [0, 5, 10]
+    assert drift[0]["ntk_drift"] == 0 and drift[0]["weight_movement"] == 0
+    assert 0 < drift[5]["ntk_drift"] and 0 < drift[5]["weight_movement"] < drift[10]["weight_movement"]
+    assert all(r["ntk_lambda_min"] >= -1e-6 for r in drift.values())  # a Gram matrix is PSD
