@@ -113,7 +113,7 @@ def test_bad_input_raises(args, needle):
         SoftmaxRegression(*args)
 
 
-@pytest.mark.parametrize("method", ["newton", "auto"])
+@pytest.mark.parametrize("method", ["newton", "auto", "newton_cg"])
 def test_newton_recovers_from_a_nonconvex_start(method):
     # Peaked b and weak regularisation: the Hessian at x = 0 is indefinite; a plain Newton step stalls there.
     g = torch.Generator().manual_seed(0)

@@ -237,7 +237,11 @@ def _cg(hvp, g: Tensor, tol: float, max_iter: int) -> Tensor:
         Hd = hvp(d)
         curvature = (d * Hd).sum()
         if curvature <= 0:
-            return p if p.abs().sum() > 0 else -g
+            if p.abs().sum() > 0:
+                return p
+            # Negative curvature at once: a unit-length step along it (the line search shortens it); a step
+            # of length ||g|| along -g crawls when the gradient is small in a non-convex region.
+            return d / torch.linalg.norm(d)
         alpha = rr / curvature
         p = p + alpha * d
         r = r - alpha * Hd
