@@ -98,18 +98,22 @@ def test_checkpoint_rotation_keeps_the_newest(tmp_path):
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["checkpoint-30", "checkpoint-40"]
 
 
-def test_nonfinite_loss_stops_without_saving(tmp_path, monkeypatch):
+def poison_loss(monkeypatch, is_nan):
+    """Make the training loss NaN on the calls where ``is_nan(call_number)`` holds."""
     import softdiff.training.trainer as trainer
 
-    real = trainer.diffusion_loss
-    calls = {"n": 0}
+    real, calls = trainer.diffusion_loss, {"n": 0}
 
     def poisoned(*args):
         calls["n"] += 1
         loss = real(*args)
-        return loss * float("nan") if calls["n"] > 12 else loss
+        return loss * float("nan") if is_nan(calls["n"]) else loss
 
     monkeypatch.setattr(trainer, "diffusion_loss", poisoned)
+
+
+def test_nonfinite_loss_stops_without_saving(tmp_path, monkeypatch):
+    poison_loss(monkeypatch, lambda n: n > 12)
     with pytest.raises(TrainingError, match="non-finite at step 13"):
         train(tiny(tmp_path, "train.steps=30"), quiet=True)
     assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["checkpoint-10"]
@@ -117,17 +121,7 @@ def test_nonfinite_loss_stops_without_saving(tmp_path, monkeypatch):
 
 
 def test_nonfinite_loss_skip_mode_keeps_weights_finite(tmp_path, monkeypatch):
-    import softdiff.training.trainer as trainer
-
-    real = trainer.diffusion_loss
-    calls = {"n": 0}
-
-    def sometimes_nan(*args):
-        calls["n"] += 1
-        loss = real(*args)
-        return loss * float("nan") if calls["n"] % 4 == 0 else loss
-
-    monkeypatch.setattr(trainer, "diffusion_loss", sometimes_nan)
+    poison_loss(monkeypatch, lambda n: n % 4 == 0)
     out = train(tiny(tmp_path, "train.steps=10", "train.on_nonfinite=skip"), quiet=True)
     assert all(torch.isfinite(v).all() for v in weights(out / "model").values())
 
