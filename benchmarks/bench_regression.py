@@ -26,7 +26,7 @@ def main() -> None:
     if args.full:
         sizes.append((200000, 50, "gaussian"))
     print(f"tol={args.tol} repeats={args.repeats} (median seconds; 'reached' = ||g|| <= tol ||g0||)")
-    print("| n | d | A | logit std | max b | w | method | iterations | seconds | reached | final ||g||/||g0|| "
+    print("| n | d | A | logit std | max b | w | method | iterations | seconds | reached | final ‖g‖/‖g0‖ "
           "| time ratio to scipy L-BFGS-B |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for n, d, kind in sizes:
