@@ -19,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="softdiff ntk", description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="YAML config (default configs/ntk_default.yaml)")
     parser.add_argument("--quick", action="store_true", help="the small config configs/ntk_quick.yaml")
-    parser.add_argument("--out", help="output folder (overrides out_dir)")
+    parser.add_argument("--output-dir", "--out", dest="out", help="output folder (overrides out_dir)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("overrides", nargs="*", help="dotted overrides such as steps=200 widths=[64,256]")
     return parser
