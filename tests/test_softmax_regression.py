@@ -79,7 +79,11 @@ def test_leverage_scores_exact_and_sketched():
     H = M @ torch.linalg.pinv(M.T @ M) @ M.T
     assert torch.allclose(exact, H.diagonal(), atol=1e-10)
     sketched = leverage_scores(M, sketch=True, generator=torch.Generator().manual_seed(0))
-    assert (sketched / exact).median().item() == pytest.approx(1.0, abs=0.3)
+    # A CountSketch with 10 d buckets estimates within a constant factor (slightly high on average: the
+    # inverse of the sketched Gram overestimates), which is all leverage-score sampling needs.
+    ratio = sketched / exact
+    assert 0.8 < ratio.median().item() < 1.5
+    assert ratio.quantile(0.05).item() > 0.4 and ratio.quantile(0.95).item() < 2.5
 
 
 def test_degenerate_problem_is_detected():

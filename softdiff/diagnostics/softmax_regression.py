@@ -55,14 +55,20 @@ class SoftmaxRegression:
         return torch.softmax(self.A @ x, dim=0)
 
     def loss(self, x: Tensor) -> Tensor:
-        Ax = self.A @ x
-        return 0.5 * ((torch.softmax(Ax, 0) - self.b) ** 2).sum() + 0.5 * (self.w2 * Ax**2).sum()
+        return self.loss_from_logits(self.A @ x)
 
     def grad(self, x: Tensor) -> Tensor:
         """``A^T ((diag(f) - f f^T) c + w^2 o Ax)``."""
-        Ax = self.A @ x
-        f = torch.softmax(Ax, 0)
-        return self.A.T @ (softmax_vjp(f, f - self.b, dim=0) + self.w2 * Ax)
+        return self.grad_from_logits(self.A @ x)
+
+    # The solvers keep the logits ``z = A x``: a line search along ``d`` then needs ``A d`` once, not one
+    # pass over ``A`` per trial step.
+    def loss_from_logits(self, z: Tensor) -> Tensor:
+        return 0.5 * ((torch.softmax(z, 0) - self.b) ** 2).sum() + 0.5 * (self.w2 * z**2).sum()
+
+    def grad_from_logits(self, z: Tensor) -> Tensor:
+        f = torch.softmax(z, 0)
+        return self.A.T @ (softmax_vjp(f, f - self.b, dim=0) + self.w2 * z)
 
     def hessian_parts(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``(D, U, S)`` with ``hess = A^T (diag(D) + U S U^T) A``: ``D = B_diag + w^2``, ``U = [f, q]`` (n, 2)."""
@@ -95,9 +101,17 @@ class SoftmaxRegression:
 
     def hvp(self, x: Tensor, v: Tensor) -> Tensor:
         """``hess(x) v`` without forming the Hessian, O(nnz(A))."""
+        return self.hvp_operator(x)(v)
+
+    def hvp_operator(self, x: Tensor):
+        """``v -> hess(x) v`` with the Hessian parts at ``x`` computed once (for CG's many products)."""
         D, U, S = self.hessian_parts(x)
-        Av = self.A @ v
-        return self.A.T @ (D * Av + U @ (S @ (U.T @ Av)))
+
+        def apply(v: Tensor) -> Tensor:
+            Av = self.A @ v
+            return self.A.T @ (D * Av + U @ (S @ (U.T @ Av)))
+
+        return apply
 
     def degenerate_direction(self, rtol: float = 1e-8) -> Tensor | None:
         """``z`` with ``A z = 1_n`` when that exists and ``w = 0`` (the loss is then flat along ``z``)."""
@@ -148,8 +162,14 @@ def smoothness_bound(problem: SoftmaxRegression, B_bound: float = 16.0) -> float
 
 
 def leverage_scores(M: Tensor, sketch: bool | None = None, generator: torch.Generator | None = None,
-                    sketch_factor: int = 4) -> Tensor:
-    """Leverage scores of the rows of ``M`` (n, d): exact by QR, or sketched (Gaussian sketch + JL) for large d."""
+                    sketch_factor: int = 10) -> Tensor:
+    """Leverage scores of the rows of ``M`` (n, d): exact by QR, or sketched for large d.
+
+    The sketch is a CountSketch (each row added, with a random sign, to one of ``sketch_factor * d`` buckets:
+    O(nnz(M)), unlike a dense Gaussian sketch's O(n d k)), then a JL projection of ``M R^{-1}`` with
+    ``O(log n)`` columns; the estimates are within a constant factor of the exact scores, which is what
+    leverage-score sampling needs.
+    """
     n, d = M.shape
     if sketch is None:
         sketch = d > 200
@@ -157,8 +177,10 @@ def leverage_scores(M: Tensor, sketch: bool | None = None, generator: torch.Gene
         Q = torch.linalg.qr(M).Q
         return (Q**2).sum(1)
     k = min(n, sketch_factor * d)
-    Pi = torch.randn(k, n, generator=generator, dtype=M.dtype).to(M.device) / math.sqrt(k)
-    R = torch.linalg.qr(Pi @ M, mode="r").R
+    bucket = torch.randint(k, (n,), generator=generator).to(M.device)
+    sign = (torch.randint(2, (n,), generator=generator) * 2 - 1).to(M.dtype).to(M.device)
+    SM = torch.zeros(k, d, dtype=M.dtype, device=M.device).index_add_(0, bucket, M * sign[:, None])
+    R = torch.linalg.qr(SM, mode="r").R
     r = max(8, int(math.ceil(4 * math.log(n))))
     G = torch.randn(d, r, generator=generator, dtype=M.dtype).to(M.device) / math.sqrt(r)
     return ((M @ torch.linalg.solve_triangular(R, G, upper=True)) ** 2).sum(1)
@@ -187,35 +209,36 @@ def _solve_psd(H: Tensor, g: Tensor) -> Tensor:
     return torch.linalg.lstsq(H, g[:, None]).solution.squeeze(1)
 
 
-def _armijo(problem: SoftmaxRegression, x: Tensor, loss: Tensor, g: Tensor, direction: Tensor,
+def _armijo(problem: SoftmaxRegression, z: Tensor, Ad: Tensor, loss: Tensor, slope: Tensor,
             c: float = 1e-4, shrink: float = 0.5, max_halvings: int = 30) -> float:
-    """Backtracking line search from the unit step; 0 when ``direction`` gives no sufficient decrease."""
-    slope = (g * direction).sum()
+    """Backtracking from the unit step along ``d`` (logits ``z = A x``, ``Ad = A d``, ``slope = g . d``);
+    0 when ``d`` gives no sufficient decrease."""
     if slope >= 0:
         return 0.0
     t = 1.0
     for _ in range(max_halvings):
-        if problem.loss(x + t * direction) <= loss + c * t * slope:
+        if problem.loss_from_logits(z + t * Ad) <= loss + c * t * slope:
             return t
         t *= shrink
     return 0.0
 
 
-def _descent_step(problem: SoftmaxRegression, x: Tensor, g: Tensor, direction: Tensor) -> Tensor:
+def _descent_step(problem: SoftmaxRegression, x: Tensor, z: Tensor, loss: Tensor, g: Tensor,
+                  direction: Tensor) -> Tensor:
     """A Newton-type step with a line search; if it fails, a Cauchy (steepest-descent) step with one."""
-    loss = problem.loss(x)
+    Ad = problem.A @ direction
     slope = (g * direction).sum()
     if slope < 0 and -slope <= 1e3 * torch.finfo(loss.dtype).eps * loss.abs():
         # The predicted decrease is below the loss's float resolution, so Armijo cannot judge the step:
         # accept it when it shrinks the gradient (the local model is accurate this close to the optimum).
-        if torch.linalg.norm(problem.grad(x + direction)) < torch.linalg.norm(g):
+        if torch.linalg.norm(problem.grad_from_logits(z + Ad)) < torch.linalg.norm(g):
             return direction
-    t = _armijo(problem, x, loss, g, direction)
+    t = _armijo(problem, z, Ad, loss, slope)
     if t > 0:
         return t * direction
     curvature = (g * problem.hvp(x, g)).sum()
     length = (g * g).sum() / curvature if curvature > 0 else 1.0 / torch.linalg.norm(g)
-    t = _armijo(problem, x, loss, g, -length * g)
+    t = _armijo(problem, z, -length * (problem.A @ g), loss, -length * (g * g).sum())
     return -t * length * g
 
 
@@ -286,18 +309,19 @@ def solve(problem: SoftmaxRegression, method: str = "auto", x0: Tensor | None = 
     x = torch.zeros(d, dtype=problem.A.dtype, device=problem.A.device) if x0 is None else x0.clone().to(problem.A)
     max_iter = max_iter or {"gd": 100_000, "lbfgs": 5_000, "newton_cg": 500}.get(method, 200)
     gen = torch.Generator().manual_seed(seed if seed is not None else 0)
-    g = problem.grad(x)
+    z = problem.A @ x
+    loss, g = problem.loss_from_logits(z), problem.grad_from_logits(z)
     target = max(tol * torch.linalg.norm(g).item(), atol)
     history: list[dict] = []
     start = time.perf_counter()
 
-    def record(x: Tensor, g: Tensor, step: float, rows: int | None) -> bool:
+    def record(loss: Tensor, g: Tensor, step: float, rows: int | None) -> bool:
         gn = torch.linalg.norm(g).item()
-        history.append({"loss": problem.loss(x).item(), "grad_norm": gn, "step": step,
+        history.append({"loss": loss.item(), "grad_norm": gn, "step": step,
                         "time": time.perf_counter() - start, "rows_kept": rows})
         return gn <= target or not math.isfinite(gn)
 
-    if record(x, g, 0.0, None):
+    if record(loss, g, 0.0, None):
         return Result(x, True, 0, method, history, message)
     if method == "lbfgs":
         return _lbfgs(problem, x, target, max_iter, history, start, message)
@@ -307,20 +331,21 @@ def solve(problem: SoftmaxRegression, method: str = "auto", x0: Tensor | None = 
         if method == "gd":
             step_vec = -lr * g
         elif method == "newton":
-            step_vec = _descent_step(problem, x, g, _modified_newton_direction(problem.hessian(x), g))
+            step_vec = _descent_step(problem, x, z, loss, g, _modified_newton_direction(problem.hessian(x), g))
         elif method == "newton_cg":
             gn = torch.linalg.norm(g)
-            direction = _cg(lambda v: problem.hvp(x, v), g, min(0.5, gn.sqrt().item()) * gn.item(), 10 * d)
-            step_vec = _descent_step(problem, x, g, direction)
+            direction = _cg(problem.hvp_operator(x), g, min(0.5, gn.sqrt().item()) * gn.item(), 10 * d)
+            step_vec = _descent_step(problem, x, z, loss, g, direction)
         else:  # approx_newton: the paper's unit step with the sparsified Hessian
             H, rows = _sparsified_hessian(problem, x, eps0, C, delta, sketch, gen)
             if line_search:
-                step_vec = _descent_step(problem, x, g, _modified_newton_direction(H, g))
+                step_vec = _descent_step(problem, x, z, loss, g, _modified_newton_direction(H, g))
             else:
                 step_vec = -_solve_psd(H, g)
         x = x + step_vec
-        g = problem.grad(x)
-        if record(x, g, torch.linalg.norm(step_vec).item(), rows):
+        z = problem.A @ x  # recomputed, not updated, so that rounding does not accumulate over iterations
+        loss, g = problem.loss_from_logits(z), problem.grad_from_logits(z)
+        if record(loss, g, torch.linalg.norm(step_vec).item(), rows):
             gn = history[-1]["grad_norm"]
             if not math.isfinite(gn):
                 return Result(x, False, it, method, history, "diverged (non-finite gradient)")
