@@ -61,6 +61,14 @@ def test_newton_converges_quadratically():
     assert tail and all(b <= 1e3 * a * a for a, b in tail)
 
 
+def test_auto_stays_hessian_free_where_the_loss_is_convex():
+    p = instance(n=400, d=6, scale=1.0, w=0.1)
+    assert torch.linalg.eigvalsh(p.hessian(torch.zeros(6, dtype=torch.float64))).min() > 0
+    res, ref = solve(p, "auto", tol=1e-12), solve(p, "newton", tol=1e-12)
+    assert res.converged and res.method == "newton_cg"
+    assert torch.allclose(res.x, ref.x, atol=1e-10)
+
+
 def test_approx_newton_converges_linearly_keeping_few_rows():
     p = instance(n=4000, d=10, scale=2.0, w=0.01, seed=3)
     res = solve(p, "approx_newton", tol=1e-10, eps0=0.5, seed=0)
@@ -128,6 +136,8 @@ def test_newton_recovers_from_a_nonconvex_start(method):
     assert torch.linalg.eigvalsh(p.hessian(torch.zeros(8, dtype=torch.float64))).min() < 0
     res = solve(p, method, tol=1e-8)
     assert res.converged, res.message
+    if method == "auto":  # CG meets the negative curvature at x = 0 and hands over to exact Newton
+        assert res.method == "newton_cg->newton"
     ref = minimize(lambda x: p.loss(torch.from_numpy(x)).item(), np.zeros(8),
                    jac=lambda x: p.grad(torch.from_numpy(x)).numpy(),
                    hessp=lambda x, v: p.hvp(torch.from_numpy(x), torch.from_numpy(v)).numpy(), method="trust-ncg",

@@ -250,8 +250,10 @@ def _modified_newton_direction(H: Tensor, g: Tensor) -> Tensor:
     return -evecs @ ((evecs.T @ g) / evals.abs().clamp_min(floor))
 
 
-def _cg(hvp, g: Tensor, tol: float, max_iter: int) -> Tensor:
-    """Truncated conjugate gradients for ``H p = -g``; stops at negative curvature (Newton-CG)."""
+def _cg(hvp, g: Tensor, tol: float, max_iter: int) -> tuple[Tensor, bool]:
+    """Truncated conjugate gradients for ``H p = -g``; stops at negative curvature (Newton-CG).
+
+    Returns the direction and whether negative curvature was met."""
     p = torch.zeros_like(g)
     r = -g.clone()
     d = r.clone()
@@ -261,10 +263,10 @@ def _cg(hvp, g: Tensor, tol: float, max_iter: int) -> Tensor:
         curvature = (d * Hd).sum()
         if curvature <= 0:
             if p.abs().sum() > 0:
-                return p
+                return p, True
             # Negative curvature at once: a unit-length step along it (the line search shortens it); a step
             # of length ||g|| along -g crawls when the gradient is small in a non-convex region.
-            return d / torch.linalg.norm(d)
+            return d / torch.linalg.norm(d), True
         alpha = rr / curvature
         p = p + alpha * d
         r = r - alpha * Hd
@@ -273,7 +275,7 @@ def _cg(hvp, g: Tensor, tol: float, max_iter: int) -> Tensor:
             break
         d = r + (rr_new / rr) * d
         rr = rr_new
-    return p
+    return p, False
 
 
 METHODS = ("auto", "gd", "newton", "approx_newton", "newton_cg", "lbfgs")
@@ -289,16 +291,20 @@ def solve(problem: SoftmaxRegression, method: str = "auto", x0: Tensor | None = 
     sample of ``sqrt(D) A`` (keep row i with ``p_i = min(1, C sigma_i log(d/delta) / eps0^2)``, reweight by
     ``1/p_i``) plus the exact rank-2 term; the paper proves convergence from a good start only, and
     ``line_search=True`` adds a backtracking safeguard for other starts. ``newton`` uses the exact Hessian with
-    absolute eigenvalues (a descent direction where the loss is not convex) and a backtracking line search;
-    ``auto`` is that Newton for ``d <= 2000``, else Newton-CG; ``lbfgs`` is scipy's L-BFGS-B (CPU, float64).
+    absolute eigenvalues (a descent direction where the loss is not convex) and a backtracking line search.
+    ``auto`` runs Newton-CG (a few Hessian-vector products per step: cheapest where the loss is convex) and,
+    for ``d <= 2000``, switches to that exact Newton for good at the first negative curvature CG meets (where
+    Newton-CG crawls); ``Result.method`` then reads ``newton_cg->newton``. ``lbfgs`` is scipy's L-BFGS-B
+    (CPU, float64).
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
     if on_degenerate not in ("raise", "warn"):
         raise ValueError(f"on_degenerate={on_degenerate!r}; choose raise or warn")
     n, d = problem.shape
+    switch_on_negative_curvature = method == "auto" and d <= 2000
     if method == "auto":
-        method = "newton" if d <= 2000 else "newton_cg"
+        method = "newton_cg"
     message = ""
     z = problem.degenerate_direction()
     if z is not None:
@@ -330,11 +336,14 @@ def solve(problem: SoftmaxRegression, method: str = "auto", x0: Tensor | None = 
         rows = None
         if method == "gd":
             step_vec = -lr * g
-        elif method == "newton":
+        elif method in ("newton", "newton_cg->newton"):  # newton, or auto after its switch
             step_vec = _descent_step(problem, x, z, loss, g, _modified_newton_direction(problem.hessian(x), g))
         elif method == "newton_cg":
             gn = torch.linalg.norm(g)
-            direction = _cg(problem.hvp_operator(x), g, min(0.5, gn.sqrt().item()) * gn.item(), 10 * d)
+            direction, negative = _cg(problem.hvp_operator(x), g, min(0.5, gn.sqrt().item()) * gn.item(), 10 * d)
+            if negative and switch_on_negative_curvature:
+                method = "newton_cg->newton"
+                direction = _modified_newton_direction(problem.hessian(x), g)
             step_vec = _descent_step(problem, x, z, loss, g, direction)
         else:  # approx_newton: the paper's unit step with the sparsified Hessian
             H, rows = _sparsified_hessian(problem, x, eps0, C, delta, sketch, gen)
