@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.embeddings import get_2d_sincos_pos_embed
 from diffusers.models.modeling_utils import ModelMixin
 from einops import rearrange
 from torch import Tensor, nn
@@ -63,7 +64,12 @@ class ScoreTransformer(ModelMixin, ConfigMixin):
         out_channels = out_channels or in_channels
         num_patches = (sample_size // patch_size) ** 2
         self.patch_embed = nn.Linear(in_channels * patch_size**2, hidden_size)
-        self.pos_embed = nn.Parameter(torch.randn(1, num_patches, hidden_size) * 0.02)
+        # Learned, but started at DiT's fixed 2-D sin-cos table: with a small random start the tokens hardly know
+        # where they are and training sits on a plateau (digits reached FID 10 in ~1.3x more steps).
+        grid = sample_size // patch_size
+        table_dim = -(-hidden_size // 4) * 4  # the table needs a multiple of 4 channels; extra ones are dropped
+        pos = get_2d_sincos_pos_embed(table_dim, grid, base_size=grid, output_type="pt")[:, :hidden_size]
+        self.pos_embed = nn.Parameter(pos.float()[None])
         self.registers = nn.Parameter(torch.randn(1, num_registers, hidden_size) * 0.02) if num_registers else None
         self.time_embed = SinusoidalTimeEmbedding(hidden_size)
         self.class_embed = nn.Embedding(num_class_embeds, hidden_size) if num_class_embeds else None
