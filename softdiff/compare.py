@@ -39,6 +39,8 @@ class CompareConfig:
     output_dir: str = "runs/compare_toy"
     workers: int = 0                            # parallel processes (0: as many as cores allow)
     threads_per_worker: int = 1                 # torch threads in each process
+    ntk_every: int = 0                          # record each run's NTK drift every this many steps (0: off)
+    probes: bool = True                         # attention-sink probes of each trained run (attention models only)
     eval: EvalSettings = field(default_factory=EvalSettings)
 
     def validate(self) -> None:
@@ -52,6 +54,7 @@ class CompareConfig:
         check_positive("num_seeds", self.num_seeds)
         check_positive("workers", self.workers, allow_zero=True)
         check_positive("threads_per_worker", self.threads_per_worker)
+        check_positive("ntk_every", self.ntk_every, allow_zero=True)
         check_choice("eval.scheduler", self.eval.scheduler, SCHEDULERS)
         for key, value in [("eval.steps", self.eval.steps), ("eval.num_samples", self.eval.num_samples),
                            ("eval.likelihood_samples", self.eval.likelihood_samples),
@@ -90,6 +93,8 @@ def _allowed_activations(model_type: str) -> tuple[str, ...]:
 def run_overrides(cfg: CompareConfig, activation: str, seed: int, run_dir: Path) -> list[str]:
     """The overrides that turn the base config into one run: same everything but activation and seed."""
     extra = [f"model.activation={activation}", f"train.seed={seed}", f"output_dir={run_dir}"]
+    if cfg.ntk_every:
+        extra.append(f"diagnostics.ntk_every={cfg.ntk_every}")
     if cfg.eval.every:
         # Keep a checkpoint at every evaluation step (their EMA weights give the metric-vs-steps curves).
         steps = cfg.base_train_config().train.steps
@@ -102,12 +107,34 @@ def _fingerprint(train_yaml: str, settings: EvalSettings) -> str:
     return hashlib.sha256((train_yaml + json.dumps(asdict(settings), sort_keys=True)).encode()).hexdigest()[:16]
 
 
-def _read_losses(run_dir: Path) -> list[list[float]]:
+def _read_log(run_dir: Path, key: str) -> list[list[float]]:
+    """``[[step, value], ...]`` of ``key`` from the run's metrics.jsonl (loss, ntk_drift, ...)."""
     path = run_dir / "metrics.jsonl"
     if not path.is_file():
         return []
     records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [[r["step"], r["loss"]] for r in records if "loss" in r]
+    return [[r["step"], r[key]] for r in records if key in r]
+
+
+def _read_losses(run_dir: Path) -> list[list[float]]:
+    return _read_log(run_dir, "loss")
+
+
+PROBE_STATS = ("entropy", "sparsity", "sink", "sink_heads", "massive")
+
+
+def probe_summary(run_dir: Path) -> dict[str, float] | None:
+    """The attention probes of a trained run averaged over timesteps, layers and heads (None without attention)."""
+    from softdiff.diagnostics.attention import probe_run
+    from softdiff.errors import DataError
+
+    try:
+        result = probe_run(run_dir, num_samples=64, seed=0)
+    except DataError:  # no attention layers (ScoreMLP, TwoLayerScoreNet): nothing to probe
+        return None
+    layers = result.layer_table()
+    out = {k: sum(row[k] for row in layers) / len(layers) for k in PROBE_STATS}
+    return {**out, "log_num_tokens": math.log(result.num_tokens)}
 
 
 def run_one(job: dict) -> dict:
@@ -127,7 +154,7 @@ def run_one(job: dict) -> dict:
     run_dir = Path(job["run_dir"])
     cfg = load_run_config(job["base_config"], job["overrides"])
     train_yaml = to_yaml(cfg)
-    fingerprint = _fingerprint(train_yaml, settings)
+    fingerprint = _fingerprint(train_yaml + f"probes={job.get('probes', False)}", settings)
     result_path = run_dir / "result.json"
     if result_path.is_file():
         old = json.loads(result_path.read_text())
@@ -170,6 +197,8 @@ def run_one(job: dict) -> dict:
     np.save(run_dir / "eval_samples.npy", samples[:keep].numpy())
     record = {"activation": job["activation"], "seed": job["seed"], "run_dir": str(run_dir),
               "fingerprint": fingerprint, "metrics": metrics, "history": history, "loss": _read_losses(run_dir),
+              "ntk_drift": _read_log(run_dir, "ntk_drift"),
+              "probes": probe_summary(run_dir) if job.get("probes") else None,
               "train_seconds": summary.get("wall_time"), "eval_seconds": time.perf_counter() - t1,
               "total_seconds": time.perf_counter() - t0}
     result_path.write_text(json.dumps(_finite_json(record), indent=2))
@@ -227,8 +256,11 @@ def run_comparison(cfg: CompareConfig, command: str = "", log=print) -> Path:
     from softdiff.data import make_dataset
     from softdiff.diffusion.schedulers import training_scheduler_config
     from softdiff.evaluation.report import (
+        diagnostics_lines,
+        diagnostics_summary,
         plot_loss_curves,
         plot_metric_vs_steps,
+        plot_run_curves,
         plot_samples,
         summarize,
         winners,
@@ -255,7 +287,7 @@ def run_comparison(cfg: CompareConfig, command: str = "", log=print) -> Path:
             run_dir = out / "runs" / f"{act}-seed{seed}"
             jobs.append({"activation": act, "seed": seed, "run_dir": str(run_dir), "base_config": cfg.base_config,
                          "overrides": run_overrides(cfg, act, seed, run_dir), "eval": asdict(cfg.eval),
-                         "threads": cfg.threads_per_worker})
+                         "threads": cfg.threads_per_worker, "probes": cfg.probes})
     workers = cfg.workers or max(1, min(len(jobs), (os.cpu_count() or 1) // cfg.threads_per_worker))
     log(f"compare: {len(jobs)} runs ({', '.join(cfg.activations)} x {cfg.num_seeds} seeds) on {workers} "
         f"process(es) -> {out}")
@@ -285,6 +317,11 @@ def run_comparison(cfg: CompareConfig, command: str = "", log=print) -> Path:
     plot_loss_curves(results, cfg.activations, out / "loss_curves.png")
     if plot_metric_vs_steps(results, cfg.activations, metrics, out / "metric_vs_steps.png", floors):
         plots.append("metric_vs_steps.png")
+    if plot_run_curves(results, cfg.activations, out / "ntk_drift.png", key="ntk_drift",
+                       ylabel="relative NTK drift", yscale="linear",
+                       title="NTK drift on a fixed probe batch, mean ± std over seeds"):
+        plots.append("ntk_drift.png")
+    diagnostics = diagnostics_summary(results, cfg.activations)
     panel = {}
     for act in cfg.activations:
         first = next((r for r in results if r["activation"] == act and not r.get("error")), None)
@@ -306,10 +343,10 @@ def run_comparison(cfg: CompareConfig, command: str = "", log=print) -> Path:
                            f"(sampling seed {cfg.eval.seed}), EMA weights",
              "seeds": ", ".join(map(str, cfg.seeds)), "wall time": f"{time.perf_counter() - t0:.0f} s"}
     write_report(out / "report.md", cfg.title, setup, cfg.activations, metrics, summary, floors, wins, plots,
-                 results)
+                 results, diagnostics_lines(diagnostics))
     payload = {"runs": results, "summary": {a: {m: {"mean": s["mean"], "std": s["std"]} for m, s in ms.items()}
                                             for a, ms in summary.items()},
-               "noise_floor": floors, "winners": wins, "setup": setup}
+               "noise_floor": floors, "winners": wins, "diagnostics": diagnostics, "setup": setup}
     (out / "results.json").write_text(json.dumps(_finite_json(payload), indent=2))
     log(f"wrote {out / 'report.md'}, {out / 'results.json'} and {len(plots)} plots")
     return out

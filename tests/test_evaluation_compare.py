@@ -45,6 +45,7 @@ def test_tiny_comparison_writes_every_section_and_file(tiny_report):
         for m in metrics:  # one seed: the mean is that run's value and the spread is zero
             assert summary[m]["mean"] == pytest.approx(run["metrics"][m]) and summary[m]["std"] == 0
     assert results["noise_floor"]["w2"] > 0 and "one seed" in report and "Warning" not in report
+    assert "## Diagnostics" not in report and all(r["probes"] is None for r in results["runs"])  # ScoreMLP
 
 
 def test_checkpoint_ema_equals_final_ema_model(tiny_report):
@@ -184,3 +185,27 @@ def test_parallel_processes_give_the_same_results_as_in_process(tmp_path):
     assert run_main(main, argv(serial, "1")) == 0 and run_main(main, argv(parallel, "2")) == 0
     a, b = (json.loads((p / "results.json").read_text()) for p in (serial, parallel))
     assert a["summary"] == b["summary"] and len(b["runs"]) == 2
+
+
+def test_comparison_reports_attention_probes_and_ntk_drift(tmp_path):
+    out = tmp_path / "cmp"
+    train = ("train_overrides=[model.hidden_size=16,model.num_layers=1,model.num_heads=2,train.steps=6,"
+             "train.log_every=3,train.batch_size=16,sample.every=0,sample.num_samples=4,diagnostics.ntk_probe_size=2]")
+    argv = ["--config", "configs/compare_digits.yaml", "--output-dir", str(out), "--workers", "1",
+            "activations=[softmax,relu]", "num_seeds=1", "ntk_every=3", train, "eval.metrics=[bpd]",
+            "eval.num_samples=8", "eval.likelihood_samples=2", "eval.ode_tol=1e-2", "eval.every=0"]
+    assert run_main(main, argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    for run in results["runs"]:
+        steps, drift = zip(*run["ntk_drift"])
+        assert steps == (0, 3, 6) and drift[0] == 0 and drift[-1] > 0  # relative to the kernel at step 0
+        p = run["probes"]
+        assert p["log_num_tokens"] == pytest.approx(math.log(16))  # 8x8 digits in 2x2 patches
+        assert 0 < p["entropy"] <= p["log_num_tokens"] + 1e-9      # an entropy over 16 keys
+        assert 1 / 16 - 1e-9 <= p["sparsity"] <= 1 and 0 <= p["sink_heads"] <= 1 and p["massive"] >= 1
+        summary = results["diagnostics"][run["activation"]]
+        assert summary["entropy"]["mean"] == pytest.approx(p["entropy"])
+        assert summary["final_ntk_drift"]["mean"] == pytest.approx(drift[-1])
+    report = (out / "report.md").read_text()
+    assert "## Diagnostics" in report and "| softmax |" in report.split("## Diagnostics")[1]
+    assert "](ntk_drift.png)" in report and (out / "ntk_drift.png").read_bytes()[:4] == b"\x89PNG"

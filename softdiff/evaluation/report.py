@@ -83,22 +83,80 @@ def _band(ax, steps, values, label):
     ax.fill_between(steps, mean - std, mean + std, alpha=0.25, color=line.get_color())
 
 
-def plot_loss_curves(runs: list[dict], activations: list[str], path: Path) -> None:
-    """Training loss vs step, mean +- std over seeds, one line per activation (log scale)."""
+def plot_run_curves(runs: list[dict], activations: list[str], path: Path, key: str = "loss",
+                    ylabel: str = "training loss (mean over log window)",
+                    title: str = "training loss, mean ± std over seeds", yscale: str = "log") -> bool:
+    """A per-step record of every run (``run[key]`` = [[step, value], ...]), mean ± std over seeds, one line per
+    activation; False if no run has it."""
     fig, ax = plt.subplots(figsize=(6, 4))
+    drawn = False
     for act in activations:
-        curves = [r["loss"] for r in runs if r["activation"] == act and r["loss"]]
+        curves = [r[key] for r in runs if r["activation"] == act and r.get(key)]
         if not curves:
             continue
         n = min(len(c) for c in curves)
         steps = [s for s, _ in curves[0][:n]]
         _band(ax, steps, [[v for _, v in c[:n]] for c in curves], act)
-    ax.set(xlabel="step", ylabel="training loss (mean over log window)", yscale="log",
-           title="training loss, mean ± std over seeds")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+        drawn = True
+    if drawn:
+        ax.set(xlabel="step", ylabel=ylabel, yscale=yscale, title=title)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
     plt.close(fig)
+    return drawn
+
+
+def plot_loss_curves(runs: list[dict], activations: list[str], path: Path) -> None:
+    """Training loss vs step, mean +- std over seeds, one line per activation (log scale)."""
+    plot_run_curves(runs, activations, path)
+
+
+PROBE_LABELS = {"entropy": "attention entropy (nats)", "sparsity": "mean max weight", "sink": "sink score",
+                "sink_heads": "sink-head fraction", "massive": "massive activation (max / median)"}
+
+
+def diagnostics_summary(runs: list[dict], activations: list[str]) -> dict[str, dict[str, dict]]:
+    """``{activation: {stat: {"mean", "std", "n"}}}`` for the attention probes and the final NTK drift."""
+    out: dict[str, dict[str, dict]] = {}
+    for act in activations:
+        mine = [r for r in runs if r["activation"] == act and not r.get("error")]
+        stats = {}
+        if any(r.get("probes") for r in mine):
+            for k in (*PROBE_LABELS, "log_num_tokens"):
+                stats[k] = mean_std([r["probes"][k] for r in mine if r.get("probes")])
+        if any(r.get("ntk_drift") for r in mine):
+            stats["final_ntk_drift"] = mean_std([r["ntk_drift"][-1][1] for r in mine if r.get("ntk_drift")])
+        if stats:
+            out[act] = stats
+    return out
+
+
+def diagnostics_lines(diagnostics: dict[str, dict[str, dict]]) -> list[str]:
+    """The report's "## Diagnostics" section (empty when no run has probes or NTK drift)."""
+    if not diagnostics:
+        return []
+    lines = ["## Diagnostics", ""]
+    with_probes = [a for a, s in diagnostics.items() if "entropy" in s]
+    if with_probes:
+        log_n = diagnostics[with_probes[0]]["log_num_tokens"]["mean"]
+        lines += [f"Attention probes of each trained run (`softdiff probe`; EMA weights, 64 noised data points at "
+                  f"t = 50, 250, 500, 750), averaged over timesteps, layers and heads; mean ± std over seeds. Uniform "
+                  f"attention has entropy log N = {_fmt(log_n)}; a head is a sink head when its sink score exceeds "
+                  "0.9.", "",
+                  "| activation | " + " | ".join(PROBE_LABELS.values()) + " |", "|---|" + "---|" * len(PROBE_LABELS)]
+        for act in with_probes:
+            s = diagnostics[act]
+            lines.append(f"| {act} | " + " | ".join(f"{_fmt(s[k]['mean'])} ± {_fmt(s[k]['std'])}"
+                                                     for k in PROBE_LABELS) + " |")
+        lines.append("")
+    with_ntk = [a for a, s in diagnostics.items() if "final_ntk_drift" in s]
+    if with_ntk:
+        lines += ["Relative NTK drift `||K_t - K_0||_F / ||K_0||_F` on a fixed probe batch at the end of training "
+                  "(`diagnostics.ntk_every`; the curves are in ntk_drift.png): "
+                  + "; ".join(f"{a} {_fmt(diagnostics[a]['final_ntk_drift']['mean'])} ± "
+                              f"{_fmt(diagnostics[a]['final_ntk_drift']['std'])}" for a in with_ntk) + ".", ""]
+    return lines
 
 
 def plot_metric_vs_steps(runs: list[dict], activations: list[str], metrics: list[str], path: Path,
@@ -162,7 +220,8 @@ def plot_samples(samples: dict[str, np.ndarray], kind: str, path: Path, referenc
 
 
 def write_report(path: Path, title: str, setup: dict, activations: list[str], metrics: list[str], summary: dict,
-                 floors: dict, wins: dict, plots: list[str], runs: list[dict]) -> None:
+                 floors: dict, wins: dict, plots: list[str], runs: list[dict],
+                 diagnostics: list[str] = ()) -> None:
     """``report.md``: setup, the mean ± std table with the noise floor, winners, plots and the run list."""
     lines = [f"# {title}", "", "## Setup", ""]
     lines += [f"- {k}: {v}" for k, v in setup.items()]
@@ -202,7 +261,8 @@ def write_report(path: Path, title: str, setup: dict, activations: list[str], me
             verdict = f"the gap {_fmt(w['gap'])} is within the seed spread {_fmt(w['spread'])}: not a clear win"
         runner = f" over {w['runner_up']}" if w["runner_up"] else ""
         lines.append(f"- {m}: **{w['winner']}**{runner}; {verdict}.")
-    lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots]
+    lines += ["", *diagnostics, "## Plots", ""] if diagnostics else ["", "## Plots", ""]
+    lines += [f"![{Path(p).stem}]({p})" for p in plots]
     lines += ["", "## Runs", "", "| activation | seed | final loss | train s | run dir | status |",
               "|---|---|---|---|---|---|"]
     for r in runs:

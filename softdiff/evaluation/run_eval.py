@@ -96,7 +96,8 @@ class RunEvaluator:
             half = len(images) // 2
             self.reference, self.second_half = images[:half], images[half:]
             self.held_out = self.second_half[:settings.likelihood_samples]
-            self.classifier = ensure_classifier(settings.feature_classifier)[0] if dataset.name == "digits" else None
+            needs_features = dataset.name == "digits" and set(self.metrics) - {"bpd"}
+            self.classifier = ensure_classifier(settings.feature_classifier)[0] if needs_features else None
 
     def _sample_metric(self, name: str, x: Tensor, y: Tensor) -> float:
         if name == "mmd":
