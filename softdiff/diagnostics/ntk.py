@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from einops import rearrange
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.func import functional_call, jacrev, jvp, vjp, vmap
 
 from softdiff.nets.activations import exp_act
@@ -245,12 +246,15 @@ def empirical_ntk(model_fn: nn.Module | Callable, params=None, x1: Tensor | tupl
     f, primal = _resolve_params(model_fn, params)
     xs1 = _as_inputs(x1, "x1")
     xs2 = None if x2 is None else _as_inputs(x2, "x2")
-    if implementation == "jacobian":
-        return _ntk_jacobian(f, primal, xs1, xs2, mode, chunk_size, per_param)
-    if per_param:
-        return {k: _ntk_vp(_freeze_others(f, primal, k), {k: primal[k]}, xs1, xs2, mode, chunk_size)
-                for k in primal}
-    return _ntk_vp(f, primal, xs1, xs2, mode, chunk_size)
+    # The fused attention kernels have no vmap batching rule (a slow per-example fallback with a warning); the
+    # math backend is plain matmuls and softmax, which vmap batches.
+    with sdpa_kernel(SDPBackend.MATH):
+        if implementation == "jacobian":
+            return _ntk_jacobian(f, primal, xs1, xs2, mode, chunk_size, per_param)
+        if per_param:
+            return {k: _ntk_vp(_freeze_others(f, primal, k), {k: primal[k]}, xs1, xs2, mode, chunk_size)
+                    for k in primal}
+        return _ntk_vp(f, primal, xs1, xs2, mode, chunk_size)
 
 
 def _freeze_others(f, primal: dict[str, Tensor], name: str):
