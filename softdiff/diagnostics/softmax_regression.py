@@ -100,7 +100,7 @@ class SoftmaxRegression:
         return self.A.T @ (self.B(x) + torch.diag(self.w2)) @ self.A
 
     def hvp(self, x: Tensor, v: Tensor) -> Tensor:
-        """``hess(x) v`` without forming the Hessian, O(nnz(A))."""
+        """``hess(x) v`` without forming the Hessian: two passes over ``A``, O(n d)."""
         return self.hvp_operator(x)(v)
 
     def hvp_operator(self, x: Tensor):
