@@ -8,22 +8,12 @@ linear_sum_assignment). Prints medians over repeats and ratios measured in the s
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 
 from softdiff.evaluation.likelihood import LinearVP, log_likelihood
 from softdiff.evaluation.metrics import sliced_wasserstein, wasserstein2
-
-
-def median_time(fn, repeats: int) -> tuple[float, object]:
-    times, out = [], None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), out
+from timing import median_time  # benchmarks/timing.py: this folder is on the path when run as a script
 
 
 def mlp_score(dim: int, seed: int = 0):

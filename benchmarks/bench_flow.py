@@ -11,13 +11,12 @@ its final mean max share (GD after 1e6 steps: 0.975 over 8 seeds, docs/gradient_
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import numpy as np
 import torch
 
 from softdiff.diagnostics.gradient_flow import preset_cases, value_softmax_flow
+from timing import median_time  # benchmarks/timing.py: this folder is on the path when run as a script
 
 
 def numpy_gd(V0: np.ndarray, a0: np.ndarray, beta: np.ndarray, lr: float, steps: int) -> tuple[np.ndarray, np.ndarray]:
@@ -35,15 +34,6 @@ def numpy_gd(V0: np.ndarray, a0: np.ndarray, beta: np.ndarray, lr: float, steps:
             V -= lr * np.outer(g, s)
         V_out[k], a_out[k] = V, a
     return V_out, a_out
-
-
-def timed(fn, repeats: int) -> tuple[float, object]:
-    times, out = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), out
 
 
 def main() -> None:
@@ -64,14 +54,14 @@ def main() -> None:
         case = preset_cases("E1", num_seeds=seeds, seed=0)[0].kwargs
         V0, beta, lr = case["V0"], case["target"], case["lr"]
         a0 = torch.zeros(seeds, 8, dtype=torch.float64)
-        t_ours, _ = timed(lambda: value_softmax_flow(V0, a0, "logistic", beta, lr=lr, steps=args.steps,
+        t_ours, _ = median_time(lambda: value_softmax_flow(V0, a0, "logistic", beta, lr=lr, steps=args.steps,
                                                    record_every=args.steps), args.repeats)
-        t_np, (_, a_np) = timed(lambda: numpy_gd(V0.numpy(), a0.numpy(), beta.numpy(), lr, args.baseline_steps),
+        t_np, (_, a_np) = median_time(lambda: numpy_gd(V0.numpy(), a0.numpy(), beta.numpy(), lr, args.baseline_steps),
                                 args.repeats)
         check = value_softmax_flow(V0, a0, "logistic", beta, lr=lr, steps=args.baseline_steps,
                                    record_every=args.baseline_steps)
         err = float(np.abs(check.a_final.numpy() - a_np).max())
-        t_flow, flow = timed(lambda: value_softmax_flow(V0, a0, "logistic", beta, method="flow", t_max=1e6 * lr),
+        t_flow, flow = median_time(lambda: value_softmax_flow(V0, a0, "logistic", beta, method="flow", t_max=1e6 * lr),
                              args.repeats)
         ours, base = seeds * args.steps / t_ours, seeds * args.baseline_steps / t_np
         print(f"{seeds:>5}  {ours:>22,.0f}  {base:>24,.0f}  {ours / base:>6.1f}  "

@@ -5,23 +5,12 @@
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 
 from softdiff.diagnostics.ntk import empirical_ntk, ntk_as_matrix, ntk_scale, two_layer_ntk
 from softdiff.nets import TwoLayerSoftmax
-
-
-def median_time(fn, repeats: int) -> tuple[float, torch.Tensor]:
-    """Median wall time of ``fn()`` over ``repeats`` calls, and its last result."""
-    times, out = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), out
+from timing import median_time  # benchmarks/timing.py: this folder is on the path when run as a script
 
 
 def main() -> None:
