@@ -116,16 +116,9 @@ def _read_log(run_dir: Path, key: str) -> list[list[float]]:
     return [[r["step"], r[key]] for r in records if key in r]
 
 
-def _read_losses(run_dir: Path) -> list[list[float]]:
-    return _read_log(run_dir, "loss")
-
-
-PROBE_STATS = ("entropy", "sparsity", "sink", "sink_heads", "massive")
-
-
 def probe_summary(run_dir: Path) -> dict[str, float] | None:
     """The attention probes of a trained run averaged over timesteps, layers and heads (None without attention)."""
-    from softdiff.diagnostics.attention import probe_run
+    from softdiff.diagnostics.attention import PROBE_SUMMARY, probe_run
     from softdiff.errors import DataError
 
     try:
@@ -133,7 +126,7 @@ def probe_summary(run_dir: Path) -> dict[str, float] | None:
     except DataError:  # no attention layers (ScoreMLP, TwoLayerScoreNet): nothing to probe
         return None
     layers = result.layer_table()
-    out = {k: sum(row[k] for row in layers) / len(layers) for k in PROBE_STATS}
+    out = {k: sum(row[k] for row in layers) / len(layers) for k in PROBE_SUMMARY}
     return {**out, "log_num_tokens": math.log(result.num_tokens)}
 
 
@@ -171,7 +164,7 @@ def run_one(job: dict) -> dict:
             train(cfg, resume="latest" if (run_dir / "checkpoints").is_dir() else None, quiet=True)
         except TrainingError as err:  # e.g. a non-finite loss: a result in itself, recorded and reported
             record = {"activation": job["activation"], "seed": job["seed"], "run_dir": str(run_dir),
-                      "fingerprint": fingerprint, "metrics": {}, "history": [], "loss": _read_losses(run_dir),
+                      "fingerprint": fingerprint, "metrics": {}, "history": [], "loss": _read_log(run_dir, "loss"),
                       "error": str(err), "train_seconds": None, "total_seconds": time.perf_counter() - t0}
             result_path.write_text(json.dumps(_finite_json(record), indent=2))
             return record
@@ -196,7 +189,7 @@ def run_one(job: dict) -> dict:
     keep = 64 if dataset.kind == "image" else 2000
     np.save(run_dir / "eval_samples.npy", samples[:keep].numpy())
     record = {"activation": job["activation"], "seed": job["seed"], "run_dir": str(run_dir),
-              "fingerprint": fingerprint, "metrics": metrics, "history": history, "loss": _read_losses(run_dir),
+              "fingerprint": fingerprint, "metrics": metrics, "history": history, "loss": _read_log(run_dir, "loss"),
               "ntk_drift": _read_log(run_dir, "ntk_drift"),
               "probes": probe_summary(run_dir) if job.get("probes") else None,
               "train_seconds": summary.get("wall_time"), "eval_seconds": time.perf_counter() - t1,
@@ -258,7 +251,6 @@ def run_comparison(cfg: CompareConfig, command: str = "", log=print) -> Path:
     from softdiff.evaluation.report import (
         diagnostics_lines,
         diagnostics_summary,
-        plot_loss_curves,
         plot_metric_vs_steps,
         plot_run_curves,
         plot_samples,
@@ -314,7 +306,7 @@ def run_comparison(cfg: CompareConfig, command: str = "", log=print) -> Path:
     summary = summarize(results, cfg.activations, metrics)
     wins = winners(summary, metrics)
     plots = ["loss_curves.png"]
-    plot_loss_curves(results, cfg.activations, out / "loss_curves.png")
+    plot_run_curves(results, cfg.activations, out / "loss_curves.png")  # the training loss by default
     if plot_metric_vs_steps(results, cfg.activations, metrics, out / "metric_vs_steps.png", floors):
         plots.append("metric_vs_steps.png")
     if plot_run_curves(results, cfg.activations, out / "ntk_drift.png", key="ntk_drift",

@@ -20,6 +20,9 @@ from torch import Tensor, nn
 from softdiff.errors import DataError
 
 SINK_THRESHOLD = 0.9  # a head whose sink score exceeds this is a sink head (THEORY.md 3)
+# The per-run summary the comparison runner keeps and reports (keys of ProbeResult.layer_table), with labels.
+PROBE_SUMMARY = {"entropy": "attention entropy (nats)", "sparsity": "mean max weight", "sink": "sink score",
+                 "sink_heads": "sink-head fraction", "massive": "massive activation (max / median)"}
 _EPS = 1e-12
 
 

@@ -10,6 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from softdiff.diagnostics.attention import PROBE_SUMMARY  # noqa: E402
 from softdiff.evaluation.run_eval import HIGHER_IS_BETTER  # noqa: E402
 
 REPORT_SECTIONS = ("## Setup", "## Results", "## Winners", "## Plots", "## Runs")
@@ -107,15 +108,6 @@ def plot_run_curves(runs: list[dict], activations: list[str], path: Path, key: s
     return drawn
 
 
-def plot_loss_curves(runs: list[dict], activations: list[str], path: Path) -> None:
-    """Training loss vs step, mean +- std over seeds, one line per activation (log scale)."""
-    plot_run_curves(runs, activations, path)
-
-
-PROBE_LABELS = {"entropy": "attention entropy (nats)", "sparsity": "mean max weight", "sink": "sink score",
-                "sink_heads": "sink-head fraction", "massive": "massive activation (max / median)"}
-
-
 def diagnostics_summary(runs: list[dict], activations: list[str]) -> dict[str, dict[str, dict]]:
     """``{activation: {stat: {"mean", "std", "n"}}}`` for the attention probes and the final NTK drift."""
     out: dict[str, dict[str, dict]] = {}
@@ -123,7 +115,7 @@ def diagnostics_summary(runs: list[dict], activations: list[str]) -> dict[str, d
         mine = [r for r in runs if r["activation"] == act and not r.get("error")]
         stats = {}
         if any(r.get("probes") for r in mine):
-            for k in (*PROBE_LABELS, "log_num_tokens"):
+            for k in (*PROBE_SUMMARY, "log_num_tokens"):
                 stats[k] = mean_std([r["probes"][k] for r in mine if r.get("probes")])
         if any(r.get("ntk_drift") for r in mine):
             stats["final_ntk_drift"] = mean_std([r["ntk_drift"][-1][1] for r in mine if r.get("ntk_drift")])
@@ -144,11 +136,11 @@ def diagnostics_lines(diagnostics: dict[str, dict[str, dict]]) -> list[str]:
                   f"t = 50, 250, 500, 750), averaged over timesteps, layers and heads; mean ± std over seeds. Uniform "
                   f"attention has entropy log N = {_fmt(log_n)}; a head is a sink head when its sink score exceeds "
                   "0.9.", "",
-                  "| activation | " + " | ".join(PROBE_LABELS.values()) + " |", "|---|" + "---|" * len(PROBE_LABELS)]
+                  "| activation | " + " | ".join(PROBE_SUMMARY.values()) + " |", "|---|" + "---|" * len(PROBE_SUMMARY)]
         for act in with_probes:
             s = diagnostics[act]
             lines.append(f"| {act} | " + " | ".join(f"{_fmt(s[k]['mean'])} ± {_fmt(s[k]['std'])}"
-                                                     for k in PROBE_LABELS) + " |")
+                                                     for k in PROBE_SUMMARY) + " |")
         lines.append("")
     with_ntk = [a for a, s in diagnostics.items() if "final_ntk_drift" in s]
     if with_ntk:
@@ -261,7 +253,7 @@ def write_report(path: Path, title: str, setup: dict, activations: list[str], me
             verdict = f"the gap {_fmt(w['gap'])} is within the seed spread {_fmt(w['spread'])}: not a clear win"
         runner = f" over {w['runner_up']}" if w["runner_up"] else ""
         lines.append(f"- {m}: **{w['winner']}**{runner}; {verdict}.")
-    lines += ["", *diagnostics, "## Plots", ""] if diagnostics else ["", "## Plots", ""]
+    lines += ["", *diagnostics, "## Plots", ""]
     lines += [f"![{Path(p).stem}]({p})" for p in plots]
     lines += ["", "## Runs", "", "| activation | seed | final loss | train s | run dir | status |",
               "|---|---|---|---|---|---|"]
