@@ -9,6 +9,8 @@ from softdiff.diagnostics.attention import (
     AttentionRecorder, attention_entropy, massive_activation, probe_model, register_share, row_mass,
     sink_score, sparsity_score,
 )
+from softdiff.diffusion import training_scheduler_config
+from softdiff.diffusion.process import ForwardProcess
 from softdiff.nets.attention import ValueSoftmaxAttention
 
 DIM, N = 8, 12
@@ -134,7 +136,7 @@ def test_probe_model_shapes_and_uniform_model():
             layer.attn.qkv.weight[:16].zero_()
             layer.attn.qkv.bias[:16].zero_()
     x0 = torch.randn(4, 1, 8, 8, generator=gen(2))
-    result = probe_model(model, x0, [0, 500], torch.linspace(0.99, 0.01, 1000), gen(3))
+    result = probe_model(model, x0, [0, 500], ForwardProcess(training_scheduler_config()), gen(3))
     assert result.entropy.shape == (2, 2, 2) and result.massive.shape == (2, 2)
     np.testing.assert_allclose(result.entropy, math.log(16), atol=1e-5)
     np.testing.assert_allclose(result.sink_head_fraction, 0.0)

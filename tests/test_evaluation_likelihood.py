@@ -134,3 +134,24 @@ def test_bits_per_dim_of_uniform_model_is_log2_levels():
 def test_bad_arguments(call, msg):
     with pytest.raises(ValueError, match=msg):
         call()
+
+
+def test_flow_nll_of_a_gaussian_matches_closed_form():
+    # Rectified flow of N(mu, s^2 I): exact velocity, and the prior at s = 1 is exactly N(0, I).
+    from softdiff.evaluation.likelihood import FlowProcess
+
+    mu, s, n = torch.tensor([1.0, -0.5], dtype=torch.float64), 0.5, 1000
+    process = FlowProcess(n, t_min=1.0)
+
+    def velocity(x, t):
+        u = (t / n)[:, None]
+        var = (1 - u) ** 2 * s**2 + u**2
+        resid = x - (1 - u) * mu
+        return u / var * resid - (mu + (1 - u) * s**2 / var * resid)
+
+    x = mu + s * points(16, 2)
+    got = log_likelihood(velocity, process, x, rtol=1e-8, atol=1e-8)
+    u0 = process.t_min / n
+    var0 = (1 - u0) ** 2 * s**2 + u0**2
+    expected = -0.5 * ((x - (1 - u0) * mu) ** 2).sum(1) / var0 - math.log(2 * math.pi * var0)
+    assert torch.allclose(got, expected, atol=1e-5)

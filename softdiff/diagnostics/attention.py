@@ -172,12 +172,11 @@ class ProbeResult:
 
 
 @torch.no_grad()
-def probe_model(model: nn.Module, x0: Tensor, timesteps: Sequence[int], alphas_cumprod: Tensor,
+def probe_model(model: nn.Module, x0: Tensor, timesteps: Sequence[int], process,
                 generator: torch.Generator | None = None, class_labels: Tensor | None = None,
                 threshold: float = SINK_THRESHOLD) -> ProbeResult:
-    """Probe ``model`` on ``x_t = sqrt(ab_t) x0 + sqrt(1 - ab_t) eps`` at each diffusion timestep."""
-    from softdiff.diffusion.objectives import alpha_sigma
-
+    """Probe ``model`` on ``x_t = alpha_t x0 + sigma_t eps`` at each timestep of ``process``
+    (a ``softdiff.diffusion.process.ForwardProcess``)."""
     model.eval()
     rec = AttentionRecorder(model)
     R = int(getattr(rec.attn[0], "num_special_tokens", 0))
@@ -187,9 +186,8 @@ def probe_model(model: nn.Module, x0: Tensor, timesteps: Sequence[int], alphas_c
     with rec:
         for t in timesteps:
             tt = torch.full((len(x0),), int(t), device=x0.device)
-            alpha, sigma = alpha_sigma(alphas_cumprod, tt, x0.ndim)
             noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
-            model(alpha * x0 + sigma * noise, tt, class_labels)
+            model(process.add_noise(x0, noise, tt), tt, class_labels)
             per_layer = {k: [] for k in stats}
             for probs in rec.probs:
                 num_tokens = probs.shape[-1]
@@ -219,7 +217,7 @@ def probe_run(run_dir: str | Path, timesteps: Sequence[int] = (50, 250, 500, 750
     """Load a trained run (``RUN_DIR/model_ema`` or ``model``), draw data, and probe it at ``timesteps``."""
     from softdiff.data import make_dataset
     from softdiff.diffusion.cli import _resolve_model_dir
-    from softdiff.diffusion.schedulers import make_scheduler
+    from softdiff.diffusion.process import ForwardProcess
     from softdiff.training.models import load_trained
 
     model_dir = _resolve_model_dir(run_dir, ema)
@@ -234,10 +232,10 @@ def probe_run(run_dir: str | Path, timesteps: Sequence[int] = (50, 250, 500, 750
     dataset = make_dataset(info["name"], root=data_root)
     gen = torch.Generator().manual_seed(seed)
     x0, labels = dataset.sample(num_samples, gen)
-    alphas_cumprod = torch.as_tensor(make_scheduler("ddpm", scheduler_config).alphas_cumprod)
+    process = ForwardProcess(scheduler_config)
     model = model.to(device)
     labels = labels.to(device) if labels is not None and getattr(model, "class_embed", None) is not None else None
-    result = probe_model(model, x0.to(device), timesteps, alphas_cumprod, gen, labels, threshold)
+    result = probe_model(model, x0.to(device), timesteps, process, gen, labels, threshold)
     result.meta.update(run_dir=str(run_dir), model_dir=str(model_dir), dataset=info["name"],
                        num_samples=num_samples, seed=seed)
     return result

@@ -28,8 +28,12 @@ def _resolve_model_dir(path: str | Path, ema: bool) -> Path:
 
 def generate(model_dir: str | Path, scheduler: str = "dpm++", steps: int = 20, num_samples: int = 64,
              seed: int = 0, ema: bool = True, batch_size: int = 256, device: str | None = None,
-             class_label: int | None = None, progress: bool = False) -> torch.Tensor:
-    """Samples in data coordinates: images in [0, 1] (N, C, H, W), vectors (N, D)."""
+             class_label: int | None = None, guidance_scale: float = 1.0, progress: bool = False) -> torch.Tensor:
+    """Samples in data coordinates: images in [0, 1] (N, C, H, W), vectors (N, D).
+
+    Class-conditional models draw ``class_label`` (or the classes in turn) with classifier-free guidance
+    ``guidance_scale`` (1: the conditional model as it is; > 1 needs a model trained with label dropout).
+    """
     from softdiff.training.models import load_trained  # the training package imports this one
 
     if scheduler not in SCHEDULERS:
@@ -37,6 +41,7 @@ def generate(model_dir: str | Path, scheduler: str = "dpm++", steps: int = 20, n
     check_positive("--steps", steps)
     check_positive("--num-samples", num_samples)
     check_positive("--batch-size", batch_size)
+    check_positive("--guidance-scale", guidance_scale, allow_zero=True)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, scheduler_config, info = load_trained(_resolve_model_dir(model_dir, ema))
     model.to(device)
@@ -44,7 +49,13 @@ def generate(model_dir: str | Path, scheduler: str = "dpm++", steps: int = 20, n
     if class_label is not None and (classes is None or not 0 <= class_label < classes):
         raise ConfigError(f"--class-label {class_label} is not valid for this model "
                           f"({'labels 0..' + str(classes - 1) if classes else 'it is unconditional'}).")
-    sched = make_scheduler(scheduler, scheduler_config)
+    if guidance_scale != 1.0 and not classes:
+        raise ConfigError(f"--guidance-scale {guidance_scale} needs a class-conditional model; this one is "
+                          "unconditional (use 1).")
+    try:
+        sched = make_scheduler(scheduler, scheduler_config)
+    except ValueError as err:  # a diffusion-only sampler for a flow-matching model
+        raise ConfigError(f"--scheduler {scheduler!r}: {err}.") from None
     generator = torch.Generator().manual_seed(seed)
     shape = tuple(info["shape"])
     chunks = []
@@ -55,7 +66,7 @@ def generate(model_dir: str | Path, scheduler: str = "dpm++", steps: int = 20, n
             labels = (torch.full((n,), class_label) if class_label is not None
                       else torch.arange(start, start + n) % classes).to(device)
         chunks.append(sample(model, sched, (n, *shape), steps, generator, device, class_labels=labels,
-                             progress=progress).cpu())
+                             guidance_scale=guidance_scale, progress=progress).cpu())
     x = torch.cat(chunks)
     return ((x + 1) / 2).clamp(0, 1) if info["kind"] == "image" else x
 
@@ -71,6 +82,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--class-label", type=int, help="class to sample (class-conditional models only)")
+    p.add_argument("--guidance-scale", type=float, default=1.0,
+                   help="classifier-free guidance for class-conditional models trained with label dropout "
+                   "(default 1: none; 0: unconditional)")
     p.add_argument("--ema", action=argparse.BooleanOptionalAction, default=True,
                    help="use the EMA weights (default) or the live ones (--no-ema)")
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
@@ -87,7 +101,7 @@ def main(argv: Sequence[str]) -> int:
     if out.suffix != ".npz":
         raise ConfigError(f"--output '{out}' must end in .npz.")
     x = generate(args.model_dir, args.scheduler, args.steps, args.num_samples, args.seed, args.ema,
-                 args.batch_size, args.device, args.class_label, progress=True)
+                 args.batch_size, args.device, args.class_label, args.guidance_scale, progress=True)
     info = load_trained(_resolve_model_dir(args.model_dir, args.ema))[2]
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(out, samples=x.numpy())

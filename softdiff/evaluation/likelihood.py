@@ -1,7 +1,8 @@
 """Log-likelihood through the probability-flow ODE (score_sde style), integrated with torchdiffeq.
 
 A VP process ``x_t = alpha(t) x_0 + sigma(t) eps`` with ``alpha^2 + sigma^2 = 1`` and ``beta(t) = -d log alpha^2 / dt``
-has the probability-flow ODE ``dx/dt = f(x, t) = -beta(t) (x + score(x, t)) / 2``. Integrating the data point
+has the probability-flow ODE ``dx/dt = f(x, t) = -beta(t) (x + score(x, t)) / 2``; the rectified flow
+``x_s = (1 - s) x_0 + s eps`` has ``dx/ds = v(x, s)``, the velocity its model predicts. Integrating the data point
 forward from ``t_min`` to ``t_max`` together with ``int div f dt`` gives
 ``log p_{t_min}(x) = log p_{t_max}(x(t_max)) + int_{t_min}^{t_max} div f(x(t), t) dt``
 (the continuity equation ``d/dt log p_t(x_t) = -div f`` along the flow). The divergence is exact (one
@@ -17,7 +18,7 @@ import torch
 from torch import Tensor
 from torchdiffeq import odeint
 
-ScoreFn = Callable[[Tensor, Tensor], Tensor]
+ScoreFn = Callable[[Tensor, Tensor], Tensor]  # (x, t) -> the process's field: a score (VP) or a velocity (flow)
 DIVERGENCES = ("auto", "exact", "hutchinson")
 
 
@@ -39,6 +40,15 @@ class VPProcess:
         """``alpha(t) = sqrt(alpha_bar)`` and ``sigma(t) = sqrt(1 - alpha_bar)``."""
         ab = torch.exp(self.log_alpha_bar(t))
         return ab.sqrt(), (1 - ab).sqrt()
+
+    def drift(self, score_fn: ScoreFn) -> ScoreFn:
+        """The probability-flow ODE's right-hand side ``-beta (x + score) / 2`` for a score function."""
+
+        def f(x: Tensor, t: Tensor) -> Tensor:
+            half_beta = 0.5 * self.beta(t).reshape(-1, *([1] * (x.dim() - 1)))
+            return -half_beta * (x + score_fn(x, t))
+
+        return f
 
 
 class LinearVP(VPProcess):
@@ -98,27 +108,70 @@ class DiscreteVP(VPProcess):
         return (self.table[i] - self.table[i + 1]).to(t.dtype)
 
 
+class FlowProcess:
+    """The rectified flow ``x = (1 - s) x_0 + s eps`` in model time ``t = s * num_train_timesteps`` on
+    ``[t_min, num_train_timesteps]``; its ODE field is the model's velocity (``dx/dt = v / num_train_timesteps``)."""
+
+    def __init__(self, num_train_timesteps: int = 1000, t_min: float = 1.0):
+        if not 0 < t_min < num_train_timesteps:
+            raise ValueError(f"need 0 < t_min < {num_train_timesteps}, got t_min={t_min}")
+        self.num_train_timesteps, self.t_min, self.t_max = num_train_timesteps, float(t_min), float(num_train_timesteps)
+
+    def alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        s = t / self.num_train_timesteps
+        return 1 - s, s
+
+    def drift(self, velocity_fn: ScoreFn) -> ScoreFn:
+        return lambda x, t: velocity_fn(x, t) / self.num_train_timesteps
+
+
+def process_from_scheduler_config(config: dict) -> VPProcess | FlowProcess:
+    """The continuous process a softdiff model was trained with (its saved scheduler config)."""
+    from softdiff.diffusion.schedulers import is_flow_config
+
+    if is_flow_config(config):
+        return FlowProcess(int(config.get("num_train_timesteps", 1000)))
+    return DiscreteVP.from_scheduler_config(config)
+
+
 def standard_normal_log_prob(z: Tensor) -> Tensor:
     """``log N(z; 0, I)`` per example."""
     flat = z.flatten(1)
     return -0.5 * (flat**2).sum(1) - 0.5 * flat.shape[1] * math.log(2 * math.pi)
 
 
+def _model_output_fn(model):
+    dtype = next(model.parameters()).dtype
+
+    def output(x: Tensor, t: Tensor) -> Tensor:
+        out = model(x.to(dtype), t.to(dtype))
+        return (out.sample if hasattr(out, "sample") else out).to(x.dtype)
+
+    return output
+
+
 def model_score_fn(model, scheduler_config: dict) -> ScoreFn:
     """``score(x, t)`` of a softdiff model whose output is its scheduler's prediction type, at timestep ``t``."""
     from softdiff.diffusion.objectives import append_dims, score_from_output
+    from softdiff.diffusion.schedulers import config_prediction_type
 
-    process = DiscreteVP.from_scheduler_config(scheduler_config)
-    prediction_type = scheduler_config.get("prediction_type", "epsilon")
-    dtype = next(model.parameters()).dtype
+    process = process_from_scheduler_config(scheduler_config)
+    prediction_type = config_prediction_type(scheduler_config)
+    output = _model_output_fn(model)
 
     def score(x: Tensor, t: Tensor) -> Tensor:
-        out = model(x.to(dtype), t.to(dtype))
-        out = (out.sample if hasattr(out, "sample") else out).to(x.dtype)
         alpha, sigma = process.alpha_sigma(t.to(x.dtype))
-        return score_from_output(prediction_type, out, x, append_dims(alpha, x.dim()), append_dims(sigma, x.dim()))
+        return score_from_output(prediction_type, output(x, t), x, append_dims(alpha, x.dim()),
+                                 append_dims(sigma, x.dim()))
 
     return score
+
+
+def model_field_fn(model, scheduler_config: dict) -> ScoreFn:
+    """What ``log_likelihood`` integrates for this model: its velocity (flow models) or its score."""
+    from softdiff.diffusion.schedulers import is_flow_config
+
+    return _model_output_fn(model) if is_flow_config(scheduler_config) else model_score_fn(model, scheduler_config)
 
 
 def _divergence(out: Tensor, vjp_fn, x: Tensor, probe: Tensor | None) -> Tensor:
@@ -138,33 +191,29 @@ def _divergence(out: Tensor, vjp_fn, x: Tensor, probe: Tensor | None) -> Tensor:
 class _AugmentedFlow(torch.nn.Module):
     """The right-hand side of ``(dx/dt, d(int div f)/dt)`` for torchdiffeq."""
 
-    def __init__(self, score_fn: ScoreFn, process: VPProcess, probe: Tensor | None):
+    def __init__(self, field_fn: ScoreFn, process: VPProcess | FlowProcess, probe: Tensor | None):
         super().__init__()
-        self.score_fn, self.process, self.probe = score_fn, process, probe
+        self.drift, self.probe = process.drift(field_fn), probe
         self.evaluations = 0
 
     def forward(self, t: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
         x, _ = state
         self.evaluations += 1
         tb = t.expand(x.shape[0]).to(x.dtype)
-        half_beta = 0.5 * self.process.beta(tb).reshape(-1, *([1] * (x.dim() - 1)))
-
-        def drift(y: Tensor) -> Tensor:
-            return -half_beta * (y + self.score_fn(y, tb))
-
         with torch.enable_grad():
-            out, vjp_fn = torch.func.vjp(drift, x.detach())
+            out, vjp_fn = torch.func.vjp(lambda y: self.drift(y, tb), x.detach())
             div = _divergence(out, vjp_fn, x, self.probe)
         return out.detach(), div.detach()
 
 
-def log_likelihood(score_fn: ScoreFn, process: VPProcess, x: Tensor, divergence: str = "auto",
+def log_likelihood(field_fn: ScoreFn, process: VPProcess | FlowProcess, x: Tensor, divergence: str = "auto",
                    exact_max_dim: int = 16, rtol: float = 1e-5, atol: float = 1e-5, method: str = "dopri5",
                    seed: int = 0, prior_log_prob: Callable[[Tensor], Tensor] | None = None,
                    options: dict | None = None) -> Tensor:
     """``log p_{t_min}(x)`` in nats per example (shape ``(B,)``), under the model's probability-flow ODE.
 
-    ``score_fn(x, t)`` takes a batch and per-example times in the process's units. ``divergence='auto'`` is
+    ``field_fn(x, t)`` (the score for a VP process, the velocity for a ``FlowProcess``; see ``model_field_fn``)
+    takes a batch and per-example times in the process's units. ``divergence='auto'`` is
     exact when ``x[0].numel() <= exact_max_dim`` and Hutchinson otherwise. The prior at ``t_max`` is
     ``N(0, I)`` unless ``prior_log_prob`` is given. ``method`` / ``options`` go to ``torchdiffeq.odeint``
     (e.g. ``method="rk4", options={"step_size": 0.05}`` for a fixed grid).
@@ -178,7 +227,7 @@ def log_likelihood(score_fn: ScoreFn, process: VPProcess, x: Tensor, divergence:
     if not use_exact:
         g = torch.Generator().manual_seed(seed)
         probe = (torch.randint(0, 2, x.shape, generator=g) * 2 - 1).to(x.dtype).to(x.device)
-    flow = _AugmentedFlow(score_fn, process, probe)
+    flow = _AugmentedFlow(field_fn, process, probe)
     times = torch.tensor([process.t_min, process.t_max], dtype=x.dtype, device=x.device)
     zero = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
     xs, integrals = odeint(flow, (x.detach(), zero), times, rtol=rtol, atol=atol, method=method,
@@ -188,7 +237,7 @@ def log_likelihood(score_fn: ScoreFn, process: VPProcess, x: Tensor, divergence:
     return prior(z) + integral
 
 
-def bits_per_dim(score_fn: ScoreFn, process: VPProcess, images: Tensor, num_levels: int, seed: int = 0,
+def bits_per_dim(field_fn: ScoreFn, process: VPProcess | FlowProcess, images: Tensor, num_levels: int, seed: int = 0,
                  **kwargs) -> Tensor:
     """Bits/dim of images with ``num_levels`` grey levels (data in [0, 1], model space ``2x - 1``), per image.
 
@@ -203,6 +252,6 @@ def bits_per_dim(score_fn: ScoreFn, process: VPProcess, images: Tensor, num_leve
     levels = torch.round(images.double() * (num_levels - 1))
     dequant = (levels + torch.rand(images.shape, generator=g, dtype=torch.float64)) / num_levels
     dim = images[0].numel()
-    logp = log_likelihood(score_fn, process, (2 * dequant - 1).to(images.dtype), seed=seed, **kwargs).double()
+    logp = log_likelihood(field_fn, process, (2 * dequant - 1).to(images.dtype), seed=seed, **kwargs).double()
     nll = -(logp + dim * math.log(2)) + dim * math.log(num_levels)
     return nll / (dim * math.log(2))

@@ -12,7 +12,9 @@ from torch import Tensor
 from softdiff.data import Dataset
 from softdiff.diffusion.sampling import sample
 from softdiff.diffusion.schedulers import make_scheduler
-from softdiff.evaluation.likelihood import DiscreteVP, bits_per_dim, log_likelihood, model_score_fn
+from softdiff.evaluation.likelihood import (
+    bits_per_dim, log_likelihood, model_field_fn, model_score_fn, process_from_scheduler_config,
+)
 from softdiff.evaluation.metrics import (
     SAMPLE_METRICS,
     median_bandwidth,
@@ -79,7 +81,7 @@ class RunEvaluator:
 
     def __init__(self, dataset: Dataset, settings: EvalSettings, scheduler_config: dict):
         self.dataset, self.settings, self.scheduler_config = dataset, settings, scheduler_config
-        self.process = DiscreteVP.from_scheduler_config(scheduler_config)
+        self.process = process_from_scheduler_config(scheduler_config)
         self.metrics = applicable_metrics(dataset, settings)
         n = settings.num_samples
         g = torch.Generator().manual_seed(HELD_OUT_SEED)
@@ -161,15 +163,14 @@ class RunEvaluator:
 
     def _density_metrics(self, model) -> dict[str, float]:
         out: dict[str, float] = {}
-        score = model_score_fn(model, self.scheduler_config)
-        process = self.process
+        field, process = model_field_fn(model, self.scheduler_config), self.process
         ode = {"rtol": self.settings.ode_tol, "atol": self.settings.ode_tol,
                "options": {"max_num_steps": self.settings.ode_max_steps}}
         try:
             if "nll" in self.metrics:
-                out["nll"] = -float(log_likelihood(score, process, self.held_out.float(), **ode).mean())
+                out["nll"] = -float(log_likelihood(field, process, self.held_out.float(), **ode).mean())
             if "bpd" in self.metrics:
-                out["bpd"] = float(bits_per_dim(score, process, self.held_out.float(), num_levels=17,
+                out["bpd"] = float(bits_per_dim(field, process, self.held_out.float(), num_levels=17,
                                                 seed=self.settings.seed, **ode).mean())
         except AssertionError as err:  # torchdiffeq gives up on a stiff field: "max_num_steps" / "underflow in dt"
             if "max_num_steps" not in str(err) and "underflow" not in str(err):
@@ -178,6 +179,7 @@ class RunEvaluator:
         if "score_error" in self.metrics:
             ts = torch.tensor(self.settings.score_timesteps, dtype=torch.float64)
             alphas, sigmas = process.alpha_sigma(ts)
+            score = model_score_fn(model, self.scheduler_config)
             errs = score_error(lambda x, t: score(x.float(), t.float()), self.dataset.analytic, alphas, sigmas, ts,
                                n=512, seed=HELD_OUT_SEED + 2)
             # Times sigma^2: the epsilon-prediction error |eps_hat - eps*|^2 / D, comparable across noise levels.

@@ -16,6 +16,11 @@ def timestep_tensor(timestep, batch: int, device, dtype=torch.float32) -> Tensor
     return t.expand(batch) if t.numel() == 1 else t
 
 
+def class_embedding(embedding: nn.Embedding, labels: Tensor) -> Tensor:
+    """Embeddings of class labels; a negative label (the "no class" of classifier-free guidance) embeds as zero."""
+    return embedding(labels.clamp(min=0)) * (labels >= 0).unsqueeze(-1).to(embedding.weight.dtype)
+
+
 class SinusoidalTimeEmbedding(nn.Module):
     """Sinusoidal features of a float time, then a 2-layer MLP (the DDPM/transformer convention)."""
 

@@ -9,7 +9,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import Tensor, nn
 
 from softdiff.nets.blocks import TwoLayerBlock
-from softdiff.nets.embeddings import FourierFeatures, SinusoidalTimeEmbedding, timestep_tensor
+from softdiff.nets.embeddings import FourierFeatures, SinusoidalTimeEmbedding, class_embedding, timestep_tensor
 from softdiff.nets.two_layer import TwoLayerSoftmax
 
 
@@ -49,7 +49,7 @@ class ScoreMLP(ModelMixin, ConfigMixin):
             x = self.fourier(x)
         cond = self.time_embed(timestep_tensor(timestep, shape[0], sample.device))
         if self.class_embed is not None and class_labels is not None:
-            cond = cond + self.class_embed(class_labels)
+            cond = cond + class_embedding(self.class_embed, class_labels)
         h = self.inp(x)
         for block in self.blocks:
             h = block(h, torch.nn.functional.silu(cond))

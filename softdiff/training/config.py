@@ -3,11 +3,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 from softdiff.config import load_config
 from softdiff.data import DATASETS, IMAGE_DATASETS
-from softdiff.diffusion.schedulers import PREDICTION_TYPES, SCHEDULERS
+from softdiff.diffusion.objectives import LOSS_WEIGHTINGS
+from softdiff.diffusion.schedulers import DIFFUSION_PREDICTION_TYPES, FLOW_SCHEDULERS, SCHEDULERS
+from softdiff.diffusion.timesteps import TIMESTEP_DENSITIES
 from softdiff.errors import ConfigError, check_choice, check_positive
 from softdiff.nets import ACTIVATIONS, ATTENTION_NORMALIZATIONS, SCORE_NETS
 from softdiff.nets.two_layer import TWO_LAYER_ACTIVATIONS
@@ -37,6 +39,10 @@ class ModelConfig:
     patch_size: int = 2
     width_mult: int = 4             # hidden units per channel in the two-layer blocks
     num_registers: int = 0          # learned register / sink tokens (ScoreTransformer)
+    long_skips: bool = False        # ScoreTransformer: U-ViT long skips (shallow layer i feeds deep layer L-1-i)
+    conv_out: bool = False          # ScoreTransformer: 3x3 convolution on the unpatchified output
+    conv_stem: int = 0              # ScoreTransformer: channels of a 3x3 convolutional stem (0: none)
+    conditioning: str = "adaln"     # ScoreTransformer: adaln (adaLN-Zero) | token (time/class tokens)
     dropout: float = 0.0
     fourier_features: int = 0       # ScoreMLP: random Fourier features of the input
     fourier_scale: float = 1.0
@@ -47,7 +53,15 @@ class ModelConfig:
 
 @dataclass
 class DiffusionConfig:
-    prediction_type: str = "epsilon"  # epsilon | sample (x0) | v_prediction
+    objective: str = "diffusion"      # diffusion (a noise schedule) | flow (rectified flow, velocity target)
+    prediction_type: str = "epsilon"  # diffusion: epsilon | sample (x0) | v_prediction
+    loss_weighting: str = "none"      # none (plain MSE of the prediction) | min_snr | edm
+    min_snr_gamma: float = 5.0        # min_snr: the x0 error is weighted by min(SNR, gamma)
+    sigma_data: float = 0.5           # edm: the data's standard deviation in the weighting
+    timestep_density: str = "uniform"  # uniform | lognormal (EDM) | logit_normal (SD3; the same rule for flows)
+    density_mean: Optional[float] = None  # mean of log(sigma/alpha) (None: -1.2 lognormal, 0 logit_normal)
+    density_std: Optional[float] = None   # its standard deviation (None: 1.2 lognormal, 1 logit_normal)
+    flow_shift: float = 1.0           # flow: time shift t -> s t / (1 + (s - 1) t) in training and sampling
     beta_schedule: str = "linear"     # linear | scaled_linear | squaredcos_cap_v2 | ou (THEORY.md 1.5)
     num_train_timesteps: int = 1000
     ou_t_min: float = 0.01            # ou: time T0 of the first timestep
@@ -72,6 +86,7 @@ class TrainSection:
     checkpoints_total_limit: int = 2  # keep this many newest checkpoints
     log_every: int = 50
     on_nonfinite: str = "stop"      # stop | skip (skip the step; stops after 10 in a row)
+    label_dropout: float = 0.0      # class-conditional runs: share of labels dropped (classifier-free guidance)
 
 
 @dataclass
@@ -80,6 +95,7 @@ class SampleSection:
     scheduler: str = "dpm++"
     steps: int = 20
     num_samples: int = 64
+    guidance_scale: float = 1.0     # class-conditional previews: classifier-free guidance (1: none)
 
 
 @dataclass
@@ -106,12 +122,17 @@ class TrainConfig:
         allowed = TWO_LAYER_ACTIVATIONS if m.type == "TwoLayerScoreNet" else ACTIVATIONS
         check_choice("model.activation", m.activation, allowed)
         check_choice("model.attention_normalization", m.attention_normalization, ATTENTION_NORMALIZATIONS)
-        check_choice("diffusion.prediction_type", self.diffusion.prediction_type, PREDICTION_TYPES)
+        check_choice("diffusion.objective", self.diffusion.objective, ("diffusion", "flow"))
+        check_choice("diffusion.prediction_type", self.diffusion.prediction_type, DIFFUSION_PREDICTION_TYPES)
+        check_choice("diffusion.loss_weighting", self.diffusion.loss_weighting, LOSS_WEIGHTINGS)
+        check_choice("diffusion.timestep_density", self.diffusion.timestep_density, TIMESTEP_DENSITIES)
+        check_choice("model.conditioning", m.conditioning, ("adaln", "token"))
         check_choice("diffusion.beta_schedule", self.diffusion.beta_schedule, BETA_SCHEDULES)
         check_choice("train.lr_schedule", t.lr_schedule, ("constant", "cosine", "linear"))
         check_choice("train.mixed_precision", t.mixed_precision, ("no", "fp16", "bf16"))
         check_choice("train.on_nonfinite", t.on_nonfinite, ("stop", "skip"))
-        check_choice("sample.scheduler", self.sample.scheduler, SCHEDULERS)
+        check_choice("sample.scheduler", self.sample.scheduler,
+                     FLOW_SCHEDULERS if self.diffusion.objective == "flow" else SCHEDULERS)
         check_choice("data.channels", d.channels, (1, 3))
         for key, value in [("train.steps", t.steps), ("train.batch_size", t.batch_size), ("train.lr", t.lr),
                            ("train.grad_accum", t.grad_accum), ("train.checkpoint_every", t.checkpoint_every),
@@ -119,12 +140,20 @@ class TrainConfig:
                            ("sample.num_samples", self.sample.num_samples), ("model.hidden_size", m.hidden_size),
                            ("model.num_layers", m.num_layers), ("model.num_heads", m.num_heads),
                            ("model.width", m.width), ("diffusion.num_train_timesteps",
-                                                      self.diffusion.num_train_timesteps)]:
+                                                      self.diffusion.num_train_timesteps),
+                           ("diffusion.min_snr_gamma", self.diffusion.min_snr_gamma),
+                           ("diffusion.sigma_data", self.diffusion.sigma_data),
+                           ("diffusion.flow_shift", self.diffusion.flow_shift)]:
             check_positive(key, value)
         for key, value in [("train.warmup_steps", t.warmup_steps), ("train.grad_clip", t.grad_clip),
                            ("train.weight_decay", t.weight_decay), ("sample.every", self.sample.every),
-                           ("diagnostics.ntk_every", self.diagnostics.ntk_every), ("model.dropout", m.dropout)]:
+                           ("diagnostics.ntk_every", self.diagnostics.ntk_every), ("model.dropout", m.dropout),
+                           ("model.conv_stem", m.conv_stem), ("sample.guidance_scale", self.sample.guidance_scale)]:
             check_positive(key, value, allow_zero=True)
+        if self.diffusion.density_std is not None and self.diffusion.density_std <= 0:
+            raise ConfigError(f"diffusion.density_std={self.diffusion.density_std} must be positive.")
+        if not 0 <= t.label_dropout < 1:
+            raise ConfigError(f"train.label_dropout={t.label_dropout} must be in [0, 1).")
         if not 0 <= t.ema_decay < 1:
             raise ConfigError(f"train.ema_decay={t.ema_decay} must be in [0, 1).")
         if t.checkpoints_total_limit < 1:

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 from softdiff.data import Dataset
+from softdiff.diffusion.process import ForwardProcess
 from softdiff.diffusion.schedulers import make_scheduler
 from softdiff.errors import DataError
 from softdiff.nets import SCORE_NETS, ScoreMLP, ScoreTransformer, TwoLayerScoreNet
@@ -23,7 +24,8 @@ def build_model(cfg: TrainConfig, dataset: Dataset):
                                 hidden_size=m.hidden_size, num_layers=m.num_layers, num_heads=m.num_heads,
                                 activation=m.activation, attention_normalization=m.attention_normalization,
                                 width_mult=m.width_mult, num_registers=m.num_registers,
-                                num_class_embeds=classes, dropout=m.dropout)
+                                num_class_embeds=classes, dropout=m.dropout, long_skips=m.long_skips,
+                                conv_out=m.conv_out, conv_stem=m.conv_stem, conditioning=m.conditioning)
     dim = 1
     for s in dataset.shape:
         dim *= s
@@ -40,7 +42,7 @@ def build_model(cfg: TrainConfig, dataset: Dataset):
 def save_model(model, path: Path, scheduler_config: dict, dataset: Dataset) -> None:
     """``save_pretrained`` (safetensors + config.json), the training scheduler config, and the data info."""
     model.save_pretrained(path)
-    make_scheduler("ddpm", scheduler_config).save_pretrained(path)
+    ForwardProcess(scheduler_config).scheduler().save_pretrained(path)
     info = {"name": dataset.name, "kind": dataset.kind, "shape": list(dataset.shape),
             "data_range": list(dataset.data_range), "num_classes": dataset.num_classes}
     (path / DATA_INFO).write_text(json.dumps(info, indent=2))

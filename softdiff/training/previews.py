@@ -52,7 +52,8 @@ def write_preview(model, ema, scheduler_config: dict, dataset, cfg, path: Path, 
         n = cfg.sample.num_samples if dataset.kind == "image" else max(cfg.sample.num_samples, 2000)
         labels = (torch.arange(n, device=device) % dataset.num_classes) if cfg.data.class_conditional else None
         x = sample(model, make_scheduler(cfg.sample.scheduler, scheduler_config), (n, *dataset.shape),
-                   cfg.sample.steps, torch.Generator().manual_seed(cfg.train.seed), device, class_labels=labels)
+                   cfg.sample.steps, torch.Generator().manual_seed(cfg.train.seed), device, class_labels=labels,
+                   guidance_scale=cfg.sample.guidance_scale if labels is not None else 1.0)
     finally:
         ema.restore(model.parameters())
         model.train(was_training)

@@ -17,8 +17,9 @@ from tqdm.auto import tqdm
 
 from softdiff.config import save_config
 from softdiff.data import Dataset, make_dataset
-from softdiff.diffusion.objectives import alpha_sigma, diffusion_loss, sample_timesteps, training_target
-from softdiff.diffusion.schedulers import make_scheduler, training_scheduler_config
+from softdiff.diffusion.objectives import diffusion_loss, loss_weight, training_target
+from softdiff.diffusion.process import ForwardProcess
+from softdiff.diffusion.schedulers import training_scheduler_config
 from softdiff.errors import ConfigError, SoftdiffError
 from softdiff.training.checkpoints import load_first_valid, resolve_resume, save_checkpoint
 from softdiff.training.config import TrainConfig
@@ -40,21 +41,34 @@ def step_generator(seed: int, step: int, micro: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
-def draw_batch(dataset: Dataset, scheduler_config: dict, alphas_cumprod: torch.Tensor, cfg: TrainConfig,
-               step: int, micro: int, rank: int, world: int):
-    """The global batch of one micro-step (identical on every process), and this process's slice of it."""
+def draw_batch(dataset: Dataset, process: ForwardProcess, cfg: TrainConfig, step: int, micro: int, rank: int,
+               world: int):
+    """The global batch of one micro-step (identical on every process), and this process's slice of it:
+    noisy inputs, model timesteps, targets, loss weights and (class-conditional runs) labels, -1 where dropped."""
     g = step_generator(cfg.train.seed, step, micro)
-    size = cfg.train.batch_size
+    d, size = cfg.diffusion, cfg.train.batch_size
     x0, labels = dataset.sample(size, g)
-    t = sample_timesteps(size, scheduler_config["num_train_timesteps"], g, "cpu")
+    t = process.draw_timesteps(size, g, d.timestep_density, d.density_mean, d.density_std)
     noise = torch.randn(x0.shape, generator=g)
+    use_labels = labels is not None and cfg.data.class_conditional
+    if use_labels and cfg.train.label_dropout:  # classifier-free guidance learns the unconditional model too
+        labels = torch.where(torch.rand(size, generator=g) < cfg.train.label_dropout, -1, labels)
     lo, hi = rank * size // world, (rank + 1) * size // world
     x0, t, noise = x0[lo:hi], t[lo:hi], noise[lo:hi]
-    labels = labels[lo:hi] if labels is not None and cfg.data.class_conditional else None
-    alpha, sigma = alpha_sigma(alphas_cumprod, t, x0.dim())
+    labels = labels[lo:hi] if use_labels else None
+    alpha, sigma = process.alpha_sigma(t, x0.dim())
     x_t = alpha * x0 + sigma * noise
-    target = training_target(scheduler_config["prediction_type"], x0, noise, alpha, sigma)
-    return x_t, t, target, labels
+    target = training_target(process.prediction_type, x0, noise, alpha, sigma)
+    weight = loss_weight(d.loss_weighting, process.prediction_type, alpha, sigma, d.min_snr_gamma, d.sigma_data)
+    return x_t, t, target, weight, labels
+
+
+def scheduler_config_of(cfg: TrainConfig) -> dict:
+    """The training scheduler config (the forward process) that ``cfg.diffusion`` describes."""
+    d = cfg.diffusion
+    prediction_type = "flow" if d.objective == "flow" else d.prediction_type
+    return training_scheduler_config(d.beta_schedule, prediction_type, d.num_train_timesteps, d.ou_t_min,
+                                     d.ou_t_max, d.flow_shift)
 
 
 class MetricsLog:
@@ -89,7 +103,7 @@ def _make_accelerator(cfg: TrainConfig, out: Path) -> Accelerator:
                        step_scheduler_with_optimizer=False)
 
 
-def _ntk_tracker(cfg: TrainConfig, dataset: Dataset, alphas_cumprod: torch.Tensor, start: int):
+def _ntk_tracker(cfg: TrainConfig, dataset: Dataset, process: ForwardProcess, start: int):
     """NTK drift on a fixed probe batch at mid noise, every ``diagnostics.ntk_every`` steps (and at ``start``)."""
     if not cfg.diagnostics.ntk_every:
         return None
@@ -97,9 +111,8 @@ def _ntk_tracker(cfg: TrainConfig, dataset: Dataset, alphas_cumprod: torch.Tenso
 
     g = torch.Generator().manual_seed(cfg.train.seed + 12345)
     x0, _ = dataset.sample(cfg.diagnostics.ntk_probe_size, g)
-    t = torch.full((len(x0),), len(alphas_cumprod) // 2)
-    alpha, sigma = alpha_sigma(alphas_cumprod, t, x0.dim())
-    probe = alpha * x0 + sigma * torch.randn(x0.shape, generator=g)
+    t = process.mid_timesteps(len(x0))
+    probe = process.add_noise(x0, torch.randn(x0.shape, generator=g), t)
     every = cfg.diagnostics.ntk_every
     return KernelDriftTracker(probe, t.float(), [start, *range(every, cfg.train.steps + 1, every)])
 
@@ -124,10 +137,8 @@ def train(cfg: TrainConfig, resume: str | None = None, quiet: bool = False, stop
     world, rank = accelerator.num_processes, accelerator.process_index
     if cfg.train.batch_size % world:
         raise ConfigError(f"train.batch_size={cfg.train.batch_size} must be divisible by the {world} processes.")
-    d = cfg.diffusion
-    scheduler_config = training_scheduler_config(d.beta_schedule, d.prediction_type, d.num_train_timesteps,
-                                                 d.ou_t_min, d.ou_t_max)
-    alphas_cumprod = make_scheduler("ddpm", scheduler_config).alphas_cumprod
+    scheduler_config = scheduler_config_of(cfg)
+    process = ForwardProcess(scheduler_config)
 
     torch.manual_seed(cfg.train.seed)  # model init (and dropout) draw from the global RNG; accelerate saves it
     model = build_model(cfg, dataset)
@@ -151,7 +162,7 @@ def train(cfg: TrainConfig, resume: str | None = None, quiet: bool = False, stop
         accelerator.init_trackers("softdiff", config={k: str(v) for k, v in asdict(cfg).items()})
     log = MetricsLog(out / "metrics.jsonl", start, accelerator.is_main_process)
     # Drift is relative to the kernel at the first step of this invocation (the tracker is not checkpointed).
-    tracker = _ntk_tracker(cfg, dataset, alphas_cumprod, start) if accelerator.is_main_process else None
+    tracker = _ntk_tracker(cfg, dataset, process, start) if accelerator.is_main_process else None
     if tracker is not None:
         log.write({"step": start, **tracker(start, accelerator.unwrap_model(model))})
 
@@ -163,12 +174,11 @@ def train(cfg: TrainConfig, resume: str | None = None, quiet: bool = False, stop
     for step in range(start, end):
         step_loss = torch.zeros((), device=accelerator.device)
         for micro in range(cfg.train.grad_accum):
-            x_t, t, target, labels = draw_batch(dataset, scheduler_config, alphas_cumprod, cfg, step, micro, rank,
-                                                world)
-            x_t, t, target = x_t.to(accelerator.device), t.to(accelerator.device), target.to(accelerator.device)
+            x_t, t, target, weight, labels = draw_batch(dataset, process, cfg, step, micro, rank, world)
+            x_t, t, target, weight = (v.to(accelerator.device) for v in (x_t, t, target, weight))
             kwargs = {"class_labels": labels.to(accelerator.device)} if labels is not None else {}
             with accelerator.accumulate(model), accelerator.autocast():
-                loss = diffusion_loss(d.prediction_type, forward(x_t, t, **kwargs), target).mean()
+                loss = diffusion_loss(forward(x_t, t, **kwargs), target, weight).mean()
                 finite = bool(accelerator.reduce(torch.isfinite(loss).float(), reduction="min").item())
                 if finite:
                     accelerator.backward(loss)
