@@ -45,7 +45,7 @@ class CompareConfig:
 
     def validate(self) -> None:
         from softdiff.diffusion.schedulers import SCHEDULERS
-        from softdiff.evaluation.run_eval import IMAGE_METRICS, VECTOR_METRICS
+        from softdiff.evaluation.run_eval import IMAGE_METRICS, INCEPTION_METRICS, VECTOR_METRICS
 
         if not self.activations:
             raise ConfigError("activations is empty; list at least one, e.g. [softmax, relu].")
@@ -65,7 +65,7 @@ class CompareConfig:
             raise ConfigError(f"eval.num_samples={self.eval.num_samples} must be at least 2 (MMD and FID need two).")
         check_positive("eval.every", self.eval.every, allow_zero=True)
         for name in self.eval.metrics:
-            check_choice("eval.metrics", name, (*VECTOR_METRICS, *IMAGE_METRICS))
+            check_choice("eval.metrics", name, (*VECTOR_METRICS, *IMAGE_METRICS, *INCEPTION_METRICS))
         base = self.base_train_config()
         allowed = _allowed_activations(base.model.type)
         for act in self.activations:

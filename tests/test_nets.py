@@ -25,6 +25,11 @@ def _perturb(model, seed=0):
     (lambda: ScoreMLP(dim=2, hidden_size=16, num_blocks=2, fourier_features=4, activation="relu_norm"), (5, 2)),
     (lambda: ScoreTransformer(sample_size=8, in_channels=1, hidden_size=16, num_layers=2, num_heads=2,
                               num_registers=1, num_class_embeds=10, attention_normalization="sigmoid"), (3, 1, 8, 8)),
+    (lambda: ScoreTransformer(sample_size=8, in_channels=1, hidden_size=16, num_layers=3, num_heads=2,
+                              long_skips=True, conv_out=True, conv_stem=8, num_class_embeds=10), (3, 1, 8, 8)),
+    (lambda: ScoreTransformer(sample_size=8, in_channels=3, hidden_size=16, num_layers=4, num_heads=2,
+                              long_skips=True, conditioning="token", num_registers=2, num_class_embeds=10),
+     (3, 3, 8, 8)),
     (lambda: TwoLayerScoreNet(dim=2, width=32), (4, 2)),
 ])
 def test_save_load_round_trip_is_exact(tmp_path, make, shape):
@@ -114,6 +119,10 @@ def test_score_mlp_accepts_float_and_tensor_timesteps():
 
 @pytest.mark.parametrize("make,shape", [
     (lambda: ScoreTransformer(hidden_size=16, num_layers=2, num_heads=2, num_registers=1), (4, 1, 8, 8)),
+    (lambda: ScoreTransformer(hidden_size=16, num_layers=3, num_heads=2, long_skips=True, conv_out=True,
+                              conv_stem=8), (4, 1, 8, 8)),
+    (lambda: ScoreTransformer(hidden_size=16, num_layers=4, num_heads=2, long_skips=True, conditioning="token"),
+     (4, 1, 8, 8)),
     (lambda: ScoreMLP(dim=2, hidden_size=16, num_blocks=2), (8, 2)),
 ])
 def test_every_parameter_trains_from_the_initialisation(make, shape):
@@ -130,3 +139,38 @@ def test_every_parameter_trains_from_the_initialisation(make, shape):
         opt.step()
     frozen = [n for n, p in model.named_parameters() if torch.equal(p, before[n])]
     assert not frozen
+
+
+def test_long_skips_join_mirrored_layers():
+    # Layer i's output feeds layer L-1-i: zeroing the skip projections' halves that carry the shallow
+    # outputs must change the output, and the default (no skips) builds no projections at all.
+    model = _perturb(ScoreTransformer(hidden_size=16, num_layers=4, num_heads=2, long_skips=True)).eval()
+    assert len(model.skips) == 2 and ScoreTransformer(hidden_size=16, num_layers=4, num_heads=2).skips is None
+    x, t = torch.randn(2, 1, 8, 8, generator=_gen(3)), torch.tensor([5.0, 600.0])
+    before = model(x, t)
+    with torch.no_grad():
+        model.skips[0].weight[:, 16:] = 0
+    assert not torch.allclose(model(x, t), before)
+
+
+def test_output_conv_starts_as_identity_and_old_configs_load(tmp_path):
+    # A saved config without the new keys must rebuild today's network (they default to off).
+    plain = ScoreTransformer(hidden_size=16, num_layers=2, num_heads=2)
+    plain.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    for key in ("long_skips", "conv_out", "conv_stem", "conditioning"):
+        config.pop(key)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    loaded = ScoreTransformer.from_pretrained(tmp_path)
+    assert loaded.skips is None and loaded.output_conv is None and loaded.stem is None
+    assert loaded.config.conditioning == "adaln"
+    conv = ScoreTransformer(hidden_size=16, num_layers=1, num_heads=2, conv_out=True).output_conv
+    y = torch.randn(2, 1, 8, 8)
+    assert torch.allclose(conv(y), y, atol=1e-6)
+
+
+def test_null_label_embeds_as_zero():
+    model = _perturb(ScoreTransformer(hidden_size=16, num_layers=1, num_heads=2, num_class_embeds=10)).eval()
+    x, t = torch.randn(2, 1, 8, 8, generator=_gen(4)), torch.tensor([100.0, 100.0])
+    assert torch.allclose(model(x, t, class_labels=torch.tensor([-1, -1])), model(x, t))
+    assert not torch.allclose(model(x, t, class_labels=torch.tensor([3, 3])), model(x, t))

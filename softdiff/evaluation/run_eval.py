@@ -26,6 +26,7 @@ from softdiff.evaluation.metrics import (
 
 VECTOR_METRICS = ("w2", "sliced_w2", "mmd", "nll", "mixture_loglik", "score_error")
 IMAGE_METRICS = ("fid", "kid", "confidence", "class_balance", "bpd")
+INCEPTION_METRICS = ("inception_fid", "inception_kid")  # any image set; computed only when listed in eval.metrics
 HIGHER_IS_BETTER = {"mixture_loglik", "confidence", "class_balance"}
 HELD_OUT_SEED = 1_000_003   # true points for metrics are drawn with seeds far from any training seed
 
@@ -45,6 +46,7 @@ class EvalSettings:
     ode_max_steps: int = 1000       # adaptive ODE steps before giving up (a stiff learned field): nll/bpd = NaN
     score_timesteps: list[int] = field(default_factory=lambda: [10, 50, 100, 250, 500, 750])
     feature_classifier: str = "features/digits_classifier.safetensors"  # trained on first use if missing
+    inception_download: bool = False  # inception_fid / inception_kid: fetch the Inception weights if not cached
 
 
 def applicable_metrics(dataset: Dataset, settings: EvalSettings) -> list[str]:
@@ -54,7 +56,8 @@ def applicable_metrics(dataset: Dataset, settings: EvalSettings) -> list[str]:
     else:
         allowed = VECTOR_METRICS if dataset.analytic is not None else ("w2", "sliced_w2", "mmd", "nll")
     wanted = settings.metrics or list(allowed)
-    return [m for m in wanted if m in allowed]
+    inception = INCEPTION_METRICS if dataset.kind == "image" else ()
+    return [m for m in wanted if m in allowed or m in inception]
 
 
 def load_ema_weights(model, checkpoint: Path) -> None:
@@ -98,8 +101,13 @@ class RunEvaluator:
             half = len(images) // 2
             self.reference, self.second_half = images[:half], images[half:]
             self.held_out = self.second_half[:settings.likelihood_samples]
-            needs_features = dataset.name == "digits" and set(self.metrics) - {"bpd"}
+            needs_features = dataset.name == "digits" and set(self.metrics) - {"bpd", *INCEPTION_METRICS}
             self.classifier = ensure_classifier(settings.feature_classifier)[0] if needs_features else None
+            self.inception = None
+            if set(INCEPTION_METRICS) & set(self.metrics):  # fails here, before any training, if weights are missing
+                from softdiff.evaluation.inception import InceptionFeatures, inception_network
+
+                self.inception = InceptionFeatures(inception_network(allow_download=settings.inception_download))
 
     def _sample_metric(self, name: str, x: Tensor, y: Tensor) -> float:
         if name == "mmd":
@@ -124,7 +132,7 @@ class RunEvaluator:
                 # The exact NLL of the held-out points under the true density at the ODE's start time.
                 alpha, sigma = self.process.alpha_sigma(torch.tensor([self.process.t_min], dtype=torch.float64))
                 floors["nll"] = -float(mix.noised(float(alpha), float(sigma)).log_prob(self.held_out).mean())
-        elif self.classifier is not None:
+        elif self.classifier is not None or self.inception is not None:
             fake = self.second_half[:min(self.settings.num_samples, len(self.second_half))]
             floors.update(self._image_scores(fake))
         return {k: v for k, v in floors.items() if k in self.metrics}
@@ -140,6 +148,13 @@ class RunEvaluator:
             out.update(fid=res["fid"], kid=res["kid"])
         if {"confidence", "class_balance"} & set(self.metrics):
             out.update(classifier_scores(self.classifier, fake))
+        if self.inception is not None:
+            from softdiff.evaluation.inception import inception_fid_kid
+
+            n = min(len(self.reference), len(fake))
+            res = inception_fid_kid(self.reference, fake, self.inception, kid_subset_size=min(n, 1000),
+                                    kid_subsets=20, seed=self.settings.seed)
+            out.update(inception_fid=res["fid"], inception_kid=res["kid"])
         return out
 
     def evaluate(self, model, final: bool) -> tuple[dict[str, float], Tensor]:
@@ -155,7 +170,7 @@ class RunEvaluator:
                     out[name] = self._sample_metric(name, x, self.reference)
             if "mixture_loglik" in self.metrics:
                 out["mixture_loglik"] = mixture_log_likelihood(self.dataset.analytic, x)
-        elif self.classifier is not None:
+        elif self.classifier is not None or self.inception is not None:
             out.update(self._image_scores(x))
         if final:
             out.update(self._density_metrics(model))
