@@ -37,8 +37,16 @@ def _one_line(err: BaseException) -> str:
     return text[0] if text else type(err).__name__
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {message}\n"
+
+
 def run_main(main: Callable[[Sequence[str]], int | None], argv: Sequence[str]) -> int:
-    """Call a command's ``main``; user errors print one line and give exit code 2."""
+    """Call a command's ``main``; user errors print one line and give exit code 2 (warnings print one line
+    each, without the source line)."""
+    import warnings
+
+    format_before, warnings.formatwarning = warnings.formatwarning, _one_line_warning
     try:
         return int(main(list(argv)) or 0)
     except SoftdiffError as err:
@@ -57,6 +65,8 @@ def run_main(main: Callable[[Sequence[str]], int | None], argv: Sequence[str]) -
         print(f"error: ran out of memory ({_one_line(err)}); ask for fewer samples, steps or seeds, or a smaller "
               "model.", file=sys.stderr)
         return 1
+    finally:
+        warnings.formatwarning = format_before
 
 
 def main(argv: Sequence[str] | None = None) -> int:

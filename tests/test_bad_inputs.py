@@ -117,6 +117,7 @@ CASES = [
     ("train.py", ["model.hidden_size=1000000", f"output_dir={OUT}"], "model.hidden_size=1000000", None),
     ("train.py", [*TOY, "model.type=TwoLayerScoreNet", "model.width=200000000000", f"output_dir={OUT}"],
      "model.width", None),
+    ("train.py", ["train.batch_size=1000000000", f"output_dir={OUT}"], "train.batch_size=1000000000", None),
     # --- train.py: files, folders and flags
     ("train.py", ["--output-dir", "{file}"], "is a file", None),
     ("train.py", ["--output-dir", "{file}/sub"], "cannot be created", None),
@@ -221,7 +222,8 @@ CASES = [
 def _ids():
     seen = {}
     for entry, args, _, damage in CASES:
-        name = "-".join([entry.replace(".py", ""), *(a for a in args if not a.startswith(("--output", "{", "output_dir")))][:4])
+        shown = [a for a in args if not a.startswith(("--output", "{", "output_dir"))]
+        name = "-".join([entry.replace(".py", ""), *shown][:4])
         name = (name + (f"-{damage}" if damage else ""))[:60]
         seen[name] = seen.get(name, 0) + 1
         yield name if seen[name] == 1 else f"{name}-{seen[name]}"

@@ -320,6 +320,18 @@ sys.exit(run_main(main, sys.argv[1:]))
             subprocess.run(["umount", str(disk)], capture_output=True, timeout=30)
 
 
+def test_an_allocation_failure_mid_run_names_the_size_keys(tmp_path, monkeypatch):
+    import softdiff.training.trainer as trainer
+
+    def no_memory(*args):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:121] DefaultCPUAllocator: can't allocate memory: you "
+                           "tried to allocate 1099511627776 bytes.")
+
+    monkeypatch.setattr(trainer, "draw_batch", no_memory)
+    with pytest.raises(ConfigError, match=r"ran out of memory .* lower train.batch_size=32, model.hidden_size=16"):
+        train(config(tmp_path / "run"), quiet=True)
+
+
 # ------------------------------------------------------------------------------------------ 7. multi-process
 @pytest.mark.skipif(torch.cuda.device_count() > 1, reason="with several GPUs accelerate launch starts them all")
 def test_accelerate_launch_of_two_processes_on_cpu_refuses_with_the_torchrun_command(tmp_path, run_script):

@@ -71,7 +71,7 @@ def _check_output_size(num_samples: int, shape) -> None:
     """Refuse a sample count whose output alone cannot fit in memory (before any sampling)."""
     from softdiff.training.preflight import available_memory
 
-    need, available = 2 * 4 * num_samples * math.prod(shape), available_memory()
+    need, available = 2 * 4 * num_samples * math.prod(shape), available_memory(gpu=False)  # samples end on the host
     if available is not None and need > available:
         raise ConfigError(f"--num-samples {num_samples} needs about {need / 1e9:.3g} GB for the samples alone, more "
                           f"than the {available / 1e9:.3g} GB of memory available; ask for fewer.")

@@ -13,6 +13,7 @@ applied, and all processes must succeed, so a checkpoint either loads completely
 from __future__ import annotations
 
 import json
+import pickle
 import random
 import re
 import uuid
@@ -163,6 +164,16 @@ def _check_tensors(what: str, loaded: dict[str, torch.Tensor], expected: dict[st
                                   f"needs {tuple(tensor.shape)} (was it written with another config?)")
 
 
+def _torch_load(file: Path, allowed=()):
+    """``torch.load(weights_only=True)``: tensors, numbers, strings and containers only (plus ``allowed``)."""
+    try:
+        with torch.serialization.safe_globals(list(allowed)):
+            return torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"its {file.name} holds pickled objects other than tensors and numbers; it was not "
+                              "loaded, as loading them could run code") from None
+
+
 def _first_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return text[0] if text else type(err).__name__
@@ -261,16 +272,15 @@ class Checkpoints:
                 raise CheckpointError(f"it has no {file.name}")
         model_sd = load_file(str(files["model"]))
         _check_tensors("model.safetensors", model_sd, self.model.state_dict())
-        optimizer_sd = torch.load(files["optimizer"], map_location="cpu", weights_only=True)
+        optimizer_sd = _torch_load(files["optimizer"])
         self._check_optimizer(optimizer_sd)
-        scheduler_sd = torch.load(files["scheduler"], map_location="cpu", weights_only=True)
+        scheduler_sd = _torch_load(files["scheduler"])
         if not isinstance(scheduler_sd, dict) or "last_epoch" not in scheduler_sd:
             raise CheckpointError("its scheduler.bin is not an LR scheduler state")
-        with torch.serialization.safe_globals(_RNG_GLOBALS):
-            rng = torch.load(files["rng"], map_location="cpu", weights_only=True)
+        rng = _torch_load(files["rng"], _RNG_GLOBALS)
         if not isinstance(rng, dict) or not isinstance(rng.get("torch_manual_seed"), torch.Tensor):
             raise CheckpointError(f"its {files['rng'].name} holds no torch RNG state")
-        scaler_sd = torch.load(files["scaler"], map_location="cpu", weights_only=True) if "scaler" in files else None
+        scaler_sd = _torch_load(files["scaler"]) if "scaler" in files else None
         ema_tensors, ema_state = read_ema(path)
         expected = dict(zip(self.names, self.ema.shadow_params))
         _check_tensors(EMA_WEIGHTS, ema_tensors, expected)
@@ -281,7 +291,8 @@ class Checkpoints:
         current = self.optimizer.state_dict()
         if not isinstance(sd, dict) or not isinstance(sd.get("param_groups"), list) or "state" not in sd:
             raise CheckpointError("its optimizer.bin is not an optimizer state")
-        if [len(g.get("params", ())) for g in sd["param_groups"]] != [len(g["params"]) for g in current["param_groups"]]:
+        sizes = [len(g.get("params", ())) for g in sd["param_groups"]]
+        if sizes != [len(g["params"]) for g in current["param_groups"]]:
             raise CheckpointError("its optimizer.bin holds other parameter groups than the model's")
         shapes = {i: tuple(p.shape) for i, p in enumerate(q for g in self.optimizer.param_groups for q in g["params"])}
         for index, entry in sd["state"].items():

@@ -102,8 +102,9 @@ def check_model_folder(path: Path) -> type:
         with safe_open(str(weights), "pt") as f:
             f.keys()
     except Exception as err:  # an empty or truncated file
-        raise DataError(f"'{weights}' is not a readable safetensors file ({str(err).splitlines()[0] if str(err) else err}"
-                        "); the model folder is damaged: rerun train.py with --resume latest to rewrite it.") from None
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise DataError(f"'{weights}' is not a readable safetensors file ({reason}); the model folder is damaged: "
+                        "rerun train.py with --resume latest to rewrite it.") from None
     scheduler = _json_object(path / "scheduler_config.json", "the training noise schedule")
     steps = scheduler.get("num_train_timesteps")
     if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= 100_000:

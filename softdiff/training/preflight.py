@@ -33,10 +33,11 @@ def size_keys(cfg: TrainConfig, batch: bool = False) -> str:
     return ", ".join(keys)
 
 
-def available_memory() -> int | None:
-    """Bytes the model can use: the GPU's memory when training on one, else the host's available memory."""
-    if torch.cuda.is_available():
-        return torch.cuda.mem_get_info()[1]
+def available_memory(gpu: bool | None = None) -> int | None:
+    """Bytes available: the GPU's memory (``gpu``; by default when there is one), else the host's available
+    memory; None where unknown."""
+    if torch.cuda.is_available() if gpu is None else gpu:  # (device properties need no CUDA context)
+        return torch.cuda.get_device_properties(int(os.environ.get("LOCAL_RANK", 0))).total_memory
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):
@@ -67,16 +68,37 @@ def count_parameters(cfg: TrainConfig) -> int | None:
     return sum(p.numel() for p in model.parameters())
 
 
+def activation_bytes(cfg: TrainConfig) -> int:
+    """A lower estimate of the memory one micro-batch's forward pass keeps for the backward pass."""
+    from softdiff.data import example_shape
+
+    m, d = cfg.model, cfg.data
+    shape = example_shape(d.name, d.image_size, d.channels)
+    if m.type == "ScoreTransformer":
+        per_example = ((shape[-1] // m.patch_size) ** 2 + m.num_registers) * m.hidden_size * m.num_layers * (
+            2 + m.width_mult)
+    elif m.type == "ScoreMLP":
+        per_example = m.hidden_size * m.num_layers * (2 + m.width_mult)
+    else:
+        per_example = 2 * m.width
+    return 4 * cfg.train.batch_size * per_example
+
+
 def check_memory(cfg: TrainConfig) -> None:
     count, available = count_parameters(cfg), available_memory()
     if count is None or available is None:
         return
+    where = "GPU memory" if torch.cuda.is_available() else "memory available"
     need = count * BYTES_PER_PARAMETER
     if need > available:
-        where = "GPU memory" if torch.cuda.is_available() else "memory available"
         raise ConfigError(f"the model is too large: about {count:.3g} parameters need {need / 1e9:.3g} GB (weights, "
                           f"gradients, EMA, AdamW state), more than the {available / 1e9:.3g} GB of {where}; lower "
                           f"{size_keys(cfg)}.")
+    batch = activation_bytes(cfg)
+    if need + batch > available:
+        raise ConfigError(f"train.batch_size={cfg.train.batch_size} is too large: one batch needs at least "
+                          f"{batch / 1e9:.3g} GB of activations, more than the {available / 1e9:.3g} GB of {where} "
+                          f"(with the model's {need / 1e9:.3g} GB); lower {size_keys(cfg, batch=True)}.")
 
 
 def requested_processes(argv0: str | None = None) -> int | None:
