@@ -31,6 +31,20 @@ def _fsync(path: Path) -> None:
             os.close(fd)
 
 
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename inside ``folder`` durable (best effort: not every file system allows it)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def _remove(path: Path) -> None:
     if path.is_symlink() or path.is_file():
         path.unlink(missing_ok=True)
@@ -64,6 +78,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp
         _fsync(tmp)
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     except BaseException:
         _remove(tmp)
         raise
@@ -94,6 +109,7 @@ def replace_dir(src: Path, dst: Path) -> None:
         _remove(old)
     else:
         os.rename(src, dst)
+    _fsync_dir(dst.parent)
 
 
 @contextmanager
