@@ -202,7 +202,8 @@ class Checkpoints:
     def __init__(self, accelerator, folder: Path, limit: int, model, optimizer, lr_scheduler, ema):
         self.accelerator, self.folder, self.limit = accelerator, Path(folder), limit
         self.model, self.optimizer, self.lr_scheduler, self.ema = model, optimizer, lr_scheduler, ema
-        self.names = ema_names(accelerator.unwrap_model(model))
+        self.unwrapped = accelerator.unwrap_model(model)
+        self.names = ema_names(self.unwrapped)
         self.run = uuid.uuid4().hex  # the trajectory: a fresh start gets a new one, a resume keeps its own
         self.good: set[int] = set()  # steps of checkpoints of this trajectory known to be complete
 
@@ -253,7 +254,8 @@ class Checkpoints:
             error, state = CheckpointError(f"it could not be read ({_first_line(err)})"), None
         if self.accelerator.num_processes > 1:
             flag = torch.tensor([0.0 if error else 1.0], device=self.accelerator.device)
-            if self.accelerator.reduce(flag, reduction="min").item() == 0 and error is None:
+            readers = self.accelerator.reduce(flag, reduction="sum").item()  # accelerate's reduce has no "min"
+            if readers < self.accelerator.num_processes and error is None:
                 error = CheckpointError("another process could not read its part of it")
         if error is not None:
             raise error
@@ -271,7 +273,7 @@ class Checkpoints:
             if not file.is_file():
                 raise CheckpointError(f"it has no {file.name}")
         model_sd = load_file(str(files["model"]))
-        _check_tensors("model.safetensors", model_sd, self.model.state_dict())
+        _check_tensors("model.safetensors", model_sd, self.unwrapped.state_dict())
         optimizer_sd = _torch_load(files["optimizer"])
         self._check_optimizer(optimizer_sd)
         scheduler_sd = _torch_load(files["scheduler"])
@@ -305,7 +307,7 @@ class Checkpoints:
         """Put a checked state in place. A failure here cannot be undone, so it ends the run (exit 2)."""
         acc = self.accelerator
         try:
-            self.model.load_state_dict(s.model)
+            self.unwrapped.load_state_dict(s.model)  # accelerate saves the unwrapped model's keys
             self.optimizer.load_state_dict(s.optimizer)
             self.lr_scheduler.load_state_dict(s.scheduler)
             if s.scaler is not None:
