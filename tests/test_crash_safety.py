@@ -64,6 +64,16 @@ def poison(path: Path, marker: Path) -> None:
     copy.unlink()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Runs compared bitwise must use the same number of threads (it changes float summation order): one, as
+    the commands run by the fork runner do (OMP_NUM_THREADS=1)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory):
     """The uninterrupted 20-step run."""
