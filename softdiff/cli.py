@@ -1,15 +1,18 @@
 """The ``softdiff`` command: ``softdiff train | sample | compare | ntk | regress | flow | probe``.
 
 Each subcommand lives in its own module as ``main(argv) -> int``; this file only dispatches and turns
-user mistakes (:class:`SoftdiffError`) into one line on stderr and exit code 2.
+user mistakes (:class:`SoftdiffError`, bad flags) into one line on stderr and exit code 2, and a full disk or
+an exhausted memory into one line and exit code 1.
 """
 from __future__ import annotations
 
+import argparse
+import errno
 import importlib
 import sys
 from typing import Callable, Sequence
 
-from softdiff.errors import SoftdiffError
+from softdiff.errors import ConfigError, SoftdiffError
 
 COMMANDS = {
     "train": ("softdiff.training.cli", "train a score model from a config (same as train.py)"),
@@ -22,8 +25,28 @@ COMMANDS = {
 }
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a bad flag raises ConfigError (one line, exit 2) instead of printing the usage block."""
+
+    def error(self, message: str):
+        raise ConfigError(f"{self.prog}: {message} (see {self.prog} --help).")
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {message}\n"
+
+
 def run_main(main: Callable[[Sequence[str]], int | None], argv: Sequence[str]) -> int:
-    """Call a command's ``main``; user errors print one line and give exit code 2."""
+    """Call a command's ``main``; user errors print one line and give exit code 2 (warnings print one line
+    each, without the source line)."""
+    import warnings
+
+    format_before, warnings.formatwarning = warnings.formatwarning, _one_line_warning
     try:
         return int(main(list(argv)) or 0)
     except SoftdiffError as err:
@@ -32,6 +55,18 @@ def run_main(main: Callable[[Sequence[str]], int | None], argv: Sequence[str]) -
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = f" while writing '{err.filename}'" if err.filename else ""
+        print(f"error: no space left on device{where}; free space and run the command again.", file=sys.stderr)
+        return 1
+    except MemoryError as err:
+        print(f"error: ran out of memory ({_one_line(err)}); ask for fewer samples, steps or seeds, or a smaller "
+              "model.", file=sys.stderr)
+        return 1
+    finally:
+        warnings.formatwarning = format_before
 
 
 def main(argv: Sequence[str] | None = None) -> int:

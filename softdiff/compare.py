@@ -66,7 +66,12 @@ class CompareConfig:
         check_positive("eval.every", self.eval.every, allow_zero=True)
         for name in self.eval.metrics:
             check_choice("eval.metrics", name, (*VECTOR_METRICS, *IMAGE_METRICS, *INCEPTION_METRICS))
+        if not (math.isfinite(self.eval.ode_tol) and self.eval.ode_tol < 1):
+            raise ConfigError(f"eval.ode_tol={self.eval.ode_tol} must be a finite number in (0, 1).")
         base = self.base_train_config()
+        if self.eval.steps > base.diffusion.num_train_timesteps:
+            raise ConfigError(f"eval.steps={self.eval.steps} must be at most the base config's "
+                              f"diffusion.num_train_timesteps={base.diffusion.num_train_timesteps}.")
         allowed = _allowed_activations(base.model.type)
         for act in self.activations:
             if act not in allowed:
@@ -112,8 +117,28 @@ def _read_log(run_dir: Path, key: str) -> list[list[float]]:
     path = run_dir / "metrics.jsonl"
     if not path.is_file():
         return []
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [[r["step"], r[key]] for r in records if key in r]
+    records = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:  # a line cut short by a kill
+            continue
+    return [[r["step"], r[key]] for r in records if isinstance(r, dict) and key in r and "step" in r]
+
+
+def run_is_complete(run_dir: Path) -> bool:
+    """Whether a training in ``run_dir`` finished and both saved models are intact (else resume or retrain)."""
+    from softdiff.errors import DataError
+    from softdiff.training.models import check_model_folder
+
+    try:
+        if not json.loads((run_dir / "train_summary.json").read_text()).get("finished"):
+            return False
+        for name in ("model", "model_ema"):
+            check_model_folder(run_dir / name)
+    except (OSError, ValueError, AttributeError, DataError):
+        return False
+    return True
 
 
 def probe_summary(run_dir: Path) -> dict[str, float] | None:
@@ -138,6 +163,7 @@ def run_one(job: dict) -> dict:
     torch.set_num_threads(job["threads"])
     from softdiff.data import make_dataset
     from softdiff.evaluation.run_eval import RunEvaluator, load_ema_weights
+    from softdiff.safe_io import atomic_path, write_json, write_text
     from softdiff.training import load_run_config, train
     from softdiff.training.checkpoints import list_checkpoints
     from softdiff.training.models import load_trained
@@ -150,23 +176,26 @@ def run_one(job: dict) -> dict:
     fingerprint = _fingerprint(train_yaml + f"probes={job.get('probes', False)}", settings)
     result_path = run_dir / "result.json"
     if result_path.is_file():
-        old = json.loads(result_path.read_text())
-        if old.get("fingerprint") == fingerprint:
+        try:
+            old = json.loads(result_path.read_text())
+        except ValueError:  # damaged: evaluate again
+            old = {}
+        if isinstance(old, dict) and old.get("fingerprint") == fingerprint:
             return {**old, "reused": True}
     stamp, train_fp = run_dir / "train_fingerprint.txt", _fingerprint(train_yaml, EvalSettings())
     if run_dir.exists() and (not stamp.is_file() or stamp.read_text() != train_fp):
         shutil.rmtree(run_dir)  # made with other training settings: start afresh
     run_dir.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(train_fp)
+    write_text(stamp, train_fp)
     t0 = time.perf_counter()
-    if not (run_dir / "model_ema" / "config.json").is_file():
+    if not run_is_complete(run_dir):  # never run, interrupted, or its final save was torn: resume or retrain
         try:
-            train(cfg, resume="latest" if (run_dir / "checkpoints").is_dir() else None, quiet=True)
+            train(cfg, resume="auto" if list_checkpoints(run_dir / "checkpoints") else None, quiet=True)
         except TrainingError as err:  # e.g. a non-finite loss: a result in itself, recorded and reported
             record = {"activation": job["activation"], "seed": job["seed"], "run_dir": str(run_dir),
                       "fingerprint": fingerprint, "metrics": {}, "history": [], "loss": _read_log(run_dir, "loss"),
                       "error": str(err), "train_seconds": None, "total_seconds": time.perf_counter() - t0}
-            result_path.write_text(json.dumps(_finite_json(record), indent=2))
+            write_json(result_path, _finite_json(record), indent=2)
             return record
     summary = json.loads((run_dir / "train_summary.json").read_text())
     t1 = time.perf_counter()
@@ -187,14 +216,15 @@ def run_one(job: dict) -> dict:
     history.append({"step": cfg.train.steps, **{k: v for k, v in metrics.items()
                                                  if k in evaluator.metrics and k not in density}})
     keep = 64 if dataset.kind == "image" else 2000
-    np.save(run_dir / "eval_samples.npy", samples[:keep].numpy())
+    with atomic_path(run_dir / "eval_samples.npy") as tmp:
+        np.save(tmp, samples[:keep].numpy())
     record = {"activation": job["activation"], "seed": job["seed"], "run_dir": str(run_dir),
               "fingerprint": fingerprint, "metrics": metrics, "history": history, "loss": _read_log(run_dir, "loss"),
               "ntk_drift": _read_log(run_dir, "ntk_drift"),
               "probes": probe_summary(run_dir) if job.get("probes") else None,
               "train_seconds": summary.get("wall_time"), "eval_seconds": time.perf_counter() - t1,
               "total_seconds": time.perf_counter() - t0}
-    result_path.write_text(json.dumps(_finite_json(record), indent=2))
+    write_json(result_path, _finite_json(record), indent=2)
     return record
 
 
@@ -227,7 +257,9 @@ def _git_commit() -> str:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="softdiff compare", description="Train every (activation, seed) with the same "
+    from softdiff.cli import ArgumentParser
+
+    p = ArgumentParser(prog="softdiff compare", description="Train every (activation, seed) with the same "
                                 "budget, evaluate them identically, write report.md, results.json and plots.")
     p.add_argument("--config", default=DEFAULT_CONFIG, help=f"compare YAML (default: {DEFAULT_CONFIG})")
     p.add_argument("--output-dir", help="report folder (default: the config's output_dir)")
@@ -243,7 +275,18 @@ def load_compare_config(path: str | Path | None, overrides: Sequence[str] = ()) 
 
 
 def run_comparison(cfg: CompareConfig, command: str = "", log=print) -> Path:
-    """Run (or resume) every job of ``cfg``, then write the report folder; returns it."""
+    """Run (or resume) every job of ``cfg``, then write the report folder; returns it. The folder is locked
+    while this runs (a second comparison into it stops at once)."""
+    from softdiff.safe_io import check_output_dir
+    from softdiff.training.run_lock import RunLock
+
+    t0, commit = time.perf_counter(), _git_commit()  # the code that runs, not the one at the end
+    out = check_output_dir("output_dir", cfg.output_dir)
+    with RunLock(out, "compare folder"):
+        return _run_comparison(cfg, command, log, t0, commit, out)
+
+
+def _run_comparison(cfg: CompareConfig, command, log, t0: float, commit: str, out: Path) -> Path:
     import numpy as np
 
     from softdiff.data import make_dataset
@@ -259,11 +302,9 @@ def run_comparison(cfg: CompareConfig, command: str = "", log=print) -> Path:
         write_report,
     )
     from softdiff.evaluation.run_eval import RunEvaluator
+    from softdiff.safe_io import write_json, write_text
 
-    t0, commit = time.perf_counter(), _git_commit()  # the code that runs, not the one at the end
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "compare_config.yaml").write_text(to_yaml(cfg))
+    write_text(out / "compare_config.yaml", to_yaml(cfg))
     base = cfg.base_train_config()
     dataset = make_dataset(base.data.name, base.data.root, base.data.download, base.data.path, base.data.image_size,
                            base.data.channels)
@@ -318,7 +359,7 @@ def run_comparison(cfg: CompareConfig, command: str = "", log=print) -> Path:
     for act in cfg.activations:
         first = next((r for r in results if r["activation"] == act and not r.get("error")), None)
         if first is not None:
-            panel[act] = np.load(Path(first["run_dir"]) / "eval_samples.npy")
+            panel[act] = np.load(Path(first["run_dir"]) / "eval_samples.npy", allow_pickle=False)
     reference = evaluator.reference.numpy() if dataset.kind == "vector" else None
     if panel:
         plot_samples(panel, dataset.kind, out / "samples.png", reference, dataset.data_range)
@@ -339,7 +380,7 @@ def run_comparison(cfg: CompareConfig, command: str = "", log=print) -> Path:
     payload = {"runs": results, "summary": {a: {m: {"mean": s["mean"], "std": s["std"]} for m, s in ms.items()}
                                             for a, ms in summary.items()},
                "noise_floor": floors, "winners": wins, "diagnostics": diagnostics, "setup": setup}
-    (out / "results.json").write_text(json.dumps(_finite_json(payload), indent=2))
+    write_json(out / "results.json", _finite_json(payload), indent=2)
     log(f"wrote {out / 'report.md'}, {out / 'results.json'} and {len(plots)} plots")
     return out
 

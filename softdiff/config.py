@@ -85,5 +85,7 @@ def to_yaml(obj: Any) -> str:
 
 
 def save_config(obj: Any, path: str | Path) -> None:
-    """Write the resolved config next to a run's outputs."""
-    Path(path).write_text(to_yaml(obj))
+    """Write the resolved config next to a run's outputs (atomically)."""
+    from softdiff.safe_io import write_text
+
+    write_text(path, to_yaml(obj))

@@ -21,7 +21,40 @@ def check_choice(key: str, value, choices) -> None:
 
 def check_positive(key: str, value, allow_zero: bool = False) -> None:
     """Raise ConfigError unless ``value`` is a positive (or non-negative) number."""
+    if value != value:  # nan compares false with everything
+        raise ConfigError(f"{key}={value!r} must be a finite number.")
     ok = value >= 0 if allow_zero else value > 0
     if not ok:
         bound = "non-negative" if allow_zero else "positive"
         raise ConfigError(f"{key}={value!r} must be {bound}.")
+
+
+def check_finite(key: str, value) -> None:
+    """Raise ConfigError unless ``value`` is a finite number (not nan or inf)."""
+    import math
+
+    if not math.isfinite(value):
+        raise ConfigError(f"{key}={value!r} must be a finite number.")
+
+
+def check_device(key: str, name: str | None) -> None:
+    """Raise ConfigError unless ``name`` is a device that exists here (cpu, cuda, cuda:N, mps)."""
+    if name is None:
+        return
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"{key} {name!r} is not a device name; use cpu, cuda or cuda:N.") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(f"{key} {name!r}: no CUDA GPU is available on this machine; use cpu.")
+        if device.index is not None and device.index >= count:
+            raise ConfigError(f"{key} {name!r}: this machine has {count} GPU(s), cuda:0 to cuda:{count - 1}.")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ConfigError(f"{key} {name!r}: MPS is not available on this machine; use cpu.")
+    elif device.type != "cpu":
+        raise ConfigError(f"{key} {name!r} is not supported; use cpu or cuda.")

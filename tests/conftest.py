@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -18,3 +19,39 @@ def run_script():
                               text=True, timeout=timeout)
 
     return _run
+
+
+class _Forked:
+    """Client of tests/fork_runner.py: run a command in a forked child of a preloaded interpreter."""
+
+    def __init__(self, tmp_dir):
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+        self.proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "fork_runner.py")], cwd=ROOT, env=env,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.tmp_dir, self.count = Path(tmp_dir), 0
+        ready = self.proc.stdout.readline()
+        assert '"ready"' in ready, "fork_runner.py did not start"
+
+    def __call__(self, entry, *args, code=None, env=None, cwd=ROOT, timeout=300):
+        self.count += 1
+        out, err = self.tmp_dir / f"{self.count}.out", self.tmp_dir / f"{self.count}.err"
+        request = {"entry": entry, "args": [str(a) for a in args], "code": code, "env": env or {},
+                   "cwd": str(cwd), "stdout": str(out), "stderr": str(err), "timeout": timeout}
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        reply = json.loads(self.proc.stdout.readline())
+        return subprocess.CompletedProcess([entry, *request["args"]], reply["returncode"], out.read_text(),
+                                           err.read_text())
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+@pytest.fixture(scope="session")
+def forked(tmp_path_factory):
+    """``forked("train.py" | "sample.py" | "softdiff" | "code", *args, code=..., env=..., cwd=...)``: the
+    command's CompletedProcess, run in its own process (see tests/fork_runner.py)."""
+    client = _Forked(tmp_path_factory.mktemp("forked"))
+    yield client
+    client.close()

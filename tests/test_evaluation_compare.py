@@ -72,6 +72,25 @@ def test_rerun_reuses_finished_runs_and_reevaluates_identically(tiny_report, cap
     assert after["summary"] == before["summary"]  # evaluation is deterministic
 
 
+def test_rerun_resumes_a_run_whose_final_save_was_torn(tiny_report, capsys):
+    """An empty model_ema weights file (a kill during the final save, older layout) is detected: the run is
+    resumed from its last checkpoint, which rewrites both models exactly, and evaluated again."""
+    from safetensors.torch import load_file
+
+    out = tiny_report
+    run = out / "runs" / "softmax-seed0"
+    weights = run / "model_ema" / "diffusion_pytorch_model.safetensors"
+    before = {k: v.clone() for k, v in load_file(str(weights)).items()}  # not the memory map of a file cut below
+    weights.write_bytes(b"")
+    (run / "result.json").unlink()
+    capsys.readouterr()
+    assert run_main(main, tiny_argv(out)) == 0
+    assert "softmax seed 0 (reused)" not in capsys.readouterr().out
+    after = load_file(str(weights))
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    assert json.loads((run / "train_summary.json").read_text())["finished"]
+
+
 @pytest.mark.parametrize("extra,needle", [
     (["activations=[softmax,swish9]"], "activations: 'swish9' is not valid"),
     (["num_seeds=0"], "num_seeds=0 must be positive"),

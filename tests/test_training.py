@@ -171,9 +171,14 @@ def test_sample_cli_writes_npz_and_picture(tmp_path, run_script):
 
 @pytest.mark.slow
 def test_two_process_cpu_ddp_matches_one_process(tmp_path, run_script):
-    args = [*TINY, "train.steps=10", "--quiet"]
-    res = run_script("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "train.py", *args,
-                     f"output_dir={tmp_path / 'ddp'}", env_extra={"OMP_NUM_THREADS": "1"})
+    args = [*TINY, "train.steps=10", "train.checkpoint_every=5", "--quiet", f"output_dir={tmp_path / 'ddp'}"]
+    ddp = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "train.py", *args]
+    # Split in two invocations: the second resumes both processes from checkpoint-5 (one RNG file per process).
+    res = run_script(*ddp, "--stop-after", "5", env_extra={"OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "ddp/checkpoints/checkpoint-5").glob("random_states_*")) == [
+        "random_states_0.pkl", "random_states_1.pkl"]
+    res = run_script(*ddp, "--resume", "latest", env_extra={"OMP_NUM_THREADS": "1"})
     assert res.returncode == 0, res.stderr[-2000:]
     summary = json.loads((tmp_path / "ddp" / "train_summary.json").read_text())
     assert summary["num_processes"] == 2

@@ -66,6 +66,18 @@ def _as_unit_float(images: Tensor) -> Tensor:
     return images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
 
 
+NATIVE_SHAPES = {"digits": (1, 8, 8), "mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+
+
+def example_shape(name: str, image_size: int = 32, channels: int = 3) -> tuple[int, ...]:
+    """One example's shape in model space for dataset ``name``, without loading it."""
+    if name in TOY2D:
+        return (2,)
+    if name == "folder":
+        return (channels, image_size, image_size)
+    return NATIVE_SHAPES[name]
+
+
 def make_dataset(name: str, root: str | Path = "data", download: bool = False, path: str | None = None,
                  image_size: int = 32, channels: int = 3, train: bool = True) -> Dataset:
     """The dataset called ``name`` (see ``DATASETS``); torchvision sets download only with ``download=True``."""
@@ -85,4 +97,4 @@ def make_dataset(name: str, root: str | Path = "data", download: bool = False, p
     raise DataError(f"unknown dataset '{name}'; choose one of: {', '.join(DATASETS)}.")
 
 
-__all__ = ["DATASETS", "Dataset", "GaussianMixture", "IMAGE_DATASETS", "make_dataset"]
+__all__ = ["DATASETS", "Dataset", "GaussianMixture", "IMAGE_DATASETS", "example_shape", "make_dataset"]

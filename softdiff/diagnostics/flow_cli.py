@@ -5,11 +5,9 @@ Writes ``results.json`` (config, per-case histories, summary rows) and ``shares.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
@@ -19,7 +17,9 @@ from softdiff.diagnostics.flow_plots import plot_all
 from softdiff.diagnostics.gradient_flow import (
     PRESETS, FlowCase, FlowHistory, FlowIntegrationError, preset_cases, run_case,
 )
-from softdiff.errors import ConfigError, check_choice, check_positive
+from softdiff.cli import ArgumentParser
+from softdiff.errors import ConfigError, check_choice, check_device, check_finite, check_positive
+from softdiff.safe_io import check_output_dir, write_text
 
 
 @dataclass
@@ -41,8 +41,12 @@ class FlowConfig:
             check_positive("steps", self.steps)
         if self.lr is not None:
             check_positive("lr", self.lr)
-        if self.device != "cpu" and not (self.device.startswith("cuda") and torch.cuda.is_available()):
-            raise ConfigError(f"device={self.device!r} is not available; use cpu (or cuda when a GPU is present).")
+            check_finite("lr", self.lr)
+        if not 0 <= self.seed < 2**32 - self.seeds:
+            raise ConfigError(f"seed={self.seed} must be in [0, 2**32 - seeds).")
+        if self.seeds > 100_000:
+            raise ConfigError(f"seeds={self.seeds} must be at most 100000 (they run as one batch).")
+        check_device("device", self.device)
 
 
 def _mean(x: torch.Tensor) -> float:
@@ -122,7 +126,7 @@ def _print_table(rows: Sequence[tuple[str, str, str, str]]) -> None:
 
 
 def main(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="softdiff flow", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="softdiff flow", description=__doc__.splitlines()[0])
     parser.add_argument("--preset", help="protocol E1..E5 (THEORY.md 3)")
     parser.add_argument("--output-dir", help="where results.json and the PNGs go (default runs/flow/<preset>)")
     parser.add_argument("overrides", nargs="*", help="key=value: seeds, seed, steps, lr, method, device")
@@ -133,7 +137,8 @@ def main(argv: Sequence[str]) -> int:
     if args.output_dir is not None:
         overrides.append(f"output_dir={args.output_dir}")
     cfg = load_config(FlowConfig, None, overrides)
-    out_dir = Path(cfg.output_dir or f"runs/flow/{cfg.preset}")
+    out_dir = check_output_dir("--output-dir" if args.output_dir else "output_dir",
+                               cfg.output_dir or f"runs/flow/{cfg.preset}")
     out_dir.mkdir(parents=True, exist_ok=True)
 
     histories, results, table = {}, {"config": asdict(cfg), "cases": {}}, []
@@ -156,7 +161,7 @@ def main(argv: Sequence[str]) -> int:
               f"{'steps' if cfg.method == 'gd' else 'time'} x {hist.meta['batch']} seeds in {seconds:.1f} s")
     if not histories:
         raise FlowIntegrationError(f"every case of {cfg.preset} failed with method={cfg.method}; use method=gd.")
-    (out_dir / "results.json").write_text(json.dumps(results, allow_nan=False))
+    write_text(out_dir / "results.json", json.dumps(results, allow_nan=False))
     pngs = plot_all(histories, out_dir, f"{cfg.preset} ({cfg.method})")
     print()
     _print_table(table)

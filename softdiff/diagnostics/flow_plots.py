@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from softdiff.diagnostics.gradient_flow import FlowHistory  # noqa: E402
+from softdiff.safe_io import save_figure  # noqa: E402
 
 
 def _series(hist: FlowHistory, name: str, seed_index: int = 0) -> np.ndarray:
@@ -56,7 +57,7 @@ def plot_shares(histories: dict[str, FlowHistory], path: Path, title: str, seed_
         ax.axis("off")
     fig.suptitle(f"{title}: attention shares per token (seed {seed_index})", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
 
@@ -79,7 +80,7 @@ def plot_entropy(histories: dict[str, FlowHistory], path: Path, title: str) -> P
     ax.set_title(f"{title}: entropy (bold: mean over seeds)")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
 
@@ -103,7 +104,7 @@ def plot_projections(histories: dict[str, FlowHistory], path: Path, title: str, 
         ax.axis("off")
     fig.suptitle(f"{title}: value projections (seed {seed_index})", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
 

@@ -8,15 +8,17 @@ from typing import Sequence
 
 import torch
 
+from softdiff.cli import ArgumentParser
 from softdiff.config import load_config, save_config
 from softdiff.diagnostics.ntk_report import write_report
 from softdiff.diagnostics.ntk_study import NTKStudyConfig, run_width_study
+from softdiff.safe_io import check_output_dir
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="softdiff ntk", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="softdiff ntk", description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="YAML config (default configs/ntk_default.yaml)")
     parser.add_argument("--quick", action="store_true", help="the small config configs/ntk_quick.yaml")
     parser.add_argument("--output-dir", "--out", dest="out", help="output folder (overrides out_dir)")
@@ -30,6 +32,7 @@ def main(argv: Sequence[str]) -> int:
     path = args.config or CONFIG_DIR / ("ntk_quick.yaml" if args.quick else "ntk_default.yaml")
     overrides = list(args.overrides) + ([f"out_dir={args.out}"] if args.out else [])
     cfg = load_config(NTKStudyConfig, path, overrides)
+    check_output_dir("--output-dir" if args.out else "out_dir", cfg.out_dir)
     torch.set_num_threads(min(torch.get_num_threads(), 2))
     start = time.perf_counter()
     results = run_width_study(cfg, progress=not args.no_progress)

@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (backend must be chosen first)
 import numpy as np  # noqa: E402
 
 from softdiff.diagnostics.ntk_study import fmt  # noqa: E402
+from softdiff.safe_io import save_figure, write_text  # noqa: E402
 
 
 def plot_drift(results: dict, path: Path) -> None:
@@ -32,7 +33,7 @@ def plot_drift(results: dict, path: Path) -> None:
                title=f"{task}: NTK drift after {cfg['steps']} GD steps")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
 
 
@@ -54,7 +55,7 @@ def plot_loss(results: dict, path: Path) -> None:
             ax.set(yscale="log", xlabel="GD step", ylabel="1/2 ||F - Y||^2", title=f"{task}, {act}")
             ax.legend(fontsize=6)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
 
 
@@ -73,7 +74,7 @@ def plot_spectra(results: dict, path: Path) -> None:
             ax.set(yscale="log", xlabel="index", ylabel="eigenvalue of H(0)", title=f"{task}, {act}")
             ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
 
 
@@ -82,11 +83,11 @@ def write_report(results: dict, out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / "results.json", out_dir / "report.md", out_dir / "drift_vs_width.png",
              out_dir / "loss_vs_step.png", out_dir / "spectra.png"]
-    paths[0].write_text(json.dumps(results, indent=1))
+    write_text(paths[0], json.dumps(results, indent=1))
     plot_drift(results, paths[2])
     plot_loss(results, paths[3])
     plot_spectra(results, paths[4])
-    paths[1].write_text(report_markdown(results))
+    write_text(paths[1], report_markdown(results))
     return paths
 
 

@@ -6,7 +6,6 @@ massive-activation ratio; averaged over heads and timesteps), the runs side by s
 """
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Sequence
@@ -18,7 +17,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from softdiff.diagnostics.attention import SINK_THRESHOLD, ProbeResult, probe_run  # noqa: E402
-from softdiff.errors import ConfigError, check_positive  # noqa: E402
+from softdiff.cli import ArgumentParser  # noqa: E402
+from softdiff.errors import ConfigError, check_finite, check_positive  # noqa: E402
+from softdiff.safe_io import check_output_dir, save_figure, write_text  # noqa: E402
 
 COLUMNS = (("entropy", "entropy", "{:.2f}"), ("sparsity", "sparsity", "{:.3f}"), ("sink", "sink", "{:.3f}"),
            ("sink_heads", "sink heads", "{:.2f}"), ("register_share", "reg. share", "{:.3f}"),
@@ -64,13 +65,13 @@ def plot_heatmaps(results: Sequence[ProbeResult], path: Path) -> Path:
             ax.set_title(f"{_label(result, index)}: {title}", fontsize=9)
             fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
 
 
 def main(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="softdiff probe", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="softdiff probe", description=__doc__.splitlines()[0])
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="one or two trained run folders")
     parser.add_argument("--output-dir", help="where probe.json and probe_heatmaps.png go (default: RUN_DIR/probe)")
     parser.add_argument("--timesteps", type=int, nargs="+", default=[50, 250, 500, 750],
@@ -84,13 +85,16 @@ def main(argv: Sequence[str]) -> int:
     if len(args.run_dirs) > 2:
         raise ConfigError(f"got {len(args.run_dirs)} run folders; pass one or two (to compare side by side).")
     check_positive("--num-samples", args.num_samples)
+    check_finite("--threshold", args.threshold)
     if not 0 < args.threshold < 1:
         raise ConfigError(f"--threshold={args.threshold} must lie strictly between 0 and 1.")
+    if args.num_samples > 100_000:
+        raise ConfigError(f"--num-samples {args.num_samples} is more than the 100000 examples a probe can use.")
+    out_dir = check_output_dir("--output-dir", args.output_dir or Path(args.run_dirs[0]) / "probe")
     results = [probe_run(d, args.timesteps, args.num_samples, args.seed, ema=not args.live,
                          data_root=args.data_root, threshold=args.threshold) for d in args.run_dirs]
-    out_dir = Path(args.output_dir or Path(args.run_dirs[0]) / "probe")
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "probe.json").write_text(json.dumps({"runs": [r.to_dict() for r in results]}))
+    write_text(out_dir / "probe.json", json.dumps({"runs": [r.to_dict() for r in results]}))
     png = plot_heatmaps(results, out_dir / "probe_heatmaps.png")
     print_table(results)
     print(f"\nwrote {out_dir / 'probe.json'} and {png}")

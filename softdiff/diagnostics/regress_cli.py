@@ -13,7 +13,9 @@ import torch
 from scipy.optimize import minimize
 
 from softdiff.diagnostics.softmax_regression import SoftmaxRegression, convexity_certificate, solve
+from softdiff.cli import ArgumentParser
 from softdiff.errors import ConfigError
+from softdiff.safe_io import check_output_dir, save_figure, write_text
 
 # Each preset: (n, d, kind, logit std, w). The logit std of A x_true is the peakedness knob: max b is about
 # 1/n at 1 and about 0.6-0.75 at 5 for these sizes (measured: n=2000 d=50 gives 0.009 / 0.24 / 0.71 at 1 / 3 / 5).
@@ -136,12 +138,12 @@ def plot_instance(results: list[dict], title: str, path: Path) -> None:
     axes[0].set_xscale("symlog", linthresh=10)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="softdiff regress", description="Softmax regression solvers vs scipy.")
+    p = ArgumentParser(prog="softdiff regress", description="Softmax regression solvers vs scipy.")
     p.add_argument("--preset", default="default", help=f"one of: {', '.join(PRESETS)} (default: default)")
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
                    help=f"comma-separated, from: {', '.join(METHODS)} (default: all but lbfgs, which is scipy's "
@@ -162,7 +164,9 @@ def main(argv: Sequence[str]) -> int:
         raise ConfigError(f"--methods has {', '.join(bad) or 'nothing'}; choose from: {', '.join(METHODS)}.")
     if not 0 < args.tol < 1:
         raise ConfigError(f"--tol {args.tol} must be in (0, 1).")
-    out = Path(args.output_dir)
+    if not 0 <= args.seed < 2**32 - 16:
+        raise ConfigError(f"--seed {args.seed} must be in [0, 2**32 - 16).")
+    out = check_output_dir("--output-dir", args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     all_results, lines = [], ["# Softmax regression solvers", "",
                               f"`softdiff regress --preset {args.preset} --tol {args.tol} --seed {args.seed}`", ""]
@@ -196,7 +200,7 @@ def main(argv: Sequence[str]) -> int:
     lines += ["Linear ratio: median of ||g_{t+1}|| / ||g_t|| (THEORY.md recalls 0.4 for approximate Newton, in "
               "distance to x*). Order: median log ||g_{t+1}|| / log ||g_t|| over steps with ||g|| < 0.1 (2 for "
               "quadratic convergence)."]
-    (out / "report.md").write_text("\n".join(lines) + "\n")
-    (out / "results.json").write_text(json.dumps(all_results, indent=1))
+    write_text(out / "report.md", "\n".join(lines) + "\n")
+    write_text(out / "results.json", json.dumps(all_results, indent=1))
     print(f"wrote {out / 'report.md'}, {out / 'results.json'} and {len(all_results)} plots")
     return 0

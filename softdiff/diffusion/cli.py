@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import Sequence
 
@@ -10,7 +11,8 @@ import torch
 
 from softdiff.diffusion.sampling import sample
 from softdiff.diffusion.schedulers import SCHEDULERS, make_scheduler
-from softdiff.errors import ConfigError, check_positive
+from softdiff.cli import ArgumentParser
+from softdiff.errors import ConfigError, check_device, check_positive
 
 
 def _resolve_model_dir(path: str | Path, ema: bool) -> Path:
@@ -42,8 +44,13 @@ def generate(model_dir: str | Path, scheduler: str = "dpm++", steps: int = 20, n
     check_positive("--num-samples", num_samples)
     check_positive("--batch-size", batch_size)
     check_positive("--guidance-scale", guidance_scale, allow_zero=True)
+    check_device("--device", device)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, scheduler_config, info = load_trained(_resolve_model_dir(model_dir, ema))
+    if steps > scheduler_config["num_train_timesteps"]:
+        raise ConfigError(f"--steps {steps} must be at most this model's num_train_timesteps "
+                          f"({scheduler_config['num_train_timesteps']}).")
+    _check_output_size(num_samples, info["shape"])
     model.to(device)
     classes = info.get("num_classes") if model.config.get("num_class_embeds") else None
     if class_label is not None and (classes is None or not 0 <= class_label < classes):
@@ -71,8 +78,18 @@ def generate(model_dir: str | Path, scheduler: str = "dpm++", steps: int = 20, n
     return ((x + 1) / 2).clamp(0, 1) if info["kind"] == "image" else x
 
 
+def _check_output_size(num_samples: int, shape) -> None:
+    """Refuse a sample count whose output alone cannot fit in memory (before any sampling)."""
+    from softdiff.training.preflight import available_memory
+
+    need, available = 2 * 4 * num_samples * math.prod(shape), available_memory(gpu=False)  # samples end on the host
+    if available is not None and need > available:
+        raise ConfigError(f"--num-samples {num_samples} needs about {need / 1e9:.3g} GB for the samples alone, more "
+                          f"than the {available / 1e9:.3g} GB of memory available; ask for fewer.")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sample.py", description="Sample from a trained model.")
+    p = ArgumentParser(prog="sample.py", description="Sample from a trained model.")
     p.add_argument("model_dir", help="RUN_DIR/model (or RUN_DIR, or RUN_DIR/model_ema)")
     p.add_argument("--scheduler", default="dpm++sde",
                    help=f"one of: {', '.join(SCHEDULERS)} (default dpm++sde, the stochastic DPM-Solver++: "
@@ -96,15 +113,15 @@ def main(argv: Sequence[str]) -> int:
     from softdiff.training.models import load_trained
     from softdiff.training.previews import save_picture
 
+    from softdiff.safe_io import atomic_path, check_output_file
+
     args = parser().parse_args(argv)
-    out = Path(args.output)
-    if out.suffix != ".npz":
-        raise ConfigError(f"--output '{out}' must end in .npz.")
+    out = check_output_file("--output", args.output, ".npz")
     x = generate(args.model_dir, args.scheduler, args.steps, args.num_samples, args.seed, args.ema,
                  args.batch_size, args.device, args.class_label, args.guidance_scale, progress=True)
     info = load_trained(_resolve_model_dir(args.model_dir, args.ema))[2]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(out, samples=x.numpy())
+    with atomic_path(out) as tmp:
+        np.savez(tmp, samples=x.numpy())
     picture = out.with_suffix(".png")
     save_picture(x, picture, info["kind"], tuple(info["data_range"]),
                  title=f"{len(x)} samples, {args.scheduler} {args.steps} steps")

@@ -116,7 +116,10 @@ def save_classifier(model: DigitsClassifier, path: str | Path, test_accuracy: fl
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"dataset": dataset, "test_accuracy": f"{test_accuracy:.6f}",
             "feature_dim": str(model.num_features)}
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path), metadata=meta)
+    from softdiff.safe_io import atomic_path
+
+    with atomic_path(path) as tmp:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp), metadata=meta)
 
 
 def load_classifier(path: str | Path) -> tuple[DigitsClassifier, dict]:

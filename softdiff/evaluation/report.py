@@ -12,6 +12,7 @@ import numpy as np  # noqa: E402
 
 from softdiff.diagnostics.attention import PROBE_SUMMARY  # noqa: E402
 from softdiff.evaluation.run_eval import HIGHER_IS_BETTER  # noqa: E402
+from softdiff.safe_io import save_figure, write_text  # noqa: E402
 
 REPORT_SECTIONS = ("## Setup", "## Results", "## Winners", "## Plots", "## Runs")
 
@@ -103,7 +104,7 @@ def plot_run_curves(runs: list[dict], activations: list[str], path: Path, key: s
         ax.set(xlabel="step", ylabel=ylabel, yscale=yscale, title=title)
         ax.legend()
         fig.tight_layout()
-        fig.savefig(path, dpi=110)
+        save_figure(fig, path, dpi=110)
     plt.close(fig)
     return drawn
 
@@ -176,7 +177,7 @@ def plot_metric_vs_steps(runs: list[dict], activations: list[str], metrics: list
                yscale="log" if positive else "linear")
     axes[0][0].legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return True
 
@@ -207,7 +208,7 @@ def plot_samples(samples: dict[str, np.ndarray], kind: str, path: Path, referenc
     if kind != "image" and reference is not None:
         axes[0][0].legend(loc="upper right", markerscale=4, fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 
@@ -262,4 +263,4 @@ def write_report(path: Path, title: str, setup: dict, activations: list[str], me
         status = f"failed: {r['error']}" if r.get("error") else "ok"
         lines.append(f"| {r['activation']} | {r['seed']} | {_fmt(final_loss)} | {_fmt(r.get('train_seconds'))} | "
                      f"{r['run_dir']} | {status} |")
-    path.write_text("\n".join(lines) + "\n")
+    write_text(path, "\n".join(lines) + "\n")

@@ -61,11 +61,20 @@ def applicable_metrics(dataset: Dataset, settings: EvalSettings) -> list[str]:
 
 
 def load_ema_weights(model, checkpoint: Path) -> None:
-    """Copy the EMA shadow parameters saved in an accelerate checkpoint into ``model``."""
-    state = torch.load(checkpoint / "custom_checkpoint_0.pkl", weights_only=True, map_location="cpu")
+    """Copy the EMA weights of a training checkpoint (``ema.safetensors``, by parameter name) into ``model``."""
+    from softdiff.errors import DataError
+    from softdiff.training.checkpoints import CheckpointError, read_ema
+
+    try:
+        tensors, _ = read_ema(Path(checkpoint))
+    except CheckpointError as err:
+        raise DataError(f"checkpoint '{checkpoint}' has no usable EMA weights: {err}.") from None
+    params = dict(model.named_parameters())
+    if set(tensors) != set(params) or any(tensors[k].shape != p.shape for k, p in params.items()):
+        raise DataError(f"the EMA weights of checkpoint '{checkpoint}' do not fit the model they are loaded into.")
     with torch.no_grad():
-        for p, shadow in zip(model.parameters(), state["shadow_params"]):
-            p.copy_(shadow)
+        for name, p in params.items():
+            p.copy_(tensors[name])
 
 
 def draw_samples(model, scheduler_config: dict, dataset: Dataset, settings: EvalSettings) -> Tensor:

@@ -1,12 +1,13 @@
 """The schema of a training run (``configs/*.yaml`` hold only the keys that differ from these defaults)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
 from softdiff.config import load_config
-from softdiff.data import DATASETS, IMAGE_DATASETS
+from softdiff.data import DATASETS, IMAGE_DATASETS, example_shape
 from softdiff.diffusion.objectives import LOSS_WEIGHTINGS
 from softdiff.diffusion.schedulers import DIFFUSION_PREDICTION_TYPES, FLOW_SCHEDULERS, SCHEDULERS
 from softdiff.diffusion.timesteps import TIMESTEP_DENSITIES
@@ -164,6 +165,48 @@ class TrainConfig:
                               "2-D toy set; use model.type=ScoreMLP or TwoLayerScoreNet.")
         if m.type == "TwoLayerScoreNet" and m.coupled and m.width % 2:
             raise ConfigError(f"model.width={m.width} must be even with model.coupled=true.")
+        self._validate_ranges()
+
+    def _validate_ranges(self) -> None:
+        """Finite floats, ranges, divisibility and limits, so that no bad value surfaces mid-run."""
+        m, d, t, diff = self.model, self.data, self.train, self.diffusion
+        for key, value in [("train.lr", t.lr), ("train.weight_decay", t.weight_decay), ("train.grad_clip",
+                           t.grad_clip), ("train.ema_decay", t.ema_decay), ("model.dropout", m.dropout),
+                           ("model.fourier_scale", m.fourier_scale), ("model.sigma", m.sigma),
+                           ("diffusion.ou_t_min", diff.ou_t_min), ("diffusion.ou_t_max", diff.ou_t_max),
+                           ("diffusion.min_snr_gamma", diff.min_snr_gamma), ("diffusion.sigma_data", diff.sigma_data),
+                           ("diffusion.flow_shift", diff.flow_shift), ("diffusion.density_mean", diff.density_mean),
+                           ("diffusion.density_std", diff.density_std), ("train.label_dropout", t.label_dropout),
+                           ("sample.guidance_scale", self.sample.guidance_scale)]:
+            if value is not None and not math.isfinite(value):
+                raise ConfigError(f"{key}={value} must be a finite number.")
+        if not 0 <= m.dropout < 1:
+            raise ConfigError(f"model.dropout={m.dropout} must be in [0, 1).")
+        for key, value, low in [("model.width_mult", m.width_mult, 1), ("model.patch_size", m.patch_size, 1),
+                                ("model.num_registers", m.num_registers, 0),
+                                ("model.fourier_features", m.fourier_features, 0), ("train.seed", t.seed, 0)]:
+            if value < low:
+                raise ConfigError(f"{key}={value} must be at least {low}.")
+        for key, value, high in [("train.seed", t.seed, 2**32 - 1), ("data.image_size", d.image_size, 4096),
+                                 ("diffusion.num_train_timesteps", diff.num_train_timesteps, 100_000)]:
+            if value > high:
+                raise ConfigError(f"{key}={value} must be at most {high}.")
+        if d.image_size < 1:
+            raise ConfigError(f"data.image_size={d.image_size} must be positive.")
+        if m.type == "ScoreTransformer":
+            size = example_shape(d.name, d.image_size, d.channels)[-1]
+            source = "data.image_size" if d.name == "folder" else f"the {d.name} images' size"
+            if size % m.patch_size:
+                raise ConfigError(f"model.patch_size={m.patch_size} must divide {source} ({size}); try "
+                                  f"{', '.join(str(p) for p in (1, 2, 4, 7, 8) if size % p == 0)}.")
+            if m.hidden_size % m.num_heads:
+                raise ConfigError(f"model.num_heads={m.num_heads} must divide model.hidden_size={m.hidden_size}.")
+        if self.sample.steps > diff.num_train_timesteps:
+            raise ConfigError(f"sample.steps={self.sample.steps} must be at most diffusion.num_train_timesteps="
+                              f"{diff.num_train_timesteps} (the sampler picks that many of the training timesteps).")
+        if diff.beta_schedule == "ou" and not 0 < diff.ou_t_min < diff.ou_t_max:
+            raise ConfigError(f"diffusion.ou_t_min={diff.ou_t_min} and ou_t_max={diff.ou_t_max} must satisfy "
+                              "0 < ou_t_min < ou_t_max.")
 
 
 def load_train_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> TrainConfig:

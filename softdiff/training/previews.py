@@ -13,6 +13,7 @@ from torchvision.utils import save_image  # noqa: E402
 
 from softdiff.diffusion.sampling import sample  # noqa: E402
 from softdiff.diffusion.schedulers import make_scheduler  # noqa: E402
+from softdiff.safe_io import atomic_path, save_figure  # noqa: E402
 
 
 def save_picture(samples: torch.Tensor, path: Path, kind: str, data_range=(-4.0, 4.0), title: str = "",
@@ -24,8 +25,9 @@ def save_picture(samples: torch.Tensor, path: Path, kind: str, data_range=(-4.0,
         if samples.shape[-1] < 32:  # enlarge tiny images (8x8 digits) so the grid is readable
             samples = torch.nn.functional.interpolate(samples, scale_factor=math.ceil(32 / samples.shape[-1]),
                                                       mode="nearest")
-        save_image(samples, path, nrow=max(1, int(math.ceil(math.sqrt(len(samples))))), padding=2,
-                   pad_value=0.5)
+        with atomic_path(path) as tmp:
+            save_image(samples, tmp, nrow=max(1, int(math.ceil(math.sqrt(len(samples))))), padding=2,
+                       pad_value=0.5)
         return
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     if reference is not None:
@@ -37,7 +39,7 @@ def save_picture(samples: torch.Tensor, path: Path, kind: str, data_range=(-4.0,
     if reference is not None:
         ax.legend(loc="upper right", markerscale=4)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 

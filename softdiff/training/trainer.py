@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -21,10 +22,13 @@ from softdiff.diffusion.objectives import diffusion_loss, loss_weight, training_
 from softdiff.diffusion.process import ForwardProcess
 from softdiff.diffusion.schedulers import training_scheduler_config
 from softdiff.errors import ConfigError, SoftdiffError
-from softdiff.training.checkpoints import load_first_valid, resolve_resume, save_checkpoint
+from softdiff.safe_io import is_disk_full, write_json, write_text
+from softdiff.training.checkpoints import Checkpoints, DiskFullError, list_checkpoints
 from softdiff.training.config import TrainConfig
 from softdiff.training.models import build_model, save_model
+from softdiff.training.preflight import out_of_memory_message, preflight
 from softdiff.training.previews import write_preview
+from softdiff.training.run_lock import lock_run_folder
 
 MAX_CONSECUTIVE_SKIPS = 10
 
@@ -72,14 +76,24 @@ def scheduler_config_of(cfg: TrainConfig) -> dict:
 
 
 class MetricsLog:
-    """``metrics.jsonl``: one JSON object per logged step; on resume, lines past the resumed step are dropped."""
+    """``metrics.jsonl``: one JSON object per logged step; on resume, lines past the resumed step are dropped,
+    and so is a line torn by a kill mid-write (the file is rewritten atomically)."""
 
     def __init__(self, path: Path, resume_step: int, enabled: bool):
         self.path, self.enabled = path, enabled
         if enabled and path.exists():
-            keep = [line for line in path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
-            path.write_text("".join(line + "\n" for line in keep))
+            keep, torn = [], 0
+            for line in path.read_text(errors="replace").splitlines():
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    torn += bool(line.strip())
+                    continue
+                if isinstance(record, dict) and record.get("step", 0) <= resume_step:
+                    keep.append(line)
+            if torn:
+                warnings.warn(f"dropped {torn} unreadable line(s) of '{path}' (a write cut short)", stacklevel=2)
+            write_text(path, "".join(line + "\n" for line in keep))
 
     def write(self, record: dict) -> None:
         if self.enabled:
@@ -126,8 +140,35 @@ def train(cfg: TrainConfig, resume: str | None = None, quiet: bool = False, stop
     """Train the run described by ``cfg`` into ``cfg.output_dir`` and return that folder.
 
     ``stop_after`` > 0 ends this invocation (with a checkpoint) after that many steps, e.g. to split a run
-    over jobs with a time limit; ``resume="latest"`` continues it exactly.
+    over jobs with a time limit; ``resume="latest"`` continues it exactly (``"auto"``: or starts from step 0
+    when no checkpoint loads). Inputs are checked first; the folder is locked for the whole run (a second run
+    into it stops at once); a full disk or an allocation failure becomes one sentence.
     """
+    from accelerate import PartialState
+
+    out = Path(cfg.output_dir)
+    preflight(cfg, resume)
+    lock = lock_run_folder(out, PartialState(cpu=not torch.cuda.is_available()))
+    try:
+        return _train(cfg, resume, quiet, stop_after)
+    except SoftdiffError:
+        raise
+    except Exception as err:
+        if is_disk_full(err, out):
+            saved = [p.name for _, p in list_checkpoints(out / "checkpoints")]
+            intact = f"the newest checkpoint '{saved[0]}' is intact" if saved else "no checkpoint was saved yet"
+            where = getattr(err, "filename", None) or (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise DiskFullError(f"no space left on device while writing into '{out}' ({where}); {intact}. Free "
+                                "space, then continue with --resume latest.") from None
+        message = out_of_memory_message(cfg, err) if isinstance(err, (MemoryError, RuntimeError)) else None
+        if message is None:
+            raise
+        raise ConfigError(message) from None
+    finally:
+        lock.release()
+
+
+def _train(cfg: TrainConfig, resume: str | None, quiet: bool, stop_after: int) -> Path:
     out = Path(cfg.output_dir)
     dataset = make_dataset(cfg.data.name, cfg.data.root, cfg.data.download, cfg.data.path, cfg.data.image_size,
                            cfg.data.channels)
@@ -147,17 +188,20 @@ def train(cfg: TrainConfig, resume: str | None = None, quiet: bool = False, stop
     lr_scheduler = get_scheduler(cfg.train.lr_schedule, optimizer, num_warmup_steps=cfg.train.warmup_steps,
                                  num_training_steps=cfg.train.steps)
     model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
-    ema.to(accelerator.device)
-    accelerator.register_for_checkpointing(ema)
+    ema.to(accelerator.device)  # saved by Checkpoints as safetensors + JSON (not accelerate's pickle path)
     forward = torch.compile(model) if cfg.train.compile else model
 
     checkpoint_dir = out / "checkpoints"
-    start = load_first_valid(accelerator, resolve_resume(resume, checkpoint_dir))
-    if resume and not start and accelerator.is_main_process and not quiet:
-        print(f"no usable checkpoint in {checkpoint_dir}: starting from step 0")
+    checkpoints = Checkpoints(accelerator, checkpoint_dir, cfg.train.checkpoints_total_limit, model, optimizer,
+                              lr_scheduler, ema)
+    start = checkpoints.resume(resume, quiet)
+    if start > cfg.train.steps:
+        raise ConfigError(f"the checkpoint resumed from is at step {start}, past train.steps={cfg.train.steps}; "
+                          f"set train.steps to at least {start}.")
     if accelerator.is_main_process:
         (out / "samples").mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
+        write_json(out / "train_summary.json", {"step": start, "finished": False}, indent=2)
     if accelerator.log_with:
         accelerator.init_trackers("softdiff", config={k: str(v) for k, v in asdict(cfg).items()})
     log = MetricsLog(out / "metrics.jsonl", start, accelerator.is_main_process)
@@ -179,7 +223,8 @@ def train(cfg: TrainConfig, resume: str | None = None, quiet: bool = False, stop
             kwargs = {"class_labels": labels.to(accelerator.device)} if labels is not None else {}
             with accelerator.accumulate(model), accelerator.autocast():
                 loss = diffusion_loss(forward(x_t, t, **kwargs), target, weight).mean()
-                finite = bool(accelerator.reduce(torch.isfinite(loss).float(), reduction="min").item())
+                # accelerate's reduce knows sum and mean only: finite everywhere iff the count is the world size.
+                finite = accelerator.reduce(torch.isfinite(loss).float(), reduction="sum").item() == world
                 if finite:
                     accelerator.backward(loss)
                     if accelerator.sync_gradients and cfg.train.grad_clip:
@@ -217,7 +262,7 @@ def train(cfg: TrainConfig, resume: str | None = None, quiet: bool = False, stop
         if tracker is not None and (diag := tracker(done, accelerator.unwrap_model(model))):
             log.write({"step": done, **diag})
         if done % cfg.train.checkpoint_every == 0 or done == end:
-            save_checkpoint(accelerator, checkpoint_dir, done, cfg.train.checkpoints_total_limit)
+            checkpoints.save(done)
         if (cfg.sample.every and done % cfg.sample.every == 0) or done == cfg.train.steps:
             if accelerator.is_main_process:
                 write_preview(accelerator.unwrap_model(model), ema, scheduler_config, dataset, cfg,
@@ -226,14 +271,7 @@ def train(cfg: TrainConfig, resume: str | None = None, quiet: bool = False, stop
     bar.close()
     checksums = accelerator.gather(torch.tensor([_param_checksum(model)], dtype=torch.float64,
                                                 device=accelerator.device)).tolist()
-    if accelerator.is_main_process:
-        summary = {"step": end, "finished": end == cfg.train.steps, "num_processes": world,
-                   "rank_weight_checksums": checksums, "wall_time": time.perf_counter() - t0}
-        (out / "train_summary.json").write_text(json.dumps(summary, indent=2))
-    if end < cfg.train.steps:
-        accelerator.end_training()
-        return out
-    if accelerator.is_main_process:
+    if end == cfg.train.steps and accelerator.is_main_process:  # each folder appears complete or not at all
         unwrapped = accelerator.unwrap_model(model)
         save_model(unwrapped, out / "model", scheduler_config, dataset)
         ema.store(unwrapped.parameters())
@@ -241,5 +279,9 @@ def train(cfg: TrainConfig, resume: str | None = None, quiet: bool = False, stop
         save_model(unwrapped, out / "model_ema", scheduler_config, dataset)
         ema.restore(unwrapped.parameters())
     accelerator.wait_for_everyone()
+    if accelerator.is_main_process:  # written last: "finished" means the saved models are complete
+        summary = {"step": end, "finished": end == cfg.train.steps, "num_processes": world,
+                   "rank_weight_checksums": checksums, "wall_time": time.perf_counter() - t0}
+        write_json(out / "train_summary.json", summary, indent=2)
     accelerator.end_training()
     return out
