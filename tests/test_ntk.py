@@ -54,7 +54,7 @@ def test_closed_form_equals_torch_func_gram(act, coupled):
 
 
 def test_softmax_closed_form_matches_theory_formula_entrywise():
-    """THEORY.md 1.4 written out for single entries: checks the output-major ordering l*n + i."""
+    """docs/theory.md 1.4 written out for single entries: checks the output-major ordering l*n + i."""
     gen = torch.Generator().manual_seed(1)
     net = TwoLayerSoftmax(4, 2, 10, coupled=False, seed=2).double()
     x = unit_rows(gen, 3, 4)
@@ -91,7 +91,7 @@ def test_closed_form_is_symmetric_psd(act):
 
 
 def test_shift_invariance_direction_is_null_for_softmax_only():
-    """THEORY.md 1.2: adding c to every w_r leaves F unchanged, so J (c 1_m^T) = 0 and it is null in J^T J."""
+    """docs/theory.md 1.2: adding c to every w_r leaves F unchanged, so J (c 1_m^T) = 0 and it is null in J^T J."""
     gen = torch.Generator().manual_seed(4)
     x = unit_rows(gen, 6, 3)
     c = rn(gen, 3)

@@ -55,7 +55,7 @@ def test_wide_softmax_rate_matches_linearised_prediction(study):
 
 
 def test_full_batch_gd_conserves_column_sum_for_softmax():
-    """THEORY.md 1.2: sum_r dL/dw_r = 0, so GD keeps sum_r w_r fixed (only for the softmax net)."""
+    """docs/theory.md 1.2: sum_r dL/dw_r = 0, so GD keeps sum_r w_r fixed (only for the softmax net)."""
     cfg = NTKStudyConfig(n_train=6, n_test=2, d_in=3, d_out=2)
     task = make_task("regression", cfg, seed=1)
     for act, conserved in [("softmax", True), ("relu", False)]:

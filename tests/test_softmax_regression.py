@@ -29,7 +29,7 @@ def test_gradient_and_hessians_match_autograd():
     H_auto = torch.func.hessian(autograd_loss(p))(x)
     assert torch.allclose(p.grad(x), g_auto, atol=1e-9)
     assert torch.allclose(p.hessian(x), H_auto, atol=1e-9)        # diagonal + rank-2 split
-    assert torch.allclose(p.hessian_full(x), H_auto, atol=1e-9)   # THEORY.md's long form of B
+    assert torch.allclose(p.hessian_full(x), H_auto, atol=1e-9)   # docs/theory.md's long form of B
     v = torch.randn(5, dtype=torch.float64)
     assert torch.allclose(p.hvp(x, v), H_auto @ v, atol=1e-9)
     assert torch.allclose(p.loss(x), autograd_loss(p)(x), atol=1e-12)

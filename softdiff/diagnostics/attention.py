@@ -1,4 +1,4 @@
-"""Attention-sink and massive-activation probes (THEORY.md 3, last part) for trained score transformers.
+"""Attention-sink and massive-activation probes (docs/theory.md 3.3) for trained score transformers.
 
 The maths works on plain tensors: attention weights ``probs`` (B, heads, N_query, N_key) and residual streams
 (B, N, dim). Scores are computed on each query row renormalised to sum 1 (a no-op for softmax and relu_norm)
@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from softdiff.errors import DataError
 
-SINK_THRESHOLD = 0.9  # a head whose sink score exceeds this is a sink head (THEORY.md 3)
+SINK_THRESHOLD = 0.9  # a head whose sink score exceeds this is a sink head (docs/theory.md 3.3)
 # The per-run summary the comparison runner keeps and reports (keys of ProbeResult.layer_table), with labels.
 PROBE_SUMMARY = {"entropy": "attention entropy (nats)", "sparsity": "mean max weight", "sink": "sink score",
                  "sink_heads": "sink-head fraction", "massive": "massive activation (max / median)"}

@@ -1,7 +1,7 @@
-"""``softdiff flow --preset E1 [--output-dir DIR] [key=value ...]``: run a THEORY.md 3 protocol, report, plot.
+"""``softdiff flow --preset E1 [--output-dir DIR] [key=value ...]``: run a docs/theory.md 3 protocol, report, plot.
 
 Writes ``results.json`` (config, per-case histories, summary rows) and ``shares.png``, ``entropy.png``,
-``projections.png`` into the output directory, and prints the measured outcome next to THEORY.md's.
+``projections.png`` into the output directory, and prints the measured outcome next to the reference outcome of docs/theory.md 3.2.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from softdiff.safe_io import check_output_dir, write_text
 
 @dataclass
 class FlowConfig:
-    preset: str = "E1"              # protocol of THEORY.md 3: E1 .. E5
+    preset: str = "E1"              # protocol of docs/theory.md 3: E1 .. E5
     seeds: int = 1                  # initialisations run together as one batch
     seed: int = 0                   # first seed of the batch
     steps: Optional[int] = None     # GD steps (None: the protocol's); with method=flow, t_max = steps * lr
@@ -119,7 +119,7 @@ SUMMARIES = {"E1": _e1_rows, "E2": _e2_rows, "E3": _e3_rows, "E4": _e4_rows, "E5
 
 
 def _print_table(rows: Sequence[tuple[str, str, str, str]]) -> None:
-    head = ("case", "quantity", "measured", "THEORY.md")
+    head = ("case", "quantity", "measured", "reference")
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(4)]
     for r in [head, tuple("-" * w for w in widths), *rows]:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
@@ -127,7 +127,7 @@ def _print_table(rows: Sequence[tuple[str, str, str, str]]) -> None:
 
 def main(argv: Sequence[str]) -> int:
     parser = ArgumentParser(prog="softdiff flow", description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", help="protocol E1..E5 (THEORY.md 3)")
+    parser.add_argument("--preset", help="protocol E1..E5 (docs/theory.md 3)")
     parser.add_argument("--output-dir", help="where results.json and the PNGs go (default runs/flow/<preset>)")
     parser.add_argument("overrides", nargs="*", help="key=value: seeds, seed, steps, lr, method, device")
     args = parser.parse_args(argv)

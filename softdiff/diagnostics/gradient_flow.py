@@ -1,4 +1,4 @@
-"""Gradient descent / gradient flow on the value-softmax model ``beta = V s(a)`` (THEORY.md 3).
+"""Gradient descent / gradient flow on the value-softmax model ``beta = V s(a)`` (docs/theory.md 3).
 
 Everything is batched over a leading seed dimension: ``V`` is (B, D, N), ``a`` is (B, N), so a sweep of many
 initialisations is one call. Gradients are written by hand (no autograd in the loop) from
@@ -25,7 +25,7 @@ from torchdiffeq import odeint
 from softdiff.errors import SoftdiffError
 from softdiff.nets.activations import softmax_vjp
 
-_EPS = 1e-10  # added to every normaliser's denominator, as in THEORY.md's E2
+_EPS = 1e-10  # added to every normaliser's denominator, as in docs/theory.md's E2
 _ADAPTIVE_ODE_METHODS = {"dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun"}
 
 
@@ -161,7 +161,7 @@ class _ValueSoftmaxProblem:
 
 
 class _TiedProblem(_ValueSoftmaxProblem):
-    """``beta = U s(U a)`` with one shared square ``U`` (THEORY.md 3, massive activations)."""
+    """``beta = U s(U a)`` with one shared square ``U`` (docs/theory.md 3, massive activations)."""
 
     tied = True
 
@@ -447,7 +447,7 @@ def objective(V: Tensor, a: Tensor, loss: str, target, normalization: str = "sof
 # -------------------------------------------------------------------------------- reference protocols E1..E5
 @dataclass
 class FlowCase:
-    """One run of a protocol: which model, the keyword arguments of the driver, and THEORY.md's outcome."""
+    """One run of a protocol: which model, the keyword arguments of the driver, and docs/theory.md's outcome."""
 
     label: str
     tied: bool
@@ -525,7 +525,7 @@ E4_EXPECTED_ENTROPY = {1: 3.00, 2: 2.95, 3: 1.72, 4: 0.77, 5: 0.40}
 
 
 def _e4(num_seeds: int, seed: int) -> list[FlowCase]:
-    # THEORY.md fixes cond(X) only; X's spectrum (geometric) and y ~ N(0, I_n) are this toolkit's choice.
+    # docs/theory.md fixes cond(X) only; X's spectrum (geometric) and y ~ N(0, I_n) are this toolkit's choice.
     cases, n = [], 20
     for kappa, expected in E4_EXPECTED_ENTROPY.items():
         V0, a0, X, y = _draw(_seeds(num_seeds, seed, 4), lambda g: (
@@ -547,7 +547,7 @@ PRESETS: dict[str, Callable[[int, int], list[FlowCase]]] = {"E1": _e1, "E2": _e2
 
 
 def preset_cases(name: str, num_seeds: int = 1, seed: int = 0) -> list[FlowCase]:
-    """The runs of protocol ``name`` (THEORY.md 3) with ``num_seeds`` batched draws starting at ``seed``."""
+    """The runs of protocol ``name`` (docs/theory.md 3) with ``num_seeds`` batched draws starting at ``seed``."""
     try:
         builder = PRESETS[name]
     except KeyError:

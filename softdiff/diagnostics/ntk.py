@@ -3,7 +3,7 @@
 Conventions (stated once, used everywhere):
   * Closed forms (``two_layer_*_ntk``) are W-only kernels normalised to have a width limit:
     ``H = J J^T / kappa`` with ``kappa = ntk_scale(model)``: ``m`` for softmax (``F = m A softmax(W^T x)``,
-    THEORY.md 1.4) and ``1`` for relu / exp (``F = A act(W^T x) / sqrt(m)``, already in NTK parameterisation).
+    docs/theory.md 1.4) and ``1`` for relu / exp (``F = A act(W^T x) / sqrt(m)``, already in NTK parameterisation).
     So all three ``H`` are O(1) as ``m`` grows, and gradient descent with step ``eta`` on ``1/2 ||F - Y||^2``
     has linearised residual ``r(t+1) = (I - eta * kappa * H) r(t)``. The matrix is ``(n*d_out, n2*d_out)``,
     output-major: row ``l*n + i`` is output ``l`` at point ``x_i``.
@@ -112,7 +112,7 @@ def two_layer_ntk(model: TwoLayerSoftmax, x: Tensor, x2: Tensor | None = None, c
 
 def two_layer_softmax_ntk(model: TwoLayerSoftmax, x: Tensor, x2: Tensor | None = None, chunk_size: int = 4096,
                           dtype: torch.dtype | None = None) -> Tensor:
-    """THEORY.md 1.4: ``H = J J^T / m`` of ``F = m A softmax(W^T x)``, ``(n*d_out, n2*d_out)`` output-major."""
+    """docs/theory.md 1.4: ``H = J J^T / m`` of ``F = m A softmax(W^T x)``, ``(n*d_out, n2*d_out)`` output-major."""
     _check_two_layer(model, "softmax")
     return two_layer_ntk(model, x, x2, chunk_size, dtype)
 

@@ -34,7 +34,7 @@ class NTKStudyConfig:
     d_in: int = 8                # regression task: input dimension (inputs on the unit sphere)
     d_out: int = 2               # regression task: outputs
     data_dim: int = 2            # score task: data dimension (input is concat(x_t, t), output x0)
-    score_t0: float = 0.05       # score task: t ~ Uniform[score_t0, score_t1] (THEORY.md 1.5)
+    score_t0: float = 0.05       # score task: t ~ Uniform[score_t0, score_t1] (docs/theory.md 1.5)
     score_t1: float = 1.0
     sigma: float = 1.0           # init std of W
     steps: int = 2000            # maximum full-batch GD steps
@@ -88,7 +88,7 @@ def regression_task(cfg: NTKStudyConfig, gen: torch.Generator) -> Task:
 
 
 def score_task(cfg: NTKStudyConfig, gen: torch.Generator) -> Task:
-    """THEORY.md 1.5: inputs ``concat(X_t, t)``, labels ``X_0``, OU forward process, two-Gaussian data."""
+    """docs/theory.md 1.5: inputs ``concat(X_t, t)``, labels ``X_0``, OU forward process, two-Gaussian data."""
     n, d = cfg.n_train + cfg.n_test, cfg.data_dim
     centre = torch.zeros(d, dtype=torch.float64)
     centre[0] = 1.0

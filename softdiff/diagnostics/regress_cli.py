@@ -197,7 +197,7 @@ def main(argv: Sequence[str]) -> int:
         lines += ["", f"![gradient norm]({picture.name})", ""]
         all_results.append({"instance": info, "certificate": cert,
                             "results": [{k: v for k, v in r.items() if k != "x"} for r in results]})
-    lines += ["Linear ratio: median of ||g_{t+1}|| / ||g_t|| (THEORY.md recalls 0.4 for approximate Newton, in "
+    lines += ["Linear ratio: median of ||g_{t+1}|| / ||g_t|| (docs/theory.md recalls 0.4 for approximate Newton, in "
               "distance to x*). Order: median log ||g_{t+1}|| / log ||g_t|| over steps with ||g|| < 0.1 (2 for "
               "quadratic convergence)."]
     write_text(out / "report.md", "\n".join(lines) + "\n")

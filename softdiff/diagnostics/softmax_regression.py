@@ -1,8 +1,8 @@
-"""Softmax regression (THEORY.md 2): the problem, its closed-form derivatives, and Newton-type solvers.
+"""Softmax regression (docs/theory.md 2): the problem, its closed-form derivatives, and Newton-type solvers.
 
 ``L(x) = 1/2 ||softmax(Ax) - b||^2 + 1/2 ||diag(w) A x||^2``. Everything is torch (CPU or GPU, float32/64).
 The approximate-Newton constants (``C``, ``eps0``, ``delta``) and the ``||B|| <= 16`` bound are [recalled] in
-THEORY.md: they are parameters here, never assumptions.
+docs/theory.md: they are parameters here, never assumptions.
 """
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ class SoftmaxRegression:
         return D, torch.stack([f, q], dim=1), S
 
     def B(self, x: Tensor) -> Tensor:
-        """THEORY.md's ``B(x)`` term by term (the long form, an independent check of the split)."""
+        """docs/theory.md's ``B(x)`` term by term (the long form, an independent check of the split)."""
         f, b = self.f(x), self.b
         bf = b * f
         ff = f * f
@@ -124,7 +124,7 @@ class SoftmaxRegression:
 
 
 def convexity_certificate(problem: SoftmaxRegression, B_bound: float = 16.0, x: Tensor | None = None) -> dict:
-    """THEORY.md 2's condition ``min w_i^2 >= ||B|| + l / sigma_min(A)^2``, computed for the instance.
+    """docs/theory.md 2's condition ``min w_i^2 >= ||B|| + l / sigma_min(A)^2``, computed for the instance.
 
     ``B_bound`` bounds ``||B(x)||`` over all ``x`` (16 when ``||b||_2 <= 1``: [recalled]); the certified
     strong-convexity modulus is ``l = sigma_min(A)^2 (min w^2 - B_bound)``. With ``x``, the exact local

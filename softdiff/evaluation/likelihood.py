@@ -66,7 +66,7 @@ class LinearVP(VPProcess):
 
 
 class OUProcess(VPProcess):
-    """THEORY.md 1.5: ``dX = -X dt + sqrt(2) dB``, i.e. constant ``beta = 2``, ``alpha = e^{-t}``."""
+    """docs/theory.md 1.5: ``dX = -X dt + sqrt(2) dB``, i.e. constant ``beta = 2``, ``alpha = e^{-t}``."""
 
     def __init__(self, t_min: float = 0.01, t_max: float = 3.0):
         super().__init__(t_min, t_max)

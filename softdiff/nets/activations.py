@@ -2,7 +2,7 @@
 
 Every activation acts on the last dimension (the hidden units). Normalised ones (``softmax``,
 ``relu_norm``) are multiplied by the number of units ``m`` so that each unit is O(1) as width grows
-(``m * softmax(z)_r = exp(z_r) / mean_s exp(z_s)``, THEORY.md 1.1); the others are elementwise.
+(``m * softmax(z)_r = exp(z_r) / mean_s exp(z_s)``, docs/theory.md 1.1); the others are elementwise.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ _EPS = 1e-10
 
 
 def softmax_vjp(s: Tensor, g: Tensor, dim: int = -1) -> Tensor:
-    """``J_S(z)^T g = s * (g - <s, g>)`` for ``s = softmax(z)`` along ``dim`` (the one primitive of THEORY.md)."""
+    """``J_S(z)^T g = s * (g - <s, g>)`` for ``s = softmax(z)`` along ``dim`` (the one primitive of docs/theory.md)."""
     return s * (g - (s * g).sum(dim=dim, keepdim=True))
 
 

@@ -57,7 +57,7 @@ class ScoreMLP(ModelMixin, ConfigMixin):
 
 
 class TwoLayerScoreNet(ModelMixin, ConfigMixin):
-    """THEORY.md 1.5: the two-layer softmax network as an x0-predictor ``f(concat(x, t))``.
+    """docs/theory.md 1.5: the two-layer softmax network as an x0-predictor ``f(concat(x, t))``.
 
     The scheduler timestep ``k`` (0..num_train_timesteps-1, fractional allowed) is mapped to the OU time
     ``t = t_min + k (t_max - t_min) / (num_train_timesteps - 1)`` before it is concatenated.

@@ -1,4 +1,4 @@
-"""The two-layer network of THEORY.md 1.1 and its ReLU / exp comparison networks."""
+"""The two-layer network of docs/theory.md 1.1 and its ReLU / exp comparison networks."""
 from __future__ import annotations
 
 import math
@@ -15,7 +15,7 @@ class TwoLayerSoftmax(nn.Module):
     """``F(x) = m * A softmax(W^T x)`` with trained ``W`` (d_in, m) and fixed +-1 signs ``A`` (d_out, m).
 
     Scalings (each chosen so the output is O(1) at init and the NTK has a width limit):
-      * ``softmax``: ``F = m * A softmax(W^T x)`` exactly as THEORY.md 1.1 (``m * S_r`` is O(1)).
+      * ``softmax``: ``F = m * A softmax(W^T x)`` exactly as docs/theory.md 1.1 (``m * S_r`` is O(1)).
       * ``relu``: ``F = A relu(W^T x) / sqrt(m)`` (the standard NTK parameterisation of Du et al.).
       * ``exp``: ``F = A exp(W^T x) / sqrt(m)`` (the same parameterisation with exp units).
     ``coupled=True`` pairs neurons (equal ``w``, opposite ``a``) so that ``F = 0`` at init; it needs even width.
@@ -59,7 +59,7 @@ class TwoLayerSoftmax(nn.Module):
         return self.output_scale * (self.hidden(x) @ self.A.T)
 
     def grad_W(self, x: Tensor) -> Tensor:
-        """Closed-form ``dF_l(x_i)/dw_r`` as a tensor of shape ``(n, d_out, d_in, m)`` (THEORY.md 1.2)."""
+        """Closed-form ``dF_l(x_i)/dw_r`` as a tensor of shape ``(n, d_out, d_in, m)`` (docs/theory.md 1.2)."""
         z = x @ self.W
         if self.activation == "softmax":
             s = torch.softmax(z, dim=-1)                                    # (n, m)

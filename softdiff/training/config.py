@@ -63,7 +63,7 @@ class DiffusionConfig:
     density_mean: Optional[float] = None  # mean of log(sigma/alpha) (None: -1.2 lognormal, 0 logit_normal)
     density_std: Optional[float] = None   # its standard deviation (None: 1.2 lognormal, 1 logit_normal)
     flow_shift: float = 1.0           # flow: time shift t -> s t / (1 + (s - 1) t) in training and sampling
-    beta_schedule: str = "linear"     # linear | scaled_linear | squaredcos_cap_v2 | ou (THEORY.md 1.5)
+    beta_schedule: str = "linear"     # linear | scaled_linear | squaredcos_cap_v2 | ou (docs/theory.md 1.5)
     num_train_timesteps: int = 1000
     ou_t_min: float = 0.01            # ou: time T0 of the first timestep
     ou_t_max: float = 3.0             # ou: time T of the last timestep
