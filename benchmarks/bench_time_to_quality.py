@@ -34,17 +34,12 @@ from softdiff.training import load_train_config
 from softdiff.training.models import build_model
 from softdiff.training.trainer import draw_batch, scheduler_config_of
 
+from baselines import unet  # noqa: E402 (same folder)
+
 DIFFUSERS_RECIPE = ["diffusion.objective=diffusion", "diffusion.prediction_type=epsilon",
                     "diffusion.timestep_density=uniform", "diffusion.loss_weighting=none", "train.lr=1e-3",
                     "train.lr_schedule=constant", "train.warmup_steps=0", "train.batch_size=128",
                     "train.ema_decay=0.995", "train.weight_decay=0.0", "sample.scheduler=dpm++sde", "sample.steps=20"]
-
-
-def unet() -> UNet2DModel:
-    """diffusers' UNet2DModel for 8x8 digits: channels 32/64, one ResNet block per level, attention at 4x4."""
-    return UNet2DModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(32, 64), layers_per_block=1,
-                       down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-                       up_block_types=("AttnUpBlock2D", "UpBlock2D"))
 
 
 def as_forward(model):
@@ -117,9 +112,8 @@ def run_arm(arm: Arm, steps: int, bars: list[float], eval_every: int, classifier
     return out
 
 
-def steps_for_seconds(arm: Arm, seconds: float, probe: int = 10) -> int:
-    """How many steps of ``arm`` fit in ``seconds`` (timed on a copy of it, so its own state is untouched)."""
-    trial = copy.deepcopy(arm)
+def steps_for_seconds(trial: Arm, seconds: float, probe: int = 10) -> int:
+    """How many steps fit in ``seconds``, timed on ``probe`` steps of a throw-away ``trial`` arm."""
     for _ in range(probe):
         trial.train_step()
     return max(1, round(seconds / (trial.seconds / probe)))
@@ -159,9 +153,7 @@ def main() -> None:
         for name, overrides in [("UNet, diffusers recipe (a)", DIFFUSERS_RECIPE),
                                 ("UNet, softdiff recipe (b)", [f"train.lr={args.lr_unet}"])]:
             cfg = load_train_config(args.config, [f"train.seed={seed}", *overrides])
-            torch.manual_seed(seed)
-            arm = Arm(name, unet(), cfg, dataset)
-            steps = steps_for_seconds(arm, budget)
+            steps = steps_for_seconds(Arm(name, unet(), cfg, dataset), budget)
             cfg.train.steps = steps  # the recipe's lr schedule spans the steps that fit in the budget
             torch.manual_seed(seed)
             arm = Arm(name, unet(), cfg, dataset)
