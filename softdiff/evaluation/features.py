@@ -195,13 +195,40 @@ def classifier_scores(classifier: DigitsClassifier, images: Tensor) -> dict[str,
             "class_balance": float(entropy / math.log(probs.shape[1]))}
 
 
+@torch.no_grad()
+def score_samples(classifier: DigitsClassifier, images: Tensor) -> dict:
+    """Confidence, class balance, each class's share of the predictions, and FID / KID against the real digits."""
+    from softdiff.data.images import load_digits_images
+
+    images = _check_images(images, "samples")
+    counts = torch.bincount(classifier(images).argmax(-1), minlength=10)
+    return {"num_samples": len(images), **classifier_scores(classifier, images),
+            "class_shares": [round(float(c) / len(images), 4) for c in counts],
+            **fid_kid(classifier, load_digits_images()[0], images)}
+
+
+def _load_samples(path: str) -> Tensor:
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as data:  # no pickled objects: nothing in the file can run
+            return torch.from_numpy(np.asarray(data["samples"], dtype=np.float32))
+    except (OSError, ValueError, KeyError) as err:
+        raise DataError(f"--score '{path}' is not a samples file from sample.py (.npz with key 'samples'): "
+                        f"{str(err).splitlines()[0] if str(err) else type(err).__name__}.") from None
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m softdiff.evaluation.features",
-                                description="Train the feature classifier used for FID/KID and save it.")
+                                description="Train the feature classifier used for FID/KID and save it, or score "
+                                "samples with it.")
     p.add_argument("--dataset", default="digits", help=f"one of: {', '.join(FEATURE_DATASETS)}")
-    p.add_argument("--output", default="features/digits_classifier.safetensors")
+    p.add_argument("--output", default="features/digits_classifier.safetensors",
+                   help="the classifier file (written; with --score read, and trained first if missing)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--score", metavar="SAMPLES_NPZ",
+                   help="score the digits in a sample.py .npz: confidence, class shares, FID and KID")
     return p
 
 
@@ -209,6 +236,13 @@ def main(argv: Sequence[str]) -> int:
     args = parser().parse_args(argv)
     if args.dataset not in FEATURE_DATASETS:
         raise ConfigError(f"--dataset {args.dataset!r} is not valid; choose one of: {', '.join(FEATURE_DATASETS)}.")
+    if args.score:
+        images = _load_samples(args.score)
+        classifier, meta = ensure_classifier(args.output, args.seed)
+        print(json.dumps({"samples": args.score, "classifier": str(args.output),
+                          **{k: round(v, 4) if isinstance(v, float) else v
+                             for k, v in score_samples(classifier, images).items()}}))
+        return 0
     model, acc = train_classifier(args.seed, args.epochs)
     save_classifier(model, args.output, acc, args.dataset)
     print(json.dumps({"output": str(args.output), "dataset": args.dataset, "seed": args.seed,

@@ -113,7 +113,7 @@ def check_model_folder(path: Path) -> type:
         raise DataError(f"'{path / 'scheduler_config.json'}' has num_train_timesteps={steps!r}; it must be an "
                         "integer from 1 to 100000.")
     try:
-        make_scheduler("ddpm", {k: v for k, v in scheduler.items() if not k.startswith("_")})
+        ForwardProcess(scheduler).scheduler()
     except Exception as err:
         raise DataError(f"'{path / 'scheduler_config.json'}' is not a valid noise schedule "
                         f"({str(err).splitlines()[0] if str(err) else type(err).__name__}).") from None
