@@ -86,13 +86,17 @@ class Arm:
         return self.dataset.from_model(x)
 
 
-def run_arm(arm: Arm, steps: int, bars: list[float], eval_every: int, classifier, real, log) -> dict:
-    """Train ``steps`` steps; FID every ``eval_every`` steps until every bar is reached; final classifier scores."""
+def run_arm(arm: Arm, steps: int, bars: list[float], eval_every: int, classifier, real, log,
+            seconds: float = float("inf")) -> dict:
+    """Train ``steps`` steps or ``seconds`` training seconds, whichever comes first; FID every ``eval_every`` steps
+    until every bar is reached; final classifier scores."""
     reached: dict[float, tuple[int, float]] = {}
     history = []
-    while arm.step < steps:
+    while arm.step < steps and arm.seconds < seconds:
         for _ in range(min(eval_every, steps - arm.step)):
             arm.train_step()
+            if arm.seconds >= seconds:
+                break
         if len(reached) < len(bars):
             fid = fid_kid(classifier, real, arm.samples(512, 0))["fid"]
             history.append((arm.step, arm.seconds, fid))
@@ -112,8 +116,12 @@ def run_arm(arm: Arm, steps: int, bars: list[float], eval_every: int, classifier
     return out
 
 
-def steps_for_seconds(trial: Arm, seconds: float, probe: int = 10) -> int:
-    """How many steps fit in ``seconds``, timed on ``probe`` steps of a throw-away ``trial`` arm."""
+def steps_for_seconds(trial: Arm, seconds: float, warmup: int = 5, probe: int = 30) -> int:
+    """How many steps fit in ``seconds``, timed on ``probe`` steps of a throw-away ``trial`` arm after ``warmup``
+    untimed ones (the first steps allocate and are slower, which would cut the baseline's budget short)."""
+    for _ in range(warmup):
+        trial.train_step()
+    trial.seconds = 0.0
     for _ in range(probe):
         trial.train_step()
     return max(1, round(seconds / (trial.seconds / probe)))
@@ -154,11 +162,13 @@ def main() -> None:
                                 ("UNet, softdiff recipe (b)", [f"train.lr={args.lr_unet}"])]:
             cfg = load_train_config(args.config, [f"train.seed={seed}", *overrides])
             steps = steps_for_seconds(Arm(name, unet(), cfg, dataset), budget)
-            cfg.train.steps = steps  # the recipe's lr schedule spans the steps that fit in the budget
+            cfg.train.steps = steps  # a decaying lr schedule spans the steps estimated to fit in the budget
             torch.manual_seed(seed)
             arm = Arm(name, unet(), cfg, dataset)
-            results.setdefault(name, []).append(run_arm(arm, steps, args.bars, args.eval_every, classifier, real,
-                                                        log))
+            # A constant lr needs no step count: train for exactly the budget's seconds.
+            constant = cfg.train.lr_schedule == "constant"
+            results.setdefault(name, []).append(run_arm(arm, 10**9 if constant else steps, args.bars,
+                                                        args.eval_every, classifier, real, log, budget))
     print(f"\nthreads={torch.get_num_threads()} seeds={args.seeds} eval_every={args.eval_every} "
           f"config={args.config}; medians over seeds")
     head = " | ".join(f"steps / s to FID <= {b:g}" for b in args.bars)

@@ -286,6 +286,13 @@ def run_comparison(cfg: CompareConfig, command: str = "", log=print) -> Path:
         return _run_comparison(cfg, command, log, t0, commit, out)
 
 
+def objective_summary(d) -> str:
+    """The training objective in words, e.g. "rectified flow, t ~ logit_normal (std 0.8), loss weighting none"."""
+    what = ("rectified flow" if d.objective == "flow"
+            else f"{d.prediction_type} prediction, {d.beta_schedule} betas")
+    density = d.timestep_density + (f" (std {d.density_std})" if d.density_std is not None else "")
+    return f"{what}, t ~ {density}, loss weighting {d.loss_weighting}"
+
 def _run_comparison(cfg: CompareConfig, command, log, t0: float, commit: str, out: Path) -> Path:
     import numpy as np
 
@@ -370,8 +377,7 @@ def _run_comparison(cfg: CompareConfig, command, log, t0: float, commit: str, ou
              "data": b.data.name, "model": f"{b.model.type} (base config {cfg.base_config})",
              "train overrides": ", ".join(cfg.train_overrides) or "none",
              "budget": f"{b.train.steps} steps, batch {b.train.batch_size}, lr {b.train.lr}, AdamW, "
-                       f"EMA {b.train.ema_decay}, {b.diffusion.prediction_type} prediction, "
-                       f"{b.diffusion.beta_schedule} betas",
+                       f"EMA {b.train.ema_decay}, {objective_summary(b.diffusion)}",
              "evaluation": f"{cfg.eval.scheduler} with {cfg.eval.steps} steps, {cfg.eval.num_samples} samples "
                            f"(sampling seed {cfg.eval.seed}), EMA weights",
              "seeds": ", ".join(map(str, cfg.seeds)), "wall time": f"{time.perf_counter() - t0:.0f} s"}

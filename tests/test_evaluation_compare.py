@@ -228,3 +228,14 @@ def test_comparison_reports_attention_probes_and_ntk_drift(tmp_path):
     report = (out / "report.md").read_text()
     assert "## Diagnostics" in report and "| softmax |" in report.split("## Diagnostics")[1]
     assert "](ntk_drift.png)" in report and (out / "ntk_drift.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_names_the_objective_the_runs_trained():
+    from softdiff.compare import objective_summary
+    from softdiff.training import load_train_config
+    flow = objective_summary(load_train_config("configs/digits.yaml", []).diffusion)
+    assert flow.startswith("rectified flow") and "logit_normal (std 0.8)" in flow and "epsilon" not in flow
+    eps = objective_summary(load_train_config("configs/digits.yaml", [
+        "diffusion.objective=diffusion", "diffusion.prediction_type=v_prediction",
+        "diffusion.timestep_density=uniform", "diffusion.loss_weighting=min_snr"]).diffusion)
+    assert eps.startswith("v_prediction prediction, linear betas") and "min_snr" in eps

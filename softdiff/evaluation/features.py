@@ -215,7 +215,7 @@ def _load_samples(path: str) -> Tensor:
             return torch.from_numpy(np.asarray(data["samples"], dtype=np.float32))
     except (OSError, ValueError, KeyError) as err:
         raise DataError(f"--score '{path}' is not a samples file from sample.py (.npz with key 'samples'): "
-                        f"{str(err).splitlines()[0] if str(err) else type(err).__name__}.") from None
+                        f"{str(err).splitlines()[0].rstrip('.') if str(err) else type(err).__name__}.") from None
 
 
 def parser() -> argparse.ArgumentParser:
