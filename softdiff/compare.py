@@ -79,9 +79,9 @@ class CompareConfig:
                                   f"from: {', '.join(allowed)}.")
 
     def base_train_config(self):
-        from softdiff.training import load_run_config
+        from softdiff.training import load_train_config
 
-        return load_run_config(self.base_config, self.train_overrides)
+        return load_train_config(self.base_config, self.train_overrides)
 
     @property
     def seeds(self) -> list[int]:
@@ -164,14 +164,14 @@ def run_one(job: dict) -> dict:
     from softdiff.data import make_dataset
     from softdiff.evaluation.run_eval import RunEvaluator, load_ema_weights
     from softdiff.safe_io import atomic_path, write_json, write_text
-    from softdiff.training import load_run_config, train
+    from softdiff.training import load_train_config, train
     from softdiff.training.checkpoints import list_checkpoints
     from softdiff.training.models import load_trained
     from softdiff.training.trainer import TrainingError
 
     settings = EvalSettings(**job["eval"])
     run_dir = Path(job["run_dir"])
-    cfg = load_run_config(job["base_config"], job["overrides"])
+    cfg = load_train_config(job["base_config"], job["overrides"])
     train_yaml = to_yaml(cfg)
     fingerprint = _fingerprint(train_yaml + f"probes={job.get('probes', False)}", settings)
     result_path = run_dir / "result.json"

@@ -26,7 +26,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.func import functional_call, jacrev, jvp, vjp, vmap
 
 from softdiff.nets.activations import exp_act
-from softdiff.nets.two_layer import TWO_LAYER_ACTIVATIONS, TwoLayerSoftmax
+from softdiff.nets.two_layer import TwoLayerSoftmax
 
 NTK_MODES = ("full", "trace", "diagonal")
 NTK_IMPLEMENTATIONS = ("jacobian", "ntk_vp")
@@ -129,11 +129,6 @@ def two_layer_exp_ntk(model: TwoLayerSoftmax, x: Tensor, x2: Tensor | None = Non
     """``H = J J^T`` of ``F = A exp(W^T x) / sqrt(m)`` (W only), output-major like the softmax kernel."""
     _check_two_layer(model, "exp")
     return two_layer_ntk(model, x, x2, chunk_size, dtype)
-
-
-CLOSED_FORM_NTKS: dict[str, Callable[..., Tensor]] = {
-    "softmax": two_layer_softmax_ntk, "relu": two_layer_relu_ntk, "exp": two_layer_exp_ntk}
-assert set(CLOSED_FORM_NTKS) == set(TWO_LAYER_ACTIVATIONS)
 
 
 # ------------------------------------------------------------------------------------------ empirical NTK

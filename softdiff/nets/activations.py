@@ -48,8 +48,6 @@ ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "identity": lambda z: z,
 }
 
-NORMALISED = {"softmax", "relu_norm"}
-
 
 def get_activation(name: str) -> Callable[[Tensor], Tensor]:
     """The activation function called ``name``; ValueError listing the names if unknown."""
