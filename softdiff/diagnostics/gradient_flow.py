@@ -24,6 +24,7 @@ from torchdiffeq import odeint
 
 from softdiff.errors import SoftdiffError
 from softdiff.nets.activations import softmax_vjp
+from softdiff.safe_io import finite_json
 
 _EPS = 1e-10  # added to every normaliser's denominator, as in docs/theory.md's E2
 _ADAPTIVE_ODE_METHODS = {"dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun"}
@@ -223,17 +224,7 @@ class FlowHistory:
                 arr = value.detach().cpu().numpy()
                 out[f.name] = np.where(np.isfinite(arr), arr, np.nan).tolist() if arr.dtype.kind == "f" \
                     else arr.tolist()
-        return _nan_to_none(out)
-
-
-def _nan_to_none(obj: Any) -> Any:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, list):
-        return [_nan_to_none(x) for x in obj]
-    if isinstance(obj, dict):
-        return {k: _nan_to_none(v) for k, v in obj.items()}
-    return obj
+        return finite_json(out)
 
 
 def _entropy(s: Tensor) -> Tensor:
