@@ -55,20 +55,14 @@ def _check_inputs(model: TwoLayerSoftmax, x: Tensor, name: str) -> None:
 
 def _coefficients(model: TwoLayerSoftmax, x: Tensor, W: Tensor, A: Tensor, chunk: slice,
                   softmax_probs: Tensor | None, centre: Tensor | None) -> Tensor:
-    """``c[l, i, r]`` with ``dF_l(x_i)/dw_r = c[l, i, r] * x_i`` for the neurons in ``chunk``: (d_out, n, c)."""
+    """``c[l, i, r]`` with ``dF_l(x_i)/dw_r = output_scale * c[l, i, r] * x_i`` for the neurons in ``chunk``."""
     a = A[:, None, chunk]                                              # (d_out, 1, c)
     if model.activation == "softmax":
-        # J_S^T a_l restricted to the chunk (the centring <a_l, S(x)> is global, hence precomputed); the
-        # factor m of dF/dw_r is applied once to the Gram matrix (see _coefficient_scale).
+        # J_S^T a_l restricted to the chunk (the centring <a_l, S(x)> is global, hence precomputed).
         return softmax_probs[None, :, chunk] * (a - centre.T[..., None])
     z = x @ W[:, chunk]
     slope = (z > 0).to(z.dtype) if model.activation == "relu" else exp_act(z)
     return a * slope[None]
-
-
-def _coefficient_scale(model: TwoLayerSoftmax) -> float:
-    """The constant dropped from ``_coefficients``: ``m`` for softmax, ``1/sqrt(m)`` for relu / exp."""
-    return float(model.width) if model.activation == "softmax" else 1.0 / math.sqrt(model.width)
 
 
 def two_layer_ntk(model: TwoLayerSoftmax, x: Tensor, x2: Tensor | None = None, chunk_size: int = 4096,
@@ -105,7 +99,7 @@ def two_layer_ntk(model: TwoLayerSoftmax, x: Tensor, x2: Tensor | None = None, c
             for l2 in range(l1 + 1, d_out):
                 gram[l2 * n1:(l2 + 1) * n1, l1 * n1:(l1 + 1) * n1] = gram[l1 * n1:(l1 + 1) * n1,
                                                                           l2 * n1:(l2 + 1) * n1].T
-    scale = _coefficient_scale(model) ** 2 / ntk_scale(model)
+    scale = model.output_scale ** 2 / ntk_scale(model)  # output_scale is applied once, to the Gram matrix
     gram *= (xs[0] @ xs[-1].T).repeat(d_out, d_out).mul_(scale)            # x_i^T x_j, shared by all blocks
     return gram
 

@@ -53,6 +53,7 @@ class TwoLayerSoftmax(nn.Module):
 
     @property
     def output_scale(self) -> float:
+        """The constant in front of ``A hidden(x)``: ``m`` for softmax, ``1/sqrt(m)`` for relu / exp."""
         return float(self.width) if self.activation == "softmax" else 1.0 / math.sqrt(self.width)
 
     def forward(self, x: Tensor) -> Tensor:
