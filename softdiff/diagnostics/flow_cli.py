@@ -20,6 +20,7 @@ from softdiff.diagnostics.gradient_flow import (
 from softdiff.cli import ArgumentParser
 from softdiff.errors import ConfigError, check_choice, check_device, check_finite, check_positive
 from softdiff.safe_io import check_output_dir, write_text
+from softdiff.tables import print_table
 
 
 @dataclass
@@ -118,13 +119,6 @@ def _e5_rows(case: FlowCase, hist: FlowHistory) -> list[tuple[str, str, str]]:
 SUMMARIES = {"E1": _e1_rows, "E2": _e2_rows, "E3": _e3_rows, "E4": _e4_rows, "E5": _e5_rows}
 
 
-def _print_table(rows: Sequence[tuple[str, str, str, str]]) -> None:
-    head = ("case", "quantity", "measured", "reference")
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(4)]
-    for r in [head, tuple("-" * w for w in widths), *rows]:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
-
-
 def main(argv: Sequence[str]) -> int:
     parser = ArgumentParser(prog="softdiff flow", description=__doc__.splitlines()[0])
     parser.add_argument("--preset", help="protocol E1..E5 (docs/theory.md 3)")
@@ -164,6 +158,6 @@ def main(argv: Sequence[str]) -> int:
     write_text(out_dir / "results.json", json.dumps(results, allow_nan=False))
     pngs = plot_all(histories, out_dir, f"{cfg.preset} ({cfg.method})")
     print()
-    _print_table(table)
+    print_table(("case", "quantity", "measured", "reference"), table)
     print(f"\nwrote {out_dir / 'results.json'} and {', '.join(p.name for p in pngs)}")
     return 0

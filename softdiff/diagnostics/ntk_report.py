@@ -10,8 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (backend must be chosen first)
 import numpy as np  # noqa: E402
 
-from softdiff.diagnostics.ntk_study import fmt  # noqa: E402
 from softdiff.safe_io import save_figure, write_text  # noqa: E402
+from softdiff.tables import fmt  # noqa: E402
 
 
 def plot_drift(results: dict, path: Path) -> None:
