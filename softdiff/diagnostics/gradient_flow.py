@@ -23,10 +23,9 @@ from torch import Tensor
 from torchdiffeq import odeint
 
 from softdiff.errors import SoftdiffError
-from softdiff.nets.activations import softmax_vjp
+from softdiff.nets.activations import EPS, relu_normalize, softmax_vjp
 from softdiff.safe_io import finite_json
 
-_EPS = 1e-10  # added to every normaliser's denominator, as in docs/theory.md's E2
 _ADAPTIVE_ODE_METHODS = {"dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun"}
 
 
@@ -52,10 +51,10 @@ def _ratio(phi: Callable[[Tensor], Tensor], dphi: Callable[[Tensor], Tensor]) ->
 
     def forward(a: Tensor) -> Tensor:
         p = phi(a)
-        return p / (p.sum(-1, keepdim=True) + _EPS)
+        return p / (p.sum(-1, keepdim=True) + EPS)
 
     def vjp(a: Tensor, s: Tensor, u: Tensor) -> Tensor:
-        return _unit_sum_vjp(dphi(a) / (phi(a).sum(-1, keepdim=True) + _EPS), s, u)
+        return _unit_sum_vjp(dphi(a) / (phi(a).sum(-1, keepdim=True) + EPS), s, u)
 
     return Normalisation(forward, vjp)
 
@@ -65,7 +64,7 @@ NORMALISATIONS: dict[str, Normalisation] = {
     "l1": _ratio(torch.abs, torch.sign),
     "sum": _ratio(lambda z: z, torch.ones_like),
     "l2": _ratio(torch.square, lambda z: 2 * z),
-    "relu_norm": _ratio(torch.relu, lambda z: (z > 0).to(z.dtype)),
+    "relu_norm": Normalisation(relu_normalize, _ratio(torch.relu, lambda z: (z > 0).to(z.dtype)).vjp),
     "sigmoid": Normalisation(torch.sigmoid, lambda a, s, u: s * (1 - s) * u),
 }
 
@@ -228,7 +227,7 @@ class FlowHistory:
 
 
 def _entropy(s: Tensor) -> Tensor:
-    p = s.abs() / (s.abs().sum(-1, keepdim=True) + _EPS)
+    p = s.abs() / (s.abs().sum(-1, keepdim=True) + EPS)
     return -torch.xlogy(p, p).sum(-1)
 
 
