@@ -437,12 +437,28 @@ def objective(V: Tensor, a: Tensor, loss: str, target, normalization: str = "sof
 # -------------------------------------------------------------------------------- reference protocols E1..E5
 @dataclass
 class FlowCase:
-    """One run of a protocol: which model, the keyword arguments of the driver, and docs/theory.md's outcome."""
+    """One run of a protocol: which model, the keyword arguments of the driver, and docs/theory.md's outcome
+    (``expected`` in words; ``reference`` the same numbers by quantity, for the measured-vs-reference table)."""
 
     label: str
     tied: bool
     kwargs: dict[str, Any]
     expected: str = ""
+    reference: dict[str, Any] = field(default_factory=dict)
+
+
+# docs/theory.md 3.2's outcomes, the one source of both the cases' `expected` text and their `reference`.
+E1_REFERENCE = {"max_share": {0: "0.125", 1_000: "0.21", 10_000: "0.86", 100_000: "0.95", 1_000_000: "0.97"},
+                "entropy": "2.08 -> 0.17", "loss": "0.70 -> 1e-5", "winner_projection": "0.09 -> 11.7",
+                "gain_per_decade": "+2.3"}
+E2_EXPECTED = {
+    "square": "nothing polarises before the loss reaches ~0",
+    "logistic": {"softmax": "max share ~0.98", "l1": "one-hot", "l2": "one-hot", "relu_norm": "one-hot",
+                 "sum": "leaves the simplex", "sigmoid": "flat, ~0.8 on every coordinate"},
+}
+E3_REFERENCE = {"max_share": "0.998 .. 1.000", "dominant_norm": "1 -> ~6.3", "median_norm": "~1.0"}
+E4_EXPECTED_ENTROPY = {1: 3.00, 2: 2.95, 3: 1.72, 4: 0.77, 5: 0.40}
+E5_REFERENCE = {"kl": "~3e-16", "max_share": "~0.96"}
 
 
 def _draw(seeds: Sequence[int], fn: Callable[[torch.Generator], tuple[Tensor, ...]]) -> tuple[Tensor, ...]:
@@ -467,17 +483,15 @@ def _seeds(num_seeds: int, seed: int, salt: int) -> list[int]:
 
 def _e1(num_seeds: int, seed: int) -> list[FlowCase]:
     V0, beta = _draw(_seeds(num_seeds, seed, 1), lambda g: (0.1 * _normal(g, 8, 8), _unit(g, 8)))
+    r, shares = E1_REFERENCE, E1_REFERENCE["max_share"]
+    path = " -> ".join(f"{v} (1e{round(math.log10(k))})" if k else v for k, v in shares.items())
+    expected = (f"max share {path}; entropy {r['entropy']}; loss {r['loss']}; winner <v, beta*> "
+                f"{r['winner_projection']} ({r['gain_per_decade']} per decade)")
     return [FlowCase("logistic", False, dict(V0=V0, a0=None, loss="logistic", target=beta, lr=0.1, steps=1_000_000),
-                     "max share 0.125 -> 0.21 (1e3) -> 0.86 (1e4) -> 0.95 (1e5) -> 0.97 (1e6); entropy 2.08 -> 0.17; "
-                     "loss 0.70 -> 1e-5; winner <v, beta*> 0.09 -> 11.7 (+2.3 per decade)")]
+                     expected, r)]
 
 
 E2_NORMALISATIONS = ("softmax", "l1", "sum", "l2", "relu_norm", "sigmoid")
-E2_EXPECTED = {
-    "square": "nothing polarises before the loss reaches ~0",
-    "logistic": {"softmax": "max share ~0.98", "l1": "one-hot", "l2": "one-hot", "relu_norm": "one-hot",
-                 "sum": "leaves the simplex", "sigmoid": "flat, ~0.8 on every coordinate"},
-}
 
 
 def _e2(num_seeds: int, seed: int) -> list[FlowCase]:
@@ -488,7 +502,8 @@ def _e2(num_seeds: int, seed: int) -> list[FlowCase]:
         for norm in E2_NORMALISATIONS:
             expected = E2_EXPECTED[loss] if loss == "square" else E2_EXPECTED[loss][norm]
             cases.append(FlowCase(f"{loss}/{norm}", False, dict(V0=V0, a0=a0, loss=loss, target=beta, lr=lr,
-                                                                  steps=steps, normalization=norm), expected))
+                                                                  steps=steps, normalization=norm), expected,
+                                  {"outcome": expected}))
     return cases
 
 
@@ -497,8 +512,10 @@ def _e3(num_seeds: int, seed: int) -> list[FlowCase]:
     for d in (10, 20, 50, 100):
         a0, beta = _draw(_seeds(num_seeds, seed, 3), lambda g: (1 + 0.1 * _normal(g, d), _unit(g, d)))
         U0 = torch.eye(d, dtype=torch.float64).expand(num_seeds, d, d).clone()
+        r = E3_REFERENCE
         cases.append(FlowCase(f"D={d}", True, dict(V0=U0, a0=a0, loss="logistic", target=beta, lr=0.05, steps=10_000),
-                              "max share -> 0.998..1.000; dominant column norm 1 -> ~6.3, median column ~1.0"))
+                              f"max share -> {r['max_share']}; dominant column norm {r['dominant_norm']}, median "
+                              f"column {r['median_norm']}", r))
     return cases
 
 
@@ -522,7 +539,7 @@ def _e4(num_seeds: int, seed: int) -> list[FlowCase]:
             1e-5 * _normal(g, n, n), 1e-3 * _normal(g, n), conditioned_design(g, n, n, kappa), _normal(g, n)))
         cases.append(FlowCase(f"kappa={kappa}", False, dict(V0=V0, a0=a0, loss="design_square", target=y, design=X,
                                                             lr=1e-3, steps=300_000),
-                              f"final entropy {expected:.2f} (log 20 = 3.00)"))
+                              f"final entropy {expected:.2f} (log 20 = 3.00)", {"entropy": f"{expected:.2f}"}))
     return cases
 
 
@@ -530,7 +547,9 @@ def _e5(num_seeds: int, seed: int) -> list[FlowCase]:
     V0, p = _draw(_seeds(num_seeds, seed, 5), lambda g: (
         0.1 * _normal(g, 10, 10), torch.softmax(10 * torch.rand(10, generator=g, dtype=torch.float64), -1)))
     return [FlowCase("cross_entropy", False, dict(V0=V0, a0=None, loss="cross_entropy", target=p, lr=0.1,
-                                                 steps=1_000_000), "KL -> ~3e-16 while the max share only reaches ~0.96")]
+                                                 steps=1_000_000),
+                      f"KL -> {E5_REFERENCE['kl']} while the max share only reaches {E5_REFERENCE['max_share']}",
+                      E5_REFERENCE)]
 
 
 PRESETS: dict[str, Callable[[int, int], list[FlowCase]]] = {"E1": _e1, "E2": _e2, "E3": _e3, "E4": _e4, "E5": _e5}
