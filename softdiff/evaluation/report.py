@@ -9,6 +9,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torchvision.utils import make_grid  # noqa: E402
 
 from softdiff.diagnostics.attention import PROBE_SUMMARY  # noqa: E402
 from softdiff.evaluation.run_eval import HIGHER_IS_BETTER  # noqa: E402
@@ -185,14 +187,9 @@ def plot_samples(samples: dict[str, np.ndarray], kind: str, path: Path, referenc
     for ax, act in zip(axes[0], acts):
         x = samples[act]
         if kind == "image":
-            imgs = x[:64, 0]
-            side = int(math.ceil(math.sqrt(len(imgs))))
-            h, w = imgs.shape[1:]
-            canvas = np.full((side * (h + 1), side * (w + 1)), 0.5)
-            for i, img in enumerate(imgs):
-                r, c = divmod(i, side)
-                canvas[r * (h + 1):r * (h + 1) + h, c * (w + 1):c * (w + 1) + w] = img
-            ax.imshow(canvas, cmap="gray", vmin=0, vmax=1)
+            imgs = torch.as_tensor(np.asarray(x[:64, :1], dtype=np.float32))  # first channel, in gray
+            grid = make_grid(imgs, nrow=int(math.ceil(math.sqrt(len(imgs)))), padding=1, pad_value=0.5)
+            ax.imshow(grid[0].numpy(), cmap="gray", vmin=0, vmax=1)
             ax.set_xticks([]), ax.set_yticks([])
         else:
             if reference is not None:
