@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 from torchdiffeq import odeint
 
-from softdiff.errors import SoftdiffError
+from softdiff.errors import SoftdiffError, lookup
 from softdiff.nets.activations import EPS, relu_normalize, softmax_vjp
 from softdiff.safe_io import finite_json
 
@@ -71,10 +71,7 @@ NORMALISATIONS: dict[str, Normalisation] = {
 
 def get_normalisation(name: str) -> Normalisation:
     """The normalisation called ``name``; ValueError listing the names if unknown."""
-    try:
-        return NORMALISATIONS[name]
-    except KeyError:
-        raise ValueError(f"unknown normalization {name!r}; choose one of: {', '.join(NORMALISATIONS)}") from None
+    return lookup(NORMALISATIONS, "normalization", name)
 
 
 # ------------------------------------------------------------------------------------------------------ losses
@@ -110,10 +107,7 @@ LOSSES: dict[str, Loss] = {
 
 def get_loss(name: str) -> Loss:
     """The loss called ``name``; ValueError listing the names if unknown."""
-    try:
-        return LOSSES[name]
-    except KeyError:
-        raise ValueError(f"unknown loss {name!r}; choose one of: {', '.join(LOSSES)}") from None
+    return lookup(LOSSES, "loss", name)
 
 
 # ---------------------------------------------------------------------------------------------- the two models
@@ -557,11 +551,7 @@ PRESETS: dict[str, Callable[[int, int], list[FlowCase]]] = {"E1": _e1, "E2": _e2
 
 def preset_cases(name: str, num_seeds: int = 1, seed: int = 0) -> list[FlowCase]:
     """The runs of protocol ``name`` (docs/theory.md 3) with ``num_seeds`` batched draws starting at ``seed``."""
-    try:
-        builder = PRESETS[name]
-    except KeyError:
-        raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}") from None
-    return builder(num_seeds, seed)
+    return lookup(PRESETS, "preset", name)(num_seeds, seed)
 
 
 def run_case(case: FlowCase, **overrides: Any) -> FlowHistory:

@@ -12,6 +12,8 @@ from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import cdist
 from torch import Tensor
 
+from softdiff.errors import lookup
+
 
 def _as_2d_numpy(x, name: str) -> np.ndarray:
     arr = np.asarray(x.detach().cpu().double() if isinstance(x, Tensor) else x, dtype=np.float64)
@@ -93,10 +95,7 @@ SAMPLE_METRICS: dict[str, Callable[..., float]] = {
 
 def get_sample_metric(name: str) -> Callable[..., float]:
     """The sample metric called ``name``; ValueError listing the names if unknown."""
-    try:
-        return SAMPLE_METRICS[name]
-    except KeyError:
-        raise ValueError(f"unknown metric {name!r}; choose one of: {', '.join(SAMPLE_METRICS)}") from None
+    return lookup(SAMPLE_METRICS, "metric", name)
 
 
 def noise_floor(metric: Callable[[Tensor, Tensor], float], sample_data: Callable[[int, torch.Generator], Tensor],

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from softdiff.errors import lookup
+
 EPS = 1e-10  # added to the denominator of every ``phi(z) / sum phi(z)`` map (docs/theory.md 3.2, E2)
 
 
@@ -56,10 +58,7 @@ ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
 
 def get_activation(name: str) -> Callable[[Tensor], Tensor]:
     """The activation function called ``name``; ValueError listing the names if unknown."""
-    try:
-        return ACTIVATIONS[name]
-    except KeyError:
-        raise ValueError(f"unknown activation {name!r}; choose one of: {', '.join(ACTIVATIONS)}") from None
+    return lookup(ACTIVATIONS, "activation", name)
 
 
 class Activation(nn.Module):
