@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.func import functional_call, jacrev, jvp, vjp, vmap
 
+from softdiff.diffusion.sampling import model_output
 from softdiff.nets.activations import exp_act
 from softdiff.nets.two_layer import TwoLayerSoftmax
 
@@ -126,17 +127,6 @@ def two_layer_exp_ntk(model: TwoLayerSoftmax, x: Tensor, x2: Tensor | None = Non
 
 
 # ------------------------------------------------------------------------------------------ empirical NTK
-def _model_output(out) -> Tensor:
-    """A forward's tensor: diffusers-style outputs carry it in ``.sample``, tuples in their first entry."""
-    if isinstance(out, Tensor):
-        return out
-    if hasattr(out, "sample"):
-        return out.sample
-    if isinstance(out, (tuple, list)) and out and isinstance(out[0], Tensor):
-        return out[0]
-    raise ValueError(f"the model returned {type(out).__name__}; expected a Tensor or an object with .sample")
-
-
 def _resolve_params(model_fn, params) -> tuple[Callable, dict[str, Tensor]]:
     """``(f(params, *inputs) -> Tensor over a batch, primal params)`` for a module or a functional callable."""
     if isinstance(model_fn, nn.Module):
@@ -159,11 +149,11 @@ def _resolve_params(model_fn, params) -> tuple[Callable, dict[str, Tensor]]:
         frozen = {k: v.detach() for k, v in named.items() if k not in chosen}
 
         def batched(p, *inputs):
-            return _model_output(functional_call(module, {**frozen, **p}, inputs))
+            return model_output(functional_call(module, {**frozen, **p}, inputs))
         return batched, {k: v.detach() for k, v in chosen.items()}
     if not isinstance(params, Mapping):
         raise ValueError("a functional model_fn(params, *inputs) needs params as a dict of tensors")
-    return (lambda p, *inputs: _model_output(model_fn(p, *inputs))), {k: v.detach() for k, v in params.items()}
+    return (lambda p, *inputs: model_output(model_fn(p, *inputs))), {k: v.detach() for k, v in params.items()}
 
 
 def _as_inputs(x, name: str) -> tuple[Tensor, ...]:
