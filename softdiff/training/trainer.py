@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import math
 import time
 import warnings
 from dataclasses import asdict
