@@ -79,9 +79,9 @@ class CompareConfig:
                                   f"from: {', '.join(allowed)}.")
 
     def base_train_config(self):
-        from softdiff.training import load_run_config
+        from softdiff.training import load_train_config
 
-        return load_run_config(self.base_config, self.train_overrides)
+        return load_train_config(self.base_config, self.train_overrides)
 
     @property
     def seeds(self) -> list[int]:
@@ -163,15 +163,15 @@ def run_one(job: dict) -> dict:
     torch.set_num_threads(job["threads"])
     from softdiff.data import make_dataset
     from softdiff.evaluation.run_eval import RunEvaluator, load_ema_weights
-    from softdiff.safe_io import atomic_path, write_json, write_text
-    from softdiff.training import load_run_config, train
+    from softdiff.safe_io import atomic_path, finite_json, write_json, write_text
+    from softdiff.training import load_train_config, train
     from softdiff.training.checkpoints import list_checkpoints
     from softdiff.training.models import load_trained
     from softdiff.training.trainer import TrainingError
 
     settings = EvalSettings(**job["eval"])
     run_dir = Path(job["run_dir"])
-    cfg = load_run_config(job["base_config"], job["overrides"])
+    cfg = load_train_config(job["base_config"], job["overrides"])
     train_yaml = to_yaml(cfg)
     fingerprint = _fingerprint(train_yaml + f"probes={job.get('probes', False)}", settings)
     result_path = run_dir / "result.json"
@@ -195,7 +195,7 @@ def run_one(job: dict) -> dict:
             record = {"activation": job["activation"], "seed": job["seed"], "run_dir": str(run_dir),
                       "fingerprint": fingerprint, "metrics": {}, "history": [], "loss": _read_log(run_dir, "loss"),
                       "error": str(err), "train_seconds": None, "total_seconds": time.perf_counter() - t0}
-            write_json(result_path, _finite_json(record), indent=2)
+            write_json(result_path, finite_json(record), indent=2)
             return record
     summary = json.loads((run_dir / "train_summary.json").read_text())
     t1 = time.perf_counter()
@@ -224,19 +224,8 @@ def run_one(job: dict) -> dict:
               "probes": probe_summary(run_dir) if job.get("probes") else None,
               "train_seconds": summary.get("wall_time"), "eval_seconds": time.perf_counter() - t1,
               "total_seconds": time.perf_counter() - t0}
-    write_json(result_path, _finite_json(record), indent=2)
+    write_json(result_path, finite_json(record), indent=2)
     return record
-
-
-def _finite_json(obj):
-    """NaN / inf become None so results.json stays valid JSON."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite_json(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_finite_json(v) for v in obj]
-    return obj
 
 
 def _none_to_nan(record: dict) -> dict:
@@ -309,7 +298,7 @@ def _run_comparison(cfg: CompareConfig, command, log, t0: float, commit: str, ou
         write_report,
     )
     from softdiff.evaluation.run_eval import RunEvaluator
-    from softdiff.safe_io import write_json, write_text
+    from softdiff.safe_io import finite_json, write_json, write_text
 
     write_text(out / "compare_config.yaml", to_yaml(cfg))
     base = cfg.base_train_config()
@@ -386,7 +375,7 @@ def _run_comparison(cfg: CompareConfig, command, log, t0: float, commit: str, ou
     payload = {"runs": results, "summary": {a: {m: {"mean": s["mean"], "std": s["std"]} for m, s in ms.items()}
                                             for a, ms in summary.items()},
                "noise_floor": floors, "winners": wins, "diagnostics": diagnostics, "setup": setup}
-    write_json(out / "results.json", _finite_json(payload), indent=2)
+    write_json(out / "results.json", finite_json(payload), indent=2)
     log(f"wrote {out / 'report.md'}, {out / 'results.json'} and {len(plots)} plots")
     return out
 

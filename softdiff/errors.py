@@ -1,4 +1,9 @@
 """User-facing errors: one sentence naming the key, file or value and what would be valid."""
+from __future__ import annotations
+
+from typing import Mapping, TypeVar
+
+T = TypeVar("T")
 
 
 class SoftdiffError(ValueError):
@@ -11,6 +16,14 @@ class ConfigError(SoftdiffError):
 
 class DataError(SoftdiffError):
     """A dataset, input file or array is missing or malformed."""
+
+
+def lookup(registry: Mapping[str, T], what: str, name: str) -> T:
+    """``registry[name]``; a ValueError naming ``what`` and listing the valid names when it is not there."""
+    try:
+        return registry[name]
+    except KeyError:
+        raise ValueError(f"unknown {what} {name!r}; choose one of: {', '.join(registry)}") from None
 
 
 def check_choice(key: str, value, choices) -> None:

@@ -1,4 +1,4 @@
-"""Atomic writes and output-path checks.
+"""Atomic writes, output-path checks, and finite JSON.
 
 Every file or folder softdiff writes for a user appears complete or not at all: it is written to a hidden
 temporary sibling (``.NAME.tmp-PID``), flushed to disk, and renamed over the target. A process killed mid-write
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import shutil
 from contextlib import contextmanager
@@ -91,6 +92,17 @@ def write_text(path: str | Path, text: str) -> None:
 
 def write_json(path: str | Path, obj: Any, **kwargs) -> None:
     write_text(path, json.dumps(obj, **kwargs))
+
+
+def finite_json(obj: Any) -> Any:
+    """``obj`` with every NaN / inf float (inside dicts and lists) replaced by None, so it is valid JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [finite_json(v) for v in obj]
+    return obj
 
 
 def save_figure(fig, path: str | Path, **kwargs) -> None:

@@ -1,10 +1,18 @@
+import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
+import yaml
 
 from softdiff.cli import main as softdiff_main
+from softdiff.compare import CompareConfig
 from softdiff.config import load_config, to_yaml
+from softdiff.diagnostics.ntk_study import NTKStudyConfig
 from softdiff.errors import ConfigError
+from softdiff.training import TrainConfig
+
+SHIPPED = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 
 
 @dataclass
@@ -56,3 +64,33 @@ def test_softdiff_command_dispatch(capsys):
     assert "unknown command 'nope'" in capsys.readouterr().err
     assert softdiff_main(["train", "train.steps=0"]) == 2
     assert "train.steps=0 must be positive" in capsys.readouterr().err
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        out.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return out
+
+
+def _get(cfg, dotted: str):
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_shipped_configs_load_the_values_they_set(path):
+    schema = {"compare": CompareConfig, "ntk": NTKStudyConfig}.get(path.name.split("_")[0], TrainConfig)
+    cfg = load_config(schema, path)
+    # Every key the file sets has the file's value (read here by plain YAML); every other key its default.
+    written, loaded = _flat(yaml.safe_load(path.read_text())), _flat(dataclasses.asdict(cfg))
+    defaults = _flat(dataclasses.asdict(schema()))
+    assert written and set(written) <= set(loaded)
+    for key, value in loaded.items():
+        assert value == written.get(key, defaults[key]), key
+    if schema is CompareConfig:  # and the runs' training config carries each override
+        base = cfg.base_train_config()
+        for item in cfg.train_overrides:
+            key, value = item.split("=", 1)
+            assert _get(base, key) == yaml.safe_load(value), item

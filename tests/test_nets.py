@@ -1,11 +1,14 @@
 import json
+import math
 
 import pytest
 import torch
 
 from softdiff.nets import (
-    ACTIVATIONS, ScoreMLP, ScoreTransformer, TwoLayerBlock, TwoLayerScoreNet, ValueSoftmaxAttention,
+    ACTIVATIONS, ATTENTION_NORMALIZATIONS, Activation, ScoreMLP, ScoreTransformer, TwoLayerBlock, TwoLayerScoreNet,
+    ValueSoftmaxAttention,
 )
+from softdiff.nets.score_transformer import patchify, unpatchify
 
 
 def _gen(seed=0):
@@ -61,10 +64,50 @@ def test_transformer_accepts_any_size_divisible_by_patch():
         ScoreTransformer(sample_size=10, patch_size=4)
 
 
-def test_transformer_is_zero_at_init_and_depends_on_time_after_training_perturbation():
+def test_each_activation_name_computes_its_function():
+    z = torch.tensor([[-2.0, -0.5, 0.0, 0.5, 1.0, 3.0], [0.3, -1.0, 2.0, -4.0, 0.1, 1.5]], dtype=torch.float64)
+    m, relu = z.shape[-1], z.clamp(min=0)
+    reference = {
+        "softmax": m * torch.exp(z) / torch.exp(z).sum(-1, keepdim=True),
+        "relu": relu,
+        "exp": torch.exp(z),
+        "gelu": 0.5 * z * (1 + torch.erf(z / math.sqrt(2))),
+        "silu": z / (1 + torch.exp(-z)),
+        "sigmoid": 1 / (1 + torch.exp(-z)),
+        "tanh": (torch.exp(z) - torch.exp(-z)) / (torch.exp(z) + torch.exp(-z)),
+        "relu_norm": m * relu / relu.sum(-1, keepdim=True),
+        "identity": z,
+    }
+    assert set(reference) == set(ACTIVATIONS)
+    for name, expected in reference.items():
+        assert torch.allclose(Activation(name)(z), expected, rtol=1e-9, atol=1e-12), name
+    assert torch.equal(Activation("relu_norm")(-z.abs()), torch.zeros_like(z))  # no active unit: zero, not NaN
+    # Attention's relu_norm is the same map left on the simplex (the activation is m times it).
+    assert torch.allclose(ATTENTION_NORMALIZATIONS["relu_norm"](z) * m, reference["relu_norm"], rtol=1e-9)
+
+
+@pytest.mark.parametrize("channels,size,patch", [(1, 8, 2), (3, 12, 4), (2, 6, 1)])
+def test_patchify_then_unpatchify_gives_the_input_back(channels, size, patch):
+    x = torch.randn(2, channels, size, size, generator=_gen())
+    tokens = patchify(x, patch)
+    n = size // patch
+    assert tokens.shape == (2, n * n, channels * patch * patch)
+    assert torch.equal(unpatchify(tokens, size, patch), x)
+    # Token k is the patch in grid row k // n, column k % n (the order of the position table).
+    row, col = divmod(n * n - 2, n)
+    patch_pixels = x[:, :, row * patch:(row + 1) * patch, col * patch:(col + 1) * patch]
+    assert torch.equal(tokens[:, n * n - 2], patch_pixels.reshape(2, -1))
+
+
+def test_transformer_is_zero_at_init_and_not_once_perturbed():
     model = ScoreTransformer(hidden_size=16, num_layers=1, num_heads=2)
-    x = torch.randn(2, 1, 8, 8)
+    x = torch.randn(2, 1, 8, 8, generator=_gen())
     assert model(x, 3).abs().max() == 0  # adaLN-Zero: every residual and the final layer start closed
+    g = _gen(1)
+    with torch.no_grad():  # a small step away from the initialisation opens every output pixel
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 1e-2)
+    assert (model(x, 3) != 0).all()
     _perturb(model)
     assert not torch.allclose(model(x, 3), model(x, 700))
 

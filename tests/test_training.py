@@ -7,6 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 from softdiff.cli import run_main
+from softdiff.diffusion import generate
 from softdiff.training import load_train_config, train
 from softdiff.training.cli import main as train_main
 from softdiff.training.trainer import TrainingError
@@ -47,7 +48,8 @@ def test_cli_entry_point_has_no_traceback(run_script):
 
 
 def test_run_directory_layout_and_metrics(tmp_path):
-    out = train(tiny(tmp_path, "train.steps=10", "sample.every=5"), quiet=True)
+    cfg = tiny(tmp_path, "train.steps=10", "sample.every=5")
+    out = train(cfg, quiet=True)
     for name in ("config.yaml", "metrics.jsonl", "model/config.json", "model_ema/config.json",
                  "model/scheduler_config.json", "model/data_info.json", "samples/step-5.png",
                  "samples/step-10.png", "checkpoints/checkpoint-10"):
@@ -55,8 +57,9 @@ def test_run_directory_layout_and_metrics(tmp_path):
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [5, 10]
     assert {"loss", "lr", "samples_per_s", "wall_time"} <= set(records[0])
-    # The resolved config reloads to the same values.
-    assert load_train_config(out / "config.yaml").model.hidden_size == 16
+    # The resolved config reloads to the same values, the overrides included.
+    reloaded = load_train_config(out / "config.yaml")
+    assert reloaded == cfg and (reloaded.model.hidden_size, reloaded.data.name) == (16, "8gaussians")
     # EMA weights differ from the live ones, and EMA state is not written into config.json (diffusers trap).
     assert any(not torch.equal(a, b) for a, b in zip(weights(out / "model").values(),
                                                      weights(out / "model_ema").values()))
@@ -120,10 +123,18 @@ def test_nonfinite_loss_stops_without_saving(tmp_path, monkeypatch):
     assert not (tmp_path / "model").exists()
 
 
-def test_nonfinite_loss_skip_mode_keeps_weights_finite(tmp_path, monkeypatch):
-    poison_loss(monkeypatch, lambda n: n % 4 == 0)
-    out = train(tiny(tmp_path, "train.steps=10", "train.on_nonfinite=skip"), quiet=True)
-    assert all(torch.isfinite(v).all() for v in weights(out / "model").values())
+def test_nonfinite_loss_skip_mode_leaves_the_weights_unchanged(tmp_path, monkeypatch):
+    # Steps 4 and 10 are skipped. The last step being skipped, the saved weights must be checkpoint-9's exactly:
+    # neither the optimizer (whose moments and weight decay move weights even at zero gradient) nor the EMA stepped.
+    poison_loss(monkeypatch, lambda n: n in (4, 10))
+    out = train(tiny(tmp_path, "train.steps=10", "train.checkpoint_every=9", "train.on_nonfinite=skip"), quiet=True)
+    assert json.loads((out / "train_summary.json").read_text())["finished"]
+    checkpoint = out / "checkpoints" / "checkpoint-9"
+    live, saved = load_file(str(checkpoint / "model.safetensors")), weights(out / "model")
+    assert live.keys() == saved.keys() and all(torch.equal(live[k], saved[k]) for k in live)
+    ema, saved_ema = load_file(str(checkpoint / "ema.safetensors")), weights(out / "model_ema")
+    assert ema and all(torch.equal(ema[k], saved_ema[k]) for k in ema)
+    assert any(not torch.equal(live[k], ema[k]) for k in ema)  # the two comparisons are not the same one
 
 
 def test_sigkill_during_checkpoint_save_leaves_previous_usable(tmp_path, run_script):
@@ -216,6 +227,10 @@ def test_image_run_and_class_conditional_sampling(tmp_path, run_script):
     assert x.shape == (5, 1, 8, 8) and x.min() >= 0 and x.max() <= 1
     bad = run_script("sample.py", out, "--class-label", "12", "--output", tmp_path / "t.npz")
     assert bad.returncode == 2 and "labels 0..9" in bad.stderr
+    # The label reaches the model: another class gives other samples from the same noise.
+    seven = generate(out, "dpm++sde", steps=2, num_samples=5, ema=False, class_label=7)
+    assert torch.allclose(torch.from_numpy(x), seven, atol=1e-5)  # sample.py draws what generate draws
+    assert not torch.equal(generate(out, "dpm++sde", steps=2, num_samples=5, ema=False, class_label=2), seven)
 
 
 def test_ntk_drift_is_recorded_during_training(tmp_path):

@@ -19,6 +19,11 @@ IMAGE_DATASETS = ("digits", *TORCHVISION, "folder")
 DATASETS = (*TOY2D, *IMAGE_DATASETS)
 
 
+def from_model_space(x: Tensor, kind: str) -> Tensor:
+    """Model space -> data space for a dataset of ``kind`` (images clamped to [0, 1])."""
+    return ((x + 1) / 2).clamp(0, 1) if kind == "image" else x
+
+
 @dataclass
 class Dataset:
     """A source of training batches in model space, plus what is needed to map samples back to data."""
@@ -40,7 +45,7 @@ class Dataset:
 
     def from_model(self, x: Tensor) -> Tensor:
         """Model space -> data space (images clamped to [0, 1])."""
-        return ((x + 1) / 2).clamp(0, 1) if self.kind == "image" else x
+        return from_model_space(x, self.kind)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor | None]:
         """``n`` random training examples in model space (and their labels when the set has them)."""
@@ -97,4 +102,5 @@ def make_dataset(name: str, root: str | Path = "data", download: bool = False, p
     raise DataError(f"unknown dataset '{name}'; choose one of: {', '.join(DATASETS)}.")
 
 
-__all__ = ["DATASETS", "Dataset", "GaussianMixture", "IMAGE_DATASETS", "example_shape", "make_dataset"]
+__all__ = ["DATASETS", "Dataset", "GaussianMixture", "IMAGE_DATASETS", "example_shape", "from_model_space",
+           "make_dataset"]

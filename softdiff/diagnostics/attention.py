@@ -18,12 +18,12 @@ import torch
 from torch import Tensor, nn
 
 from softdiff.errors import DataError
+from softdiff.nets.activations import EPS
 
 SINK_THRESHOLD = 0.9  # a head whose sink score exceeds this is a sink head (docs/theory.md 3.3)
 # The per-run summary the comparison runner keeps and reports (keys of ProbeResult.layer_table), with labels.
 PROBE_SUMMARY = {"entropy": "attention entropy (nats)", "sparsity": "mean max weight", "sink": "sink score",
                  "sink_heads": "sink-head fraction", "massive": "massive activation (max / median)"}
-_EPS = 1e-12
 
 
 # ----------------------------------------------------------------------------------- maths on plain tensors
@@ -32,7 +32,7 @@ def _rows(probs: Tensor, num_special: int = 0) -> Tensor:
     if probs.ndim != 4:
         raise ValueError(f"attention weights must have shape (B, heads, N, N), got {tuple(probs.shape)}")
     p = probs[:, :, num_special:].abs().double()
-    return p / (p.sum(-1, keepdim=True) + _EPS)
+    return p / (p.sum(-1, keepdim=True) + EPS)
 
 
 def attention_entropy(probs: Tensor, num_special: int = 0) -> Tensor:
@@ -77,7 +77,7 @@ def massive_activation(hidden: Tensor) -> tuple[float, int]:
     mag = hidden.detach().abs().double()
     flat_max = int(mag.argmax())
     token = (flat_max // mag.shape[-1]) % mag.shape[1]
-    return float(mag.max() / (mag.median() + _EPS)), int(token)
+    return float(mag.max() / (mag.median() + EPS)), int(token)
 
 
 # ------------------------------------------------------------------------------------------- hook layer

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import matplotlib
 
@@ -36,30 +36,40 @@ def _xlabel(hist: FlowHistory) -> str:
     return "time t" if hist.meta.get("method") == "flow" else "GD step"
 
 
-def plot_shares(histories: dict[str, FlowHistory], path: Path, title: str, seed_index: int = 0) -> Path:
-    """Each token's share ``s_i`` against the step, log-log (symlog y where a map leaves the positive orthant)."""
+def _case_panels(histories: dict[str, FlowHistory], path: Path, title: str,
+                 draw: Callable[[plt.Axes, FlowHistory], None]) -> Path:
+    """One panel per case against the step (log x), filled by ``draw(ax, hist)``; spare grid cells hidden."""
     rows, cols = _grid(len(histories))
     fig, axes = plt.subplots(rows, cols, figsize=(max(6.0, 3.2 * cols), 2.8 * rows + 0.6), squeeze=False)
     for ax, (label, hist) in zip(axes.flat, histories.items()):
+        draw(ax, hist)
+        ax.set_xscale("log")
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel(_xlabel(hist), fontsize=8)
+    for ax in list(axes.flat)[len(histories):]:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_shares(histories: dict[str, FlowHistory], path: Path, title: str, seed_index: int = 0) -> Path:
+    """Each token's share ``s_i`` against the step, log-log (symlog y where a map leaves the positive orthant)."""
+
+    def draw(ax, hist: FlowHistory) -> None:
         x, keep = _x(hist)
         s = _series(hist, "s", seed_index)[keep]
         ax.plot(x, s, lw=1)
-        ax.set_xscale("log")
         finite = s[np.isfinite(s)]
         if finite.size and finite.min() > 0:
             ax.set_yscale("log")
         else:
             ax.set_yscale("symlog", linthresh=1e-2)
-        ax.set_title(label, fontsize=9)
-        ax.set_xlabel(_xlabel(hist), fontsize=8)
         ax.set_ylabel("share s_i", fontsize=8)
-    for ax in list(axes.flat)[len(histories):]:
-        ax.axis("off")
-    fig.suptitle(f"{title}: attention shares per token (seed {seed_index})", fontsize=10)
-    fig.tight_layout()
-    save_figure(fig, path, dpi=110)
-    plt.close(fig)
-    return path
+
+    return _case_panels(histories, path, f"{title}: attention shares per token (seed {seed_index})", draw)
 
 
 def plot_entropy(histories: dict[str, FlowHistory], path: Path, title: str) -> Path:
@@ -87,26 +97,17 @@ def plot_entropy(histories: dict[str, FlowHistory], path: Path, title: str) -> P
 
 def plot_projections(histories: dict[str, FlowHistory], path: Path, title: str, seed_index: int = 0) -> Path:
     """Each value's projection ``<v_i, d>`` on the loss's reference direction against the step; winner bold."""
-    rows, cols = _grid(len(histories))
-    fig, axes = plt.subplots(rows, cols, figsize=(max(6.0, 3.2 * cols), 2.8 * rows + 0.6), squeeze=False)
-    for ax, (label, hist) in zip(axes.flat, histories.items()):
+
+    def draw(ax, hist: FlowHistory) -> None:
         x, keep = _x(hist)
         proj = _series(hist, "projections", seed_index)[keep]
         winner = int(_series(hist, "winner", seed_index)[-1])
         ax.plot(x, proj, lw=0.8, alpha=0.7)
         ax.plot(x, proj[:, winner], color="black", lw=2, label=f"winner (token {winner})")
-        ax.set_xscale("log")
-        ax.set_title(label, fontsize=9)
-        ax.set_xlabel(_xlabel(hist), fontsize=8)
         ax.set_ylabel("<v_i, d>", fontsize=8)
         ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(histories):]:
-        ax.axis("off")
-    fig.suptitle(f"{title}: value projections (seed {seed_index})", fontsize=10)
-    fig.tight_layout()
-    save_figure(fig, path, dpi=110)
-    plt.close(fig)
-    return path
+
+    return _case_panels(histories, path, f"{title}: value projections (seed {seed_index})", draw)
 
 
 def plot_all(histories: dict[str, FlowHistory], out_dir: Path, title: str) -> Sequence[Path]:

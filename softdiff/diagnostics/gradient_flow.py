@@ -22,10 +22,10 @@ import torch
 from torch import Tensor
 from torchdiffeq import odeint
 
-from softdiff.errors import SoftdiffError
-from softdiff.nets.activations import softmax_vjp
+from softdiff.errors import SoftdiffError, lookup
+from softdiff.nets.activations import EPS, relu_normalize, softmax_vjp
+from softdiff.safe_io import finite_json
 
-_EPS = 1e-10  # added to every normaliser's denominator, as in docs/theory.md's E2
 _ADAPTIVE_ODE_METHODS = {"dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun"}
 
 
@@ -51,10 +51,10 @@ def _ratio(phi: Callable[[Tensor], Tensor], dphi: Callable[[Tensor], Tensor]) ->
 
     def forward(a: Tensor) -> Tensor:
         p = phi(a)
-        return p / (p.sum(-1, keepdim=True) + _EPS)
+        return p / (p.sum(-1, keepdim=True) + EPS)
 
     def vjp(a: Tensor, s: Tensor, u: Tensor) -> Tensor:
-        return _unit_sum_vjp(dphi(a) / (phi(a).sum(-1, keepdim=True) + _EPS), s, u)
+        return _unit_sum_vjp(dphi(a) / (phi(a).sum(-1, keepdim=True) + EPS), s, u)
 
     return Normalisation(forward, vjp)
 
@@ -64,17 +64,14 @@ NORMALISATIONS: dict[str, Normalisation] = {
     "l1": _ratio(torch.abs, torch.sign),
     "sum": _ratio(lambda z: z, torch.ones_like),
     "l2": _ratio(torch.square, lambda z: 2 * z),
-    "relu_norm": _ratio(torch.relu, lambda z: (z > 0).to(z.dtype)),
+    "relu_norm": Normalisation(relu_normalize, _ratio(torch.relu, lambda z: (z > 0).to(z.dtype)).vjp),
     "sigmoid": Normalisation(torch.sigmoid, lambda a, s, u: s * (1 - s) * u),
 }
 
 
 def get_normalisation(name: str) -> Normalisation:
     """The normalisation called ``name``; ValueError listing the names if unknown."""
-    try:
-        return NORMALISATIONS[name]
-    except KeyError:
-        raise ValueError(f"unknown normalization {name!r}; choose one of: {', '.join(NORMALISATIONS)}") from None
+    return lookup(NORMALISATIONS, "normalization", name)
 
 
 # ------------------------------------------------------------------------------------------------------ losses
@@ -110,10 +107,7 @@ LOSSES: dict[str, Loss] = {
 
 def get_loss(name: str) -> Loss:
     """The loss called ``name``; ValueError listing the names if unknown."""
-    try:
-        return LOSSES[name]
-    except KeyError:
-        raise ValueError(f"unknown loss {name!r}; choose one of: {', '.join(LOSSES)}") from None
+    return lookup(LOSSES, "loss", name)
 
 
 # ---------------------------------------------------------------------------------------------- the two models
@@ -223,21 +217,11 @@ class FlowHistory:
                 arr = value.detach().cpu().numpy()
                 out[f.name] = np.where(np.isfinite(arr), arr, np.nan).tolist() if arr.dtype.kind == "f" \
                     else arr.tolist()
-        return _nan_to_none(out)
-
-
-def _nan_to_none(obj: Any) -> Any:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, list):
-        return [_nan_to_none(x) for x in obj]
-    if isinstance(obj, dict):
-        return {k: _nan_to_none(v) for k, v in obj.items()}
-    return obj
+        return finite_json(out)
 
 
 def _entropy(s: Tensor) -> Tensor:
-    p = s.abs() / (s.abs().sum(-1, keepdim=True) + _EPS)
+    p = s.abs() / (s.abs().sum(-1, keepdim=True) + EPS)
     return -torch.xlogy(p, p).sum(-1)
 
 
@@ -447,12 +431,28 @@ def objective(V: Tensor, a: Tensor, loss: str, target, normalization: str = "sof
 # -------------------------------------------------------------------------------- reference protocols E1..E5
 @dataclass
 class FlowCase:
-    """One run of a protocol: which model, the keyword arguments of the driver, and docs/theory.md's outcome."""
+    """One run of a protocol: which model, the keyword arguments of the driver, and docs/theory.md's outcome
+    (``expected`` in words; ``reference`` the same numbers by quantity, for the measured-vs-reference table)."""
 
     label: str
     tied: bool
     kwargs: dict[str, Any]
     expected: str = ""
+    reference: dict[str, Any] = field(default_factory=dict)
+
+
+# docs/theory.md 3.2's outcomes, the one source of both the cases' `expected` text and their `reference`.
+E1_REFERENCE = {"max_share": {0: "0.125", 1_000: "0.21", 10_000: "0.86", 100_000: "0.95", 1_000_000: "0.97"},
+                "entropy": "2.08 -> 0.17", "loss": "0.70 -> 1e-5", "winner_projection": "0.09 -> 11.7",
+                "gain_per_decade": "+2.3"}
+E2_EXPECTED = {
+    "square": "nothing polarises before the loss reaches ~0",
+    "logistic": {"softmax": "max share ~0.98", "l1": "one-hot", "l2": "one-hot", "relu_norm": "one-hot",
+                 "sum": "leaves the simplex", "sigmoid": "flat, ~0.8 on every coordinate"},
+}
+E3_REFERENCE = {"max_share": "0.998 .. 1.000", "dominant_norm": "1 -> ~6.3", "median_norm": "~1.0"}
+E4_EXPECTED_ENTROPY = {1: 3.00, 2: 2.95, 3: 1.72, 4: 0.77, 5: 0.40}
+E5_REFERENCE = {"kl": "~3e-16", "max_share": "~0.96"}
 
 
 def _draw(seeds: Sequence[int], fn: Callable[[torch.Generator], tuple[Tensor, ...]]) -> tuple[Tensor, ...]:
@@ -477,17 +477,15 @@ def _seeds(num_seeds: int, seed: int, salt: int) -> list[int]:
 
 def _e1(num_seeds: int, seed: int) -> list[FlowCase]:
     V0, beta = _draw(_seeds(num_seeds, seed, 1), lambda g: (0.1 * _normal(g, 8, 8), _unit(g, 8)))
+    r, shares = E1_REFERENCE, E1_REFERENCE["max_share"]
+    path = " -> ".join(f"{v} (1e{round(math.log10(k))})" if k else v for k, v in shares.items())
+    expected = (f"max share {path}; entropy {r['entropy']}; loss {r['loss']}; winner <v, beta*> "
+                f"{r['winner_projection']} ({r['gain_per_decade']} per decade)")
     return [FlowCase("logistic", False, dict(V0=V0, a0=None, loss="logistic", target=beta, lr=0.1, steps=1_000_000),
-                     "max share 0.125 -> 0.21 (1e3) -> 0.86 (1e4) -> 0.95 (1e5) -> 0.97 (1e6); entropy 2.08 -> 0.17; "
-                     "loss 0.70 -> 1e-5; winner <v, beta*> 0.09 -> 11.7 (+2.3 per decade)")]
+                     expected, r)]
 
 
 E2_NORMALISATIONS = ("softmax", "l1", "sum", "l2", "relu_norm", "sigmoid")
-E2_EXPECTED = {
-    "square": "nothing polarises before the loss reaches ~0",
-    "logistic": {"softmax": "max share ~0.98", "l1": "one-hot", "l2": "one-hot", "relu_norm": "one-hot",
-                 "sum": "leaves the simplex", "sigmoid": "flat, ~0.8 on every coordinate"},
-}
 
 
 def _e2(num_seeds: int, seed: int) -> list[FlowCase]:
@@ -498,7 +496,8 @@ def _e2(num_seeds: int, seed: int) -> list[FlowCase]:
         for norm in E2_NORMALISATIONS:
             expected = E2_EXPECTED[loss] if loss == "square" else E2_EXPECTED[loss][norm]
             cases.append(FlowCase(f"{loss}/{norm}", False, dict(V0=V0, a0=a0, loss=loss, target=beta, lr=lr,
-                                                                  steps=steps, normalization=norm), expected))
+                                                                  steps=steps, normalization=norm), expected,
+                                  {"outcome": expected}))
     return cases
 
 
@@ -507,8 +506,10 @@ def _e3(num_seeds: int, seed: int) -> list[FlowCase]:
     for d in (10, 20, 50, 100):
         a0, beta = _draw(_seeds(num_seeds, seed, 3), lambda g: (1 + 0.1 * _normal(g, d), _unit(g, d)))
         U0 = torch.eye(d, dtype=torch.float64).expand(num_seeds, d, d).clone()
+        r = E3_REFERENCE
         cases.append(FlowCase(f"D={d}", True, dict(V0=U0, a0=a0, loss="logistic", target=beta, lr=0.05, steps=10_000),
-                              "max share -> 0.998..1.000; dominant column norm 1 -> ~6.3, median column ~1.0"))
+                              f"max share -> {r['max_share']}; dominant column norm {r['dominant_norm']}, median "
+                              f"column {r['median_norm']}", r))
     return cases
 
 
@@ -532,7 +533,7 @@ def _e4(num_seeds: int, seed: int) -> list[FlowCase]:
             1e-5 * _normal(g, n, n), 1e-3 * _normal(g, n), conditioned_design(g, n, n, kappa), _normal(g, n)))
         cases.append(FlowCase(f"kappa={kappa}", False, dict(V0=V0, a0=a0, loss="design_square", target=y, design=X,
                                                             lr=1e-3, steps=300_000),
-                              f"final entropy {expected:.2f} (log 20 = 3.00)"))
+                              f"final entropy {expected:.2f} (log 20 = 3.00)", {"entropy": f"{expected:.2f}"}))
     return cases
 
 
@@ -540,7 +541,9 @@ def _e5(num_seeds: int, seed: int) -> list[FlowCase]:
     V0, p = _draw(_seeds(num_seeds, seed, 5), lambda g: (
         0.1 * _normal(g, 10, 10), torch.softmax(10 * torch.rand(10, generator=g, dtype=torch.float64), -1)))
     return [FlowCase("cross_entropy", False, dict(V0=V0, a0=None, loss="cross_entropy", target=p, lr=0.1,
-                                                 steps=1_000_000), "KL -> ~3e-16 while the max share only reaches ~0.96")]
+                                                 steps=1_000_000),
+                      f"KL -> {E5_REFERENCE['kl']} while the max share only reaches {E5_REFERENCE['max_share']}",
+                      E5_REFERENCE)]
 
 
 PRESETS: dict[str, Callable[[int, int], list[FlowCase]]] = {"E1": _e1, "E2": _e2, "E3": _e3, "E4": _e4, "E5": _e5}
@@ -548,11 +551,7 @@ PRESETS: dict[str, Callable[[int, int], list[FlowCase]]] = {"E1": _e1, "E2": _e2
 
 def preset_cases(name: str, num_seeds: int = 1, seed: int = 0) -> list[FlowCase]:
     """The runs of protocol ``name`` (docs/theory.md 3) with ``num_seeds`` batched draws starting at ``seed``."""
-    try:
-        builder = PRESETS[name]
-    except KeyError:
-        raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}") from None
-    return builder(num_seeds, seed)
+    return lookup(PRESETS, "preset", name)(num_seeds, seed)
 
 
 def run_case(case: FlowCase, **overrides: Any) -> FlowHistory:

@@ -25,8 +25,9 @@ from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.func import functional_call, jacrev, jvp, vjp, vmap
 
+from softdiff.diffusion.sampling import model_output
 from softdiff.nets.activations import exp_act
-from softdiff.nets.two_layer import TWO_LAYER_ACTIVATIONS, TwoLayerSoftmax
+from softdiff.nets.two_layer import TwoLayerSoftmax
 
 NTK_MODES = ("full", "trace", "diagonal")
 NTK_IMPLEMENTATIONS = ("jacobian", "ntk_vp")
@@ -55,20 +56,14 @@ def _check_inputs(model: TwoLayerSoftmax, x: Tensor, name: str) -> None:
 
 def _coefficients(model: TwoLayerSoftmax, x: Tensor, W: Tensor, A: Tensor, chunk: slice,
                   softmax_probs: Tensor | None, centre: Tensor | None) -> Tensor:
-    """``c[l, i, r]`` with ``dF_l(x_i)/dw_r = c[l, i, r] * x_i`` for the neurons in ``chunk``: (d_out, n, c)."""
+    """``c[l, i, r]`` with ``dF_l(x_i)/dw_r = output_scale * c[l, i, r] * x_i`` for the neurons in ``chunk``."""
     a = A[:, None, chunk]                                              # (d_out, 1, c)
     if model.activation == "softmax":
-        # J_S^T a_l restricted to the chunk (the centring <a_l, S(x)> is global, hence precomputed); the
-        # factor m of dF/dw_r is applied once to the Gram matrix (see _coefficient_scale).
+        # J_S^T a_l restricted to the chunk (the centring <a_l, S(x)> is global, hence precomputed).
         return softmax_probs[None, :, chunk] * (a - centre.T[..., None])
     z = x @ W[:, chunk]
     slope = (z > 0).to(z.dtype) if model.activation == "relu" else exp_act(z)
     return a * slope[None]
-
-
-def _coefficient_scale(model: TwoLayerSoftmax) -> float:
-    """The constant dropped from ``_coefficients``: ``m`` for softmax, ``1/sqrt(m)`` for relu / exp."""
-    return float(model.width) if model.activation == "softmax" else 1.0 / math.sqrt(model.width)
 
 
 def two_layer_ntk(model: TwoLayerSoftmax, x: Tensor, x2: Tensor | None = None, chunk_size: int = 4096,
@@ -105,7 +100,7 @@ def two_layer_ntk(model: TwoLayerSoftmax, x: Tensor, x2: Tensor | None = None, c
             for l2 in range(l1 + 1, d_out):
                 gram[l2 * n1:(l2 + 1) * n1, l1 * n1:(l1 + 1) * n1] = gram[l1 * n1:(l1 + 1) * n1,
                                                                           l2 * n1:(l2 + 1) * n1].T
-    scale = _coefficient_scale(model) ** 2 / ntk_scale(model)
+    scale = model.output_scale ** 2 / ntk_scale(model)  # output_scale is applied once, to the Gram matrix
     gram *= (xs[0] @ xs[-1].T).repeat(d_out, d_out).mul_(scale)            # x_i^T x_j, shared by all blocks
     return gram
 
@@ -131,23 +126,7 @@ def two_layer_exp_ntk(model: TwoLayerSoftmax, x: Tensor, x2: Tensor | None = Non
     return two_layer_ntk(model, x, x2, chunk_size, dtype)
 
 
-CLOSED_FORM_NTKS: dict[str, Callable[..., Tensor]] = {
-    "softmax": two_layer_softmax_ntk, "relu": two_layer_relu_ntk, "exp": two_layer_exp_ntk}
-assert set(CLOSED_FORM_NTKS) == set(TWO_LAYER_ACTIVATIONS)
-
-
 # ------------------------------------------------------------------------------------------ empirical NTK
-def _model_output(out) -> Tensor:
-    """A forward's tensor: diffusers-style outputs carry it in ``.sample``, tuples in their first entry."""
-    if isinstance(out, Tensor):
-        return out
-    if hasattr(out, "sample"):
-        return out.sample
-    if isinstance(out, (tuple, list)) and out and isinstance(out[0], Tensor):
-        return out[0]
-    raise ValueError(f"the model returned {type(out).__name__}; expected a Tensor or an object with .sample")
-
-
 def _resolve_params(model_fn, params) -> tuple[Callable, dict[str, Tensor]]:
     """``(f(params, *inputs) -> Tensor over a batch, primal params)`` for a module or a functional callable."""
     if isinstance(model_fn, nn.Module):
@@ -170,11 +149,11 @@ def _resolve_params(model_fn, params) -> tuple[Callable, dict[str, Tensor]]:
         frozen = {k: v.detach() for k, v in named.items() if k not in chosen}
 
         def batched(p, *inputs):
-            return _model_output(functional_call(module, {**frozen, **p}, inputs))
+            return model_output(functional_call(module, {**frozen, **p}, inputs))
         return batched, {k: v.detach() for k, v in chosen.items()}
     if not isinstance(params, Mapping):
         raise ValueError("a functional model_fn(params, *inputs) needs params as a dict of tensors")
-    return (lambda p, *inputs: _model_output(model_fn(p, *inputs))), {k: v.detach() for k, v in params.items()}
+    return (lambda p, *inputs: model_output(model_fn(p, *inputs))), {k: v.detach() for k, v in params.items()}
 
 
 def _as_inputs(x, name: str) -> tuple[Tensor, ...]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Callable
 
 import matplotlib
 
@@ -10,8 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (backend must be chosen first)
 import numpy as np  # noqa: E402
 
-from softdiff.diagnostics.ntk_study import fmt  # noqa: E402
 from softdiff.safe_io import save_figure, write_text  # noqa: E402
+from softdiff.tables import fmt  # noqa: E402
 
 
 def plot_drift(results: dict, path: Path) -> None:
@@ -37,45 +38,47 @@ def plot_drift(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_loss(results: dict, path: Path) -> None:
-    """Loss vs step (measured, linearised prediction, recalled bound envelope) for the smallest and largest width."""
-    cfg, tasks = results["config"], list(results["runs"])
-    acts = cfg["activations"]
+def _task_activation_panels(results: dict, path: Path, draw: Callable[[plt.Axes, str, str], None]) -> None:
+    """One panel per task (rows) and activation (columns), filled by ``draw(ax, task, activation)``."""
+    tasks, acts = list(results["runs"]), results["config"]["activations"]
     fig, axes = plt.subplots(len(tasks), len(acts), figsize=(4.5 * len(acts), 3.6 * len(tasks)), squeeze=False)
     for i, task in enumerate(tasks):
         for j, act in enumerate(acts):
-            ax = axes[i][j]
-            rows = results["runs"][task][act]
-            for row, colour in ((rows[0], "tab:red"), (rows[-1], "tab:blue")):
-                steps = np.arange(len(row["loss"]))
-                ax.plot(steps, row["loss"], color=colour, label=f"m={row['width']} measured")
-                ax.plot(steps, row["loss_linearised"], "--", color=colour, label=f"m={row['width']} kernel")
-                ax.plot(steps, row["loss"][0] * row["rate_bound"] ** steps, ":", color=colour,
-                        label=f"m={row['width']} bound (1-c*eta*kappa*lambda)^t")
-            ax.set(yscale="log", xlabel="GD step", ylabel="1/2 ||F - Y||^2", title=f"{task}, {act}")
-            ax.legend(fontsize=6)
+            draw(axes[i][j], task, act)
     fig.tight_layout()
     save_figure(fig, path, dpi=120)
     plt.close(fig)
+
+
+def plot_loss(results: dict, path: Path) -> None:
+    """Loss vs step (measured, linearised prediction, recalled bound envelope) for the smallest and largest width."""
+
+    def draw(ax, task: str, act: str) -> None:
+        rows = results["runs"][task][act]
+        for row, colour in ((rows[0], "tab:red"), (rows[-1], "tab:blue")):
+            steps = np.arange(len(row["loss"]))
+            ax.plot(steps, row["loss"], color=colour, label=f"m={row['width']} measured")
+            ax.plot(steps, row["loss_linearised"], "--", color=colour, label=f"m={row['width']} kernel")
+            ax.plot(steps, row["loss"][0] * row["rate_bound"] ** steps, ":", color=colour,
+                    label=f"m={row['width']} bound (1-c*eta*kappa*lambda)^t")
+        ax.set(yscale="log", xlabel="GD step", ylabel="1/2 ||F - Y||^2", title=f"{task}, {act}")
+        ax.legend(fontsize=6)
+
+    _task_activation_panels(results, path, draw)
 
 
 def plot_spectra(results: dict, path: Path) -> None:
     """Sorted NTK eigenvalues at init for every width (darker = wider), one panel per task and activation."""
-    cfg, tasks = results["config"], list(results["runs"])
-    acts = cfg["activations"]
-    fig, axes = plt.subplots(len(tasks), len(acts), figsize=(4.5 * len(acts), 3.6 * len(tasks)), squeeze=False)
-    shades = plt.cm.viridis(np.linspace(0.9, 0.1, len(cfg["widths"])))
-    for i, task in enumerate(tasks):
-        for j, act in enumerate(acts):
-            ax = axes[i][j]
-            for row, shade in zip(results["runs"][task][act], shades):
-                evals = np.sort(np.clip(row["eigenvalues"], 1e-16, None))[::-1]
-                ax.plot(np.arange(1, len(evals) + 1), evals, color=shade, label=f"m={row['width']}")
-            ax.set(yscale="log", xlabel="index", ylabel="eigenvalue of H(0)", title=f"{task}, {act}")
-            ax.legend(fontsize=6, ncol=2)
-    fig.tight_layout()
-    save_figure(fig, path, dpi=120)
-    plt.close(fig)
+    shades = plt.cm.viridis(np.linspace(0.9, 0.1, len(results["config"]["widths"])))
+
+    def draw(ax, task: str, act: str) -> None:
+        for row, shade in zip(results["runs"][task][act], shades):
+            evals = np.sort(np.clip(row["eigenvalues"], 1e-16, None))[::-1]
+            ax.plot(np.arange(1, len(evals) + 1), evals, color=shade, label=f"m={row['width']}")
+        ax.set(yscale="log", xlabel="index", ylabel="eigenvalue of H(0)", title=f"{task}, {act}")
+        ax.legend(fontsize=6, ncol=2)
+
+    _task_activation_panels(results, path, draw)
 
 
 def write_report(results: dict, out_dir: Path) -> list[Path]:

@@ -7,7 +7,6 @@ and the gap between the trained network and the kernel-regime prediction on test
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -219,10 +218,3 @@ def run_width_study(cfg: NTKStudyConfig, progress: bool = True) -> dict:
                 "kernel_convergence_slope": loglog_slope(cfg.widths[:-1], conv.relative_error[:-1]),
             }
     return {"config": dataclasses.asdict(cfg), "runs": runs, "summary": summary}
-
-
-def fmt(value: float) -> str:
-    """Compact number for report tables."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return str(value)
-    return f"{value:.3g}"

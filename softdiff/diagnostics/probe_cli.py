@@ -19,6 +19,7 @@ import numpy as np  # noqa: E402
 from softdiff.diagnostics.attention import SINK_THRESHOLD, ProbeResult, probe_run  # noqa: E402
 from softdiff.cli import ArgumentParser  # noqa: E402
 from softdiff.errors import ConfigError, check_finite, check_positive  # noqa: E402
+from softdiff import tables  # noqa: E402
 from softdiff.safe_io import check_output_dir, save_figure, write_text  # noqa: E402
 
 COLUMNS = (("entropy", "entropy", "{:.2f}"), ("sparsity", "sparsity", "{:.3f}"), ("sink", "sink", "{:.3f}"),
@@ -39,9 +40,7 @@ def print_table(results: Sequence[ProbeResult]) -> None:
             table = result.layer_table()
             if layer < len(table):
                 rows.append([str(layer), _label(result, i)] + [fmt.format(table[layer][key]) for key, _, fmt in COLUMNS])
-    widths = [max(len(r[c]) for r in [head, *rows]) for c in range(len(head))]
-    for r in [head, ["-" * w for w in widths], *rows]:
-        print("  ".join(c.rjust(w) if j >= 2 else c.ljust(w) for j, (c, w) in enumerate(zip(r, widths))))
+    tables.print_table(head, rows, right_from=2)
     for i, result in enumerate(results):
         print(f"{_label(result, i)}: {result.meta.get('run_dir')}, N = {result.num_tokens} tokens "
               f"(log N = {np.log(result.num_tokens):.2f}, {result.num_special} registers), timesteps "

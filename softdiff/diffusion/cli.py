@@ -36,6 +36,7 @@ def generate(model_dir: str | Path, scheduler: str = "dpm++", steps: int = 20, n
     Class-conditional models draw ``class_label`` (or the classes in turn) with classifier-free guidance
     ``guidance_scale`` (1: the conditional model as it is; > 1 needs a model trained with label dropout).
     """
+    from softdiff.data import from_model_space
     from softdiff.training.models import load_trained  # the training package imports this one
 
     if scheduler not in SCHEDULERS:
@@ -75,7 +76,7 @@ def generate(model_dir: str | Path, scheduler: str = "dpm++", steps: int = 20, n
         chunks.append(sample(model, sched, (n, *shape), steps, generator, device, class_labels=labels,
                              guidance_scale=guidance_scale, progress=progress).cpu())
     x = torch.cat(chunks)
-    return ((x + 1) / 2).clamp(0, 1) if info["kind"] == "image" else x
+    return from_model_space(x, info["kind"])
 
 
 def _check_output_size(num_samples: int, shape) -> None:

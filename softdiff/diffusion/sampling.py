@@ -10,8 +10,15 @@ from tqdm.auto import tqdm
 NULL_LABEL = -1  # the "no class" label: conditional models trained with label dropout embed it as zero
 
 
-def _as_tensor(output: Any) -> Tensor:
-    return output.sample if hasattr(output, "sample") else output
+def model_output(out: Any) -> Tensor:
+    """A forward's tensor: diffusers-style outputs carry it in ``.sample``, tuples in their first entry."""
+    if isinstance(out, Tensor):
+        return out
+    if hasattr(out, "sample"):
+        return out.sample
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], Tensor):
+        return out[0]
+    raise ValueError(f"the model returned {type(out).__name__}; expected a Tensor or an object with .sample")
 
 
 def guided(model: Callable, class_labels: Tensor | None = None, guidance_scale: float = 1.0) -> Callable:
@@ -21,13 +28,13 @@ def guided(model: Callable, class_labels: Tensor | None = None, guidance_scale: 
     unconditional one); both halves run in one batch. Any prediction type works: they are affine in x0.
     """
     if class_labels is None:
-        return lambda x, t: _as_tensor(model(x, t))
+        return lambda x, t: model_output(model(x, t))
     if guidance_scale == 1.0:
-        return lambda x, t: _as_tensor(model(x, t, class_labels=class_labels))
+        return lambda x, t: model_output(model(x, t, class_labels=class_labels))
 
     def predict(x: Tensor, t: Tensor) -> Tensor:
         labels = torch.cat([class_labels, torch.full_like(class_labels, NULL_LABEL)])
-        out = _as_tensor(model(torch.cat([x, x]), torch.cat([t, t]), class_labels=labels))
+        out = model_output(model(torch.cat([x, x]), torch.cat([t, t]), class_labels=labels))
         cond, uncond = out.chunk(2)
         return uncond + guidance_scale * (cond - uncond)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -18,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from softdiff.errors import ConfigError, DataError, check_positive
+from softdiff.evaluation import metrics
 
 FEATURE_DATASETS = ("digits",)
 
@@ -163,23 +163,13 @@ def fid_kid(classifier: DigitsClassifier, real: Tensor, fake: Tensor, kid_subset
             kid_subsets: int = 50, seed: int = 0) -> dict[str, float]:
     """FID and KID (mean, std over subsets) of ``fake`` vs ``real`` images in the classifier's feature space."""
     from torchmetrics.image.fid import FrechetInceptionDistance
-    from torchmetrics.image.kid import KernelInceptionDistance
 
     real, fake = _check_images(real, "real images"), _check_images(fake, "fake images")
     view = _FeatureView(classifier).eval()
     fid = FrechetInceptionDistance(feature=view, normalize=True, input_img_size=(1, 8, 8))
     fid.set_dtype(torch.float64)
     subset = kid_subset_size or min(len(real), len(fake), 500)
-    with warnings.catch_warnings():  # its memory warning is irrelevant at digits scale
-        warnings.simplefilter("ignore", UserWarning)
-        kid = KernelInceptionDistance(feature=view, subsets=kid_subsets, subset_size=subset, normalize=True)
-    for metric in (fid, kid):
-        metric.update(real, real=True)
-        metric.update(fake, real=False)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)  # KID draws its subsets with the global RNG
-        kid_mean, kid_std = kid.compute()
-    return {"fid": float(fid.compute()), "kid": float(kid_mean), "kid_std": float(kid_std)}
+    return metrics.fid_kid(fid, view, real, fake, kid_subsets, subset, seed, normalize=True)
 
 
 @torch.no_grad()

@@ -6,7 +6,6 @@ read with ``torch.load(weights_only=True)``, so no code stored in the file can r
 """
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from unittest import mock
 
@@ -14,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from softdiff.errors import DataError
+from softdiff.evaluation.metrics import fid_kid
 
 WEIGHTS_URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
                "weights-inception-2015-12-05-6726825d.pth")
@@ -87,20 +87,9 @@ def inception_fid_kid(real: Tensor, fake: Tensor, features: InceptionFeatures, k
                       kid_subsets: int = 50, seed: int = 0, batch_size: int = 64) -> dict[str, float]:
     """FID and KID (mean, std) of ``fake`` vs ``real`` images in [0, 1] on Inception pool features."""
     from torchmetrics.image.fid import FrechetInceptionDistance
-    from torchmetrics.image.kid import KernelInceptionDistance
 
     given = _Given(features.num_features)
     real_f = _features(features, real, "real images", batch_size)
     fake_f = _features(features, fake, "fake images", batch_size)
-    fid = FrechetInceptionDistance(feature=given)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        kid = KernelInceptionDistance(feature=given, subsets=kid_subsets,
-                                      subset_size=kid_subset_size or min(len(real), len(fake), 1000))
-    for metric in (fid, kid):
-        metric.update(real_f, real=True)
-        metric.update(fake_f, real=False)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)  # KID draws its subsets with the global RNG
-        kid_mean, kid_std = kid.compute()
-    return {"fid": float(fid.compute()), "kid": float(kid_mean), "kid_std": float(kid_std)}
+    return fid_kid(FrechetInceptionDistance(feature=given), given, real_f, fake_f, kid_subsets,
+                   kid_subset_size or min(len(real), len(fake), 1000), seed)

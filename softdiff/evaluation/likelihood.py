@@ -18,6 +18,8 @@ import torch
 from torch import Tensor
 from torchdiffeq import odeint
 
+from softdiff.diffusion.sampling import model_output
+
 ScoreFn = Callable[[Tensor, Tensor], Tensor]  # (x, t) -> the process's field: a score (VP) or a velocity (flow)
 DIVERGENCES = ("auto", "exact", "hutchinson")
 
@@ -145,7 +147,7 @@ def _model_output_fn(model):
 
     def output(x: Tensor, t: Tensor) -> Tensor:
         out = model(x.to(dtype), t.to(dtype))
-        return (out.sample if hasattr(out, "sample") else out).to(x.dtype)
+        return model_output(out).to(x.dtype)
 
     return output
 

@@ -9,10 +9,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torchvision.utils import make_grid  # noqa: E402
 
 from softdiff.diagnostics.attention import PROBE_SUMMARY  # noqa: E402
 from softdiff.evaluation.run_eval import HIGHER_IS_BETTER  # noqa: E402
 from softdiff.safe_io import save_figure, write_text  # noqa: E402
+from softdiff.tables import fmt  # noqa: E402
 
 REPORT_SECTIONS = ("## Setup", "## Results", "## Winners", "## Plots", "## Runs")
 
@@ -72,12 +75,6 @@ def winners(summary: dict, metrics: list[str]) -> dict[str, dict]:
     return out
 
 
-def _fmt(x: float | None) -> str:
-    if x is None or not math.isfinite(x):
-        return "n/a"
-    return f"{x:.3g}" if abs(x) < 1e4 else f"{x:.3e}"
-
-
 def _band(ax, steps, values, label):
     arr = np.array(values, dtype=float)
     mean, std = np.nanmean(arr, 0), (np.nanstd(arr, 0, ddof=1) if len(arr) > 1 else np.zeros(arr.shape[1]))
@@ -135,20 +132,20 @@ def diagnostics_lines(diagnostics: dict[str, dict[str, dict]]) -> list[str]:
         log_n = diagnostics[with_probes[0]]["log_num_tokens"]["mean"]
         lines += [f"Attention probes of each trained run (`softdiff probe`; EMA weights, 64 noised data points at "
                   f"t = 50, 250, 500, 750), averaged over timesteps, layers and heads; mean ± std over seeds. Uniform "
-                  f"attention has entropy log N = {_fmt(log_n)}; a head is a sink head when its sink score exceeds "
+                  f"attention has entropy log N = {fmt(log_n)}; a head is a sink head when its sink score exceeds "
                   "0.9.", "",
                   "| activation | " + " | ".join(PROBE_SUMMARY.values()) + " |", "|---|" + "---|" * len(PROBE_SUMMARY)]
         for act in with_probes:
             s = diagnostics[act]
-            lines.append(f"| {act} | " + " | ".join(f"{_fmt(s[k]['mean'])} ± {_fmt(s[k]['std'])}"
+            lines.append(f"| {act} | " + " | ".join(f"{fmt(s[k]['mean'])} ± {fmt(s[k]['std'])}"
                                                      for k in PROBE_SUMMARY) + " |")
         lines.append("")
     with_ntk = [a for a, s in diagnostics.items() if "final_ntk_drift" in s]
     if with_ntk:
         lines += ["Relative NTK drift `||K_t - K_0||_F / ||K_0||_F` on a fixed probe batch at the end of training "
                   "(`diagnostics.ntk_every`; the curves are in ntk_drift.png): "
-                  + "; ".join(f"{a} {_fmt(diagnostics[a]['final_ntk_drift']['mean'])} ± "
-                              f"{_fmt(diagnostics[a]['final_ntk_drift']['std'])}" for a in with_ntk) + ".", ""]
+                  + "; ".join(f"{a} {fmt(diagnostics[a]['final_ntk_drift']['mean'])} ± "
+                              f"{fmt(diagnostics[a]['final_ntk_drift']['std'])}" for a in with_ntk) + ".", ""]
     return lines
 
 
@@ -190,14 +187,9 @@ def plot_samples(samples: dict[str, np.ndarray], kind: str, path: Path, referenc
     for ax, act in zip(axes[0], acts):
         x = samples[act]
         if kind == "image":
-            imgs = x[:64, 0]
-            side = int(math.ceil(math.sqrt(len(imgs))))
-            h, w = imgs.shape[1:]
-            canvas = np.full((side * (h + 1), side * (w + 1)), 0.5)
-            for i, img in enumerate(imgs):
-                r, c = divmod(i, side)
-                canvas[r * (h + 1):r * (h + 1) + h, c * (w + 1):c * (w + 1) + w] = img
-            ax.imshow(canvas, cmap="gray", vmin=0, vmax=1)
+            imgs = torch.as_tensor(np.asarray(x[:64, :1], dtype=np.float32))  # first channel, in gray
+            grid = make_grid(imgs, nrow=int(math.ceil(math.sqrt(len(imgs)))), padding=1, pad_value=0.5)
+            ax.imshow(grid[0].numpy(), cmap="gray", vmin=0, vmax=1)
             ax.set_xticks([]), ax.set_yticks([])
         else:
             if reference is not None:
@@ -227,10 +219,10 @@ def write_report(path: Path, title: str, setup: dict, activations: list[str], me
         cells = []
         for m in metrics:
             s = summary[act][m]
-            cell = f"{_fmt(s['mean'])} ± {_fmt(s['std'])}"
+            cell = f"{fmt(s['mean'])} ± {fmt(s['std'])}"
             cells.append(f"**{cell}**" if wins.get(m, {}).get("winner") == act else cell)
         lines.append(f"| {act} | " + " | ".join(cells) + " |")
-    lines.append("| *noise floor* | " + " | ".join(_fmt(floors.get(m)) for m in metrics) + " |")
+    lines.append("| *noise floor* | " + " | ".join(fmt(floors.get(m)) for m in metrics) + " |")
     alerts = identical_activations(runs)
     if alerts:
         lines += ["", "**Warning:** the comparison is void where activations made no difference:", ""]
@@ -249,9 +241,9 @@ def write_report(path: Path, title: str, setup: dict, activations: list[str], me
         elif w["significant"] is None:
             verdict = "one seed, so the seed spread is unknown"
         elif w["significant"]:
-            verdict = f"the gap {_fmt(w['gap'])} exceeds the seed spread {_fmt(w['spread'])}"
+            verdict = f"the gap {fmt(w['gap'])} exceeds the seed spread {fmt(w['spread'])}"
         else:
-            verdict = f"the gap {_fmt(w['gap'])} is within the seed spread {_fmt(w['spread'])}: not a clear win"
+            verdict = f"the gap {fmt(w['gap'])} is within the seed spread {fmt(w['spread'])}: not a clear win"
         runner = f" over {w['runner_up']}" if w["runner_up"] else ""
         lines.append(f"- {m}: **{w['winner']}**{runner}; {verdict}.")
     lines += ["", *diagnostics, "## Plots", ""]
@@ -261,6 +253,6 @@ def write_report(path: Path, title: str, setup: dict, activations: list[str], me
     for r in runs:
         final_loss = r["loss"][-1][1] if r["loss"] else math.nan
         status = f"failed: {r['error']}" if r.get("error") else "ok"
-        lines.append(f"| {r['activation']} | {r['seed']} | {_fmt(final_loss)} | {_fmt(r.get('train_seconds'))} | "
+        lines.append(f"| {r['activation']} | {r['seed']} | {fmt(final_loss)} | {fmt(r.get('train_seconds'))} | "
                      f"{r['run_dir']} | {status} |")
     write_text(path, "\n".join(lines) + "\n")

@@ -12,7 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-_EPS = 1e-10
+from softdiff.errors import lookup
+
+EPS = 1e-10  # added to the denominator of every ``phi(z) / sum phi(z)`` map (docs/theory.md 3.2, E2)
 
 
 def softmax_vjp(s: Tensor, g: Tensor, dim: int = -1) -> Tensor:
@@ -25,10 +27,15 @@ def scaled_softmax(z: Tensor) -> Tensor:
     return torch.softmax(z, dim=-1) * z.shape[-1]
 
 
-def relu_norm(z: Tensor) -> Tensor:
-    """``m * relu(z) / sum relu(z)``: ReLU normalised to the simplex, scaled like ``scaled_softmax``."""
+def relu_normalize(z: Tensor) -> Tensor:
+    """``relu(z) / sum relu(z)`` over the last dim: a point of the simplex (0 where every entry is <= 0)."""
     r = F.relu(z)
-    return r * (z.shape[-1] / (r.sum(dim=-1, keepdim=True) + _EPS))
+    return r / (r.sum(dim=-1, keepdim=True) + EPS)
+
+
+def relu_norm(z: Tensor) -> Tensor:
+    """``m * relu_normalize(z)``: scaled like ``scaled_softmax``, mean 1 over units when any unit is active."""
+    return relu_normalize(z) * z.shape[-1]
 
 
 def exp_act(z: Tensor) -> Tensor:
@@ -48,15 +55,10 @@ ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "identity": lambda z: z,
 }
 
-NORMALISED = {"softmax", "relu_norm"}
-
 
 def get_activation(name: str) -> Callable[[Tensor], Tensor]:
     """The activation function called ``name``; ValueError listing the names if unknown."""
-    try:
-        return ACTIVATIONS[name]
-    except KeyError:
-        raise ValueError(f"unknown activation {name!r}; choose one of: {', '.join(ACTIVATIONS)}") from None
+    return lookup(ACTIVATIONS, "activation", name)
 
 
 class Activation(nn.Module):

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-_EPS = 1e-10
+from softdiff.nets.activations import relu_normalize
 
 
 def _softmax(logits: Tensor) -> Tensor:
@@ -20,12 +20,8 @@ def _sigmoid(logits: Tensor) -> Tensor:
     return torch.sigmoid(logits - math.log(logits.shape[-1]))
 
 
-def _relu_norm(logits: Tensor) -> Tensor:
-    r = F.relu(logits)
-    return r / (r.sum(dim=-1, keepdim=True) + _EPS)
-
-
-ATTENTION_NORMALIZATIONS = {"softmax": _softmax, "sigmoid": _sigmoid, "relu_norm": _relu_norm}
+# relu_norm is unscaled here (rows on the simplex, like softmax); the activation of the same name is m times it.
+ATTENTION_NORMALIZATIONS = {"softmax": _softmax, "sigmoid": _sigmoid, "relu_norm": relu_normalize}
 
 
 class ValueSoftmaxAttention(nn.Module):

@@ -20,6 +20,17 @@ from softdiff.nets.embeddings import SinusoidalTimeEmbedding, class_embedding, t
 CONDITIONINGS = ("adaln", "token")
 
 
+def patchify(x: Tensor, patch_size: int) -> Tensor:
+    """Images (B, C, H, W) to patch tokens (B, H/p * W/p, C p p), row-major over the patch grid."""
+    return rearrange(x, "b c (h p1) (w p2) -> b (h w) (c p1 p2)", p1=patch_size, p2=patch_size)
+
+
+def unpatchify(tokens: Tensor, height: int, patch_size: int) -> Tensor:
+    """The inverse of :func:`patchify` for images ``height`` pixels high."""
+    return rearrange(tokens, "b (h w) (c p1 p2) -> b c (h p1) (w p2)", h=height // patch_size, p1=patch_size,
+                     p2=patch_size)
+
+
 def _modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
     return x * (1 + scale[:, None]) + shift[:, None]
 
@@ -128,7 +139,7 @@ class ScoreTransformer(ModelMixin, ConfigMixin):
         b, _, h, w = sample.shape
         p = c.patch_size
         x = self.stem(sample) if self.stem is not None else sample
-        x = self.patch_embed(rearrange(x, "b c (h p1) (w p2) -> b (h w) (c p1 p2)", p1=p, p2=p))
+        x = self.patch_embed(patchify(x, p))
         x = x + self.pos_embed
         cond = self.time_embed(timestep_tensor(timestep, b, sample.device))
         labels = (class_embedding(self.class_embed, class_labels)
@@ -154,5 +165,5 @@ class ScoreTransformer(ModelMixin, ConfigMixin):
         if self.final_modulation is not None:
             shift, scale = self.final_modulation(cond).chunk(2, dim=-1)
             x = _modulate(x, shift, scale)
-        x = rearrange(self.final(x), "b (h w) (c p1 p2) -> b c (h p1) (w p2)", h=h // p, p1=p, p2=p)
+        x = unpatchify(self.final(x), h, p)
         return self.output_conv(x) if self.output_conv is not None else x

@@ -53,6 +53,7 @@ class TwoLayerSoftmax(nn.Module):
 
     @property
     def output_scale(self) -> float:
+        """The constant in front of ``A hidden(x)``: ``m`` for softmax, ``1/sqrt(m)`` for relu / exp."""
         return float(self.width) if self.activation == "softmax" else 1.0 / math.sqrt(self.width)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -64,11 +65,11 @@ class TwoLayerSoftmax(nn.Module):
         if self.activation == "softmax":
             s = torch.softmax(z, dim=-1)                                    # (n, m)
             centred = self.A[None] - (s @ self.A.T)[..., None]              # a_{l,r} - <a_l, S(x)>
-            coeff = self.width * s[:, None, :] * centred                    # (n, d_out, m)
+            coeff = s[:, None, :] * centred                                 # (n, d_out, m)
         else:
             slope = (z > 0).to(z.dtype) if self.activation == "relu" else exp_act(z)
-            coeff = self.A[None] * slope[:, None, :] / math.sqrt(self.width)
-        return torch.einsum("nlr,nd->nldr", coeff, x)
+            coeff = self.A[None] * slope[:, None, :]
+        return torch.einsum("nlr,nd->nldr", self.output_scale * coeff, x)
 
     def extra_repr(self) -> str:
         return (f"d_in={self.d_in}, d_out={self.d_out}, width={self.width}, activation={self.activation}, "

@@ -9,6 +9,4 @@ def train(cfg: TrainConfig, resume: str | None = None, quiet: bool = False, stop
     return _train(cfg, resume=resume, quiet=quiet, stop_after=stop_after)
 
 
-load_run_config = load_train_config
-
-__all__ = ["TrainConfig", "load_run_config", "load_train_config", "train"]
+__all__ = ["TrainConfig", "load_train_config", "train"]

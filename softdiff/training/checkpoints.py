@@ -18,8 +18,10 @@ import random
 import re
 import uuid
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -111,6 +113,17 @@ def check_resume_arg(resume: str | None, checkpoint_dir: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ EMA files
+@contextmanager
+def ema_weights(ema, model) -> Iterator[None]:
+    """Run the block with the EMA weights in ``model``; the live weights are back afterwards, even on error."""
+    ema.store(model.parameters())
+    ema.copy_to(model.parameters())
+    try:
+        yield
+    finally:
+        ema.restore(model.parameters())
+
+
 def ema_names(model) -> list[str]:
     """The names of the parameters the EMA tracks, in ``model.parameters()`` order."""
     return [name for name, _ in model.named_parameters()]

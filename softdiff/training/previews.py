@@ -14,6 +14,7 @@ from torchvision.utils import save_image  # noqa: E402
 from softdiff.diffusion.sampling import sample  # noqa: E402
 from softdiff.diffusion.schedulers import make_scheduler  # noqa: E402
 from softdiff.safe_io import atomic_path, save_figure  # noqa: E402
+from softdiff.training.checkpoints import ema_weights  # noqa: E402
 
 
 def save_picture(samples: torch.Tensor, path: Path, kind: str, data_range=(-4.0, 4.0), title: str = "",
@@ -48,16 +49,14 @@ def write_preview(model, ema, scheduler_config: dict, dataset, cfg, path: Path, 
     """Sample with the EMA weights (restoring the live ones afterwards) and save the picture."""
     was_training = model.training
     model.eval()
-    ema.store(model.parameters())
-    ema.copy_to(model.parameters())
     try:
         n = cfg.sample.num_samples if dataset.kind == "image" else max(cfg.sample.num_samples, 2000)
         labels = (torch.arange(n, device=device) % dataset.num_classes) if cfg.data.class_conditional else None
-        x = sample(model, make_scheduler(cfg.sample.scheduler, scheduler_config), (n, *dataset.shape),
-                   cfg.sample.steps, torch.Generator().manual_seed(cfg.train.seed), device, class_labels=labels,
-                   guidance_scale=cfg.sample.guidance_scale if labels is not None else 1.0)
+        with ema_weights(ema, model):
+            x = sample(model, make_scheduler(cfg.sample.scheduler, scheduler_config), (n, *dataset.shape),
+                       cfg.sample.steps, torch.Generator().manual_seed(cfg.train.seed), device, class_labels=labels,
+                       guidance_scale=cfg.sample.guidance_scale if labels is not None else 1.0)
     finally:
-        ema.restore(model.parameters())
         model.train(was_training)
     save_picture(dataset.from_model(x.cpu()), path, dataset.kind, dataset.data_range,
                  reference=dataset.data_tensor(2000, torch.Generator().manual_seed(0)) if dataset.kind == "vector"

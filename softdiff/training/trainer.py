@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import math
 import time
 import warnings
 from dataclasses import asdict
@@ -23,7 +22,7 @@ from softdiff.diffusion.process import ForwardProcess
 from softdiff.diffusion.schedulers import training_scheduler_config
 from softdiff.errors import ConfigError, SoftdiffError
 from softdiff.safe_io import is_disk_full, write_json, write_text
-from softdiff.training.checkpoints import Checkpoints, DiskFullError, list_checkpoints
+from softdiff.training.checkpoints import Checkpoints, DiskFullError, ema_weights, list_checkpoints
 from softdiff.training.config import TrainConfig
 from softdiff.training.models import build_model, save_model
 from softdiff.training.preflight import out_of_memory_message, preflight
@@ -274,10 +273,8 @@ def _train(cfg: TrainConfig, resume: str | None, quiet: bool, stop_after: int) -
     if end == cfg.train.steps and accelerator.is_main_process:  # each folder appears complete or not at all
         unwrapped = accelerator.unwrap_model(model)
         save_model(unwrapped, out / "model", scheduler_config, dataset)
-        ema.store(unwrapped.parameters())
-        ema.copy_to(unwrapped.parameters())
-        save_model(unwrapped, out / "model_ema", scheduler_config, dataset)
-        ema.restore(unwrapped.parameters())
+        with ema_weights(ema, unwrapped):
+            save_model(unwrapped, out / "model_ema", scheduler_config, dataset)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:  # written last: "finished" means the saved models are complete
         summary = {"step": end, "finished": end == cfg.train.steps, "num_processes": world,
