@@ -36,6 +36,13 @@ def _xlabel(hist: FlowHistory) -> str:
     return "time t" if hist.meta.get("method") == "flow" else "GD step"
 
 
+def _finish(fig, path: Path) -> Path:
+    fig.tight_layout()
+    save_figure(fig, path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _case_panels(histories: dict[str, FlowHistory], path: Path, title: str,
                  draw: Callable[[plt.Axes, FlowHistory], None]) -> Path:
     """One panel per case against the step (log x), filled by ``draw(ax, hist)``; spare grid cells hidden."""
@@ -49,10 +56,7 @@ def _case_panels(histories: dict[str, FlowHistory], path: Path, title: str,
     for ax in list(axes.flat)[len(histories):]:
         ax.axis("off")
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    save_figure(fig, path, dpi=110)
-    plt.close(fig)
-    return path
+    return _finish(fig, path)
 
 
 def plot_shares(histories: dict[str, FlowHistory], path: Path, title: str, seed_index: int = 0) -> Path:
@@ -89,10 +93,7 @@ def plot_entropy(histories: dict[str, FlowHistory], path: Path, title: str) -> P
     ax.set_ylabel("attention entropy (nats)")
     ax.set_title(f"{title}: entropy (bold: mean over seeds)")
     ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    save_figure(fig, path, dpi=110)
-    plt.close(fig)
-    return path
+    return _finish(fig, path)
 
 
 def plot_projections(histories: dict[str, FlowHistory], path: Path, title: str, seed_index: int = 0) -> Path:
