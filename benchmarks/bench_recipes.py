@@ -15,7 +15,7 @@ import argparse
 import torch
 
 from softdiff.data import make_dataset
-from softdiff.evaluation.features import classifier_scores, ensure_classifier, fid_kid
+from softdiff.evaluation.features import ensure_classifier, score_samples
 from softdiff.training import load_train_config
 from softdiff.training.models import build_model
 
@@ -60,7 +60,6 @@ def main() -> None:
     args = p.parse_args()
     classifier = ensure_classifier(args.classifier)[0]
     dataset = make_dataset("digits")
-    real = dataset.data_tensor()
     print(f"threads={torch.get_num_threads()} steps={args.steps} seed={args.seed} config={args.config}")
     print("| variant | FID | confidence | train seconds |\n| --- | --- | --- | --- |")
     names = list(VARIANTS)
@@ -75,9 +74,8 @@ def main() -> None:
         arm = Arm(name, build_model(cfg, dataset), cfg, dataset)
         while arm.step < args.steps:
             arm.train_step()
-        x = arm.samples(500, 1)
-        fid = fid_kid(classifier, real, x)["fid"]
-        print(f"| {name} | {fid:.2f} | {classifier_scores(classifier, x)['confidence']:.3f} | {arm.seconds:.0f} |",
+        scores = score_samples(classifier, arm.samples(500, 1))
+        print(f"| {name} | {scores['fid']:.2f} | {scores['confidence']:.3f} | {arm.seconds:.0f} |",
               flush=True)
 
 

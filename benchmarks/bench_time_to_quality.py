@@ -15,22 +15,22 @@ the classifier scores (mean top-class probability, smallest class share). Traini
 from __future__ import annotations
 
 import argparse
-import copy
 import statistics
 import time
 from pathlib import Path
 
 import torch
-from diffusers import UNet2DModel
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 
 from softdiff.data import make_dataset
 from softdiff.diffusion import make_scheduler, sample
+from softdiff.diffusion.sampling import model_output
 from softdiff.diffusion.objectives import diffusion_loss
 from softdiff.diffusion.process import ForwardProcess
-from softdiff.evaluation.features import classifier_scores, ensure_classifier, fid_kid
+from softdiff.evaluation.features import ensure_classifier, fid_kid, score_samples
 from softdiff.training import load_train_config
+from softdiff.training.checkpoints import ema_weights
 from softdiff.training.models import build_model
 from softdiff.training.trainer import draw_batch, scheduler_config_of
 
@@ -42,16 +42,11 @@ DIFFUSERS_RECIPE = ["diffusion.objective=diffusion", "diffusion.prediction_type=
                     "train.ema_decay=0.995", "train.weight_decay=0.0", "sample.scheduler=dpm++sde", "sample.steps=20"]
 
 
-def as_forward(model):
-    return (lambda x, t, **kw: model(x, t).sample) if isinstance(model, UNet2DModel) else model
-
-
 class Arm:
     """One (network, recipe) pair: its optimizer, EMA, lr schedule and training step."""
 
     def __init__(self, name: str, model, cfg, dataset):
         self.name, self.model, self.cfg, self.dataset = name, model, cfg, dataset
-        self.forward = as_forward(model)
         self.scheduler_config = scheduler_config_of(cfg)
         self.process = ForwardProcess(self.scheduler_config)
         t = cfg.train
@@ -64,7 +59,7 @@ class Arm:
     def train_step(self) -> None:
         start = time.perf_counter()
         x_t, t, target, weight, _ = draw_batch(self.dataset, self.process, self.cfg, self.step, 0, 0, 1)
-        loss = diffusion_loss(self.forward(x_t, t), target, weight).mean()
+        loss = diffusion_loss(model_output(self.model(x_t, t)), target, weight).mean()
         loss.backward()
         if self.cfg.train.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
@@ -77,12 +72,12 @@ class Arm:
 
     @torch.no_grad()
     def samples(self, n: int, seed: int) -> torch.Tensor:
-        shadow = copy.deepcopy(self.model)
-        self.ema.copy_to(shadow.parameters())
-        shadow.eval()
         sched = make_scheduler(self.cfg.sample.scheduler, self.scheduler_config)
-        x = sample(as_forward(shadow), sched, (n, *self.dataset.shape), self.cfg.sample.steps,
-                   torch.Generator().manual_seed(seed))
+        self.model.eval()
+        with ema_weights(self.ema, self.model):
+            x = sample(self.model, sched, (n, *self.dataset.shape), self.cfg.sample.steps,
+                       torch.Generator().manual_seed(seed))
+        self.model.train()
         return self.dataset.from_model(x)
 
 
@@ -104,13 +99,10 @@ def run_arm(arm: Arm, steps: int, bars: list[float], eval_every: int, classifier
             for bar in bars:
                 if fid <= bar and bar not in reached:
                     reached[bar] = (arm.step, arm.seconds)
-    final = arm.samples(500, 1)
-    scores = classifier_scores(classifier, final)
-    counts = torch.bincount(classifier(final).argmax(-1), minlength=10)
+    final = score_samples(classifier, arm.samples(500, 1))
     out = {"steps": arm.step, "seconds": arm.seconds, "reached": reached, "history": history,
-           "fid": fid_kid(classifier, real, final)["fid"], "confidence": scores["confidence"],
-           "min_class_share": float(counts.min()) / len(final), "samples_per_s": arm.step * arm.cfg.train.batch_size
-           / arm.seconds}
+           "fid": final["fid"], "confidence": final["confidence"], "min_class_share": min(final["class_shares"]),
+           "samples_per_s": arm.step * arm.cfg.train.batch_size / arm.seconds}
     log(f"    {arm.name}: {arm.step} steps, {arm.seconds:.1f} s: FID {out['fid']:.2f}, confidence "
         f"{out['confidence']:.3f}, smallest class {out['min_class_share']:.3f}")
     return out

@@ -15,6 +15,7 @@ import torch
 
 from softdiff.data import make_dataset
 from softdiff.diffusion.objectives import alpha_sigma
+from softdiff.diffusion.sampling import model_output
 from softdiff.diffusion.schedulers import make_scheduler
 from softdiff.training import load_train_config
 from softdiff.training.models import build_model
@@ -34,8 +35,7 @@ def samples_per_second(model, dataset, alphas_cumprod, batch: int, steps: int) -
         t = torch.randint(0, 1000, (batch,), generator=g)
         noise = torch.randn(x0.shape, generator=g)
         a, s = alpha_sigma(alphas_cumprod, t, 4)
-        out = model(a * x0 + s * noise, t)
-        out = out.sample if hasattr(out, "sample") else out
+        out = model_output(model(a * x0 + s * noise, t))
         loss = (out - noise).square().mean()
         loss.backward()
         optimizer.step()

@@ -282,6 +282,7 @@ def objective_summary(d) -> str:
     density = d.timestep_density + (f" (std {d.density_std})" if d.density_std is not None else "")
     return f"{what}, t ~ {density}, loss weighting {d.loss_weighting}"
 
+
 def _run_comparison(cfg: CompareConfig, command, log, t0: float, commit: str, out: Path) -> Path:
     import numpy as np
 

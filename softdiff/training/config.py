@@ -13,6 +13,7 @@ from softdiff.diffusion.schedulers import DIFFUSION_PREDICTION_TYPES, FLOW_SCHED
 from softdiff.diffusion.timesteps import TIMESTEP_DENSITIES
 from softdiff.errors import ConfigError, check_choice, check_positive
 from softdiff.nets import ACTIVATIONS, ATTENTION_NORMALIZATIONS, SCORE_NETS
+from softdiff.nets.score_transformer import CONDITIONINGS
 from softdiff.nets.two_layer import TWO_LAYER_ACTIVATIONS
 
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "ou")
@@ -127,7 +128,7 @@ class TrainConfig:
         check_choice("diffusion.prediction_type", self.diffusion.prediction_type, DIFFUSION_PREDICTION_TYPES)
         check_choice("diffusion.loss_weighting", self.diffusion.loss_weighting, LOSS_WEIGHTINGS)
         check_choice("diffusion.timestep_density", self.diffusion.timestep_density, TIMESTEP_DENSITIES)
-        check_choice("model.conditioning", m.conditioning, ("adaln", "token"))
+        check_choice("model.conditioning", m.conditioning, CONDITIONINGS)
         check_choice("diffusion.beta_schedule", self.diffusion.beta_schedule, BETA_SCHEDULES)
         check_choice("train.lr_schedule", t.lr_schedule, ("constant", "cosine", "linear"))
         check_choice("train.mixed_precision", t.mixed_precision, ("no", "fp16", "bf16"))

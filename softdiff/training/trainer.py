@@ -19,6 +19,7 @@ from softdiff.config import save_config
 from softdiff.data import Dataset, make_dataset
 from softdiff.diffusion.objectives import diffusion_loss, loss_weight, training_target
 from softdiff.diffusion.process import ForwardProcess
+from softdiff.diffusion.sampling import NULL_LABEL
 from softdiff.diffusion.schedulers import training_scheduler_config
 from softdiff.errors import ConfigError, SoftdiffError
 from softdiff.safe_io import is_disk_full, write_json, write_text
@@ -47,7 +48,8 @@ def step_generator(seed: int, step: int, micro: int) -> torch.Generator:
 def draw_batch(dataset: Dataset, process: ForwardProcess, cfg: TrainConfig, step: int, micro: int, rank: int,
                world: int):
     """The global batch of one micro-step (identical on every process), and this process's slice of it:
-    noisy inputs, model timesteps, targets, loss weights and (class-conditional runs) labels, -1 where dropped."""
+    noisy inputs, model timesteps, targets, loss weights and (class-conditional runs) labels, NULL_LABEL where
+    dropped."""
     g = step_generator(cfg.train.seed, step, micro)
     d, size = cfg.diffusion, cfg.train.batch_size
     x0, labels = dataset.sample(size, g)
@@ -55,7 +57,7 @@ def draw_batch(dataset: Dataset, process: ForwardProcess, cfg: TrainConfig, step
     noise = torch.randn(x0.shape, generator=g)
     use_labels = labels is not None and cfg.data.class_conditional
     if use_labels and cfg.train.label_dropout:  # classifier-free guidance learns the unconditional model too
-        labels = torch.where(torch.rand(size, generator=g) < cfg.train.label_dropout, -1, labels)
+        labels = torch.where(torch.rand(size, generator=g) < cfg.train.label_dropout, NULL_LABEL, labels)
     lo, hi = rank * size // world, (rank + 1) * size // world
     x0, t, noise = x0[lo:hi], t[lo:hi], noise[lo:hi]
     labels = labels[lo:hi] if use_labels else None
