@@ -15,7 +15,7 @@ import argparse
 import numpy as np
 import torch
 
-from softdiff.diagnostics.gradient_flow import preset_cases, value_softmax_flow
+from softdiff.studies.value_flow.dynamics import preset_cases, value_softmax_flow
 from timing import median_time  # benchmarks/timing.py: this folder is on the path when run as a script
 
 

@@ -17,11 +17,11 @@ from softdiff.errors import ConfigError, SoftdiffError
 COMMANDS = {
     "train": ("softdiff.training.cli", "train a score model from a config (same as train.py)"),
     "sample": ("softdiff.diffusion.cli", "sample from a trained model (same as sample.py)"),
-    "compare": ("softdiff.compare", "softmax-vs-ReLU comparison study -> one report"),
-    "ntk": ("softdiff.diagnostics.ntk_cli", "NTK width study of two-layer softmax/relu/exp networks"),
-    "regress": ("softdiff.diagnostics.regress_cli", "softmax regression solvers vs scipy"),
-    "flow": ("softdiff.diagnostics.flow_cli", "gradient flow on the value-softmax model (presets E1-E5)"),
-    "probe": ("softdiff.diagnostics.probe_cli", "attention sink / massive-activation probes of a trained run"),
+    "compare": ("softdiff.studies.compare.runner", "softmax-vs-ReLU comparison study -> one report"),
+    "ntk": ("softdiff.studies.ntk.cli", "NTK width study of two-layer softmax/relu/exp networks"),
+    "regress": ("softdiff.studies.softmax_regression.cli", "softmax regression solvers vs scipy"),
+    "flow": ("softdiff.studies.value_flow.cli", "gradient flow on the value-softmax model (presets E1-E5)"),
+    "probe": ("softdiff.studies.probes.cli", "attention sink / massive-activation probes of a trained run"),
 }
 
 

@@ -3,6 +3,9 @@
 Any dataclass works as a schema. ``load_config(Schema, path, overrides)`` returns an instance of it; unknown
 keys, wrong types, bad override syntax and missing files raise :class:`ConfigError` with one sentence.
 A schema may define ``validate(self)`` for value checks (choices, ranges); it is called after loading.
+
+The configs shipped with the package live in ``softdiff/configs/`` (package data, so they are there in any
+install): ``--config configs/digits.yaml`` reads the local file when it exists and the shipped one otherwise.
 """
 from __future__ import annotations
 
@@ -16,6 +19,28 @@ from omegaconf.errors import OmegaConfBaseException
 from softdiff.errors import ConfigError
 
 T = TypeVar("T")
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+def shipped_configs(folder: str = "") -> list[str]:
+    """Names (file stems) of the shipped configs in ``folder`` (``""``: training configs, ``"compare"``, ...)."""
+    return sorted(p.stem for p in (CONFIG_DIR / folder).glob("*.yaml"))
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """``path`` itself when it is a file; else the shipped config it names (``configs/digits.yaml``,
+    ``configs/compare/toy.yaml``); else a ConfigError listing the shipped configs."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    parts = path.parts[1:] if path.parts[:1] == ("configs",) else path.parts
+    shipped = CONFIG_DIR.joinpath(*parts) if parts and not path.is_absolute() else None
+    if shipped is not None and shipped.suffix == ".yaml" and shipped.is_file():
+        return shipped
+    names = [str(p.relative_to(CONFIG_DIR.parent)) for p in sorted(CONFIG_DIR.rglob("*.yaml"))]
+    raise ConfigError(f"config file '{path}' does not exist; pass an existing YAML file or a shipped config: "
+                      f"{', '.join(names)}.")
 
 
 def _sibling_keys(schema, full_key: str) -> str:
@@ -46,9 +71,7 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequ
     base = OmegaConf.structured(schema)
     layers = []
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file '{path}' does not exist; pass an existing YAML file (see configs/).")
+        path = resolve_config_path(path)
         try:
             loaded = OmegaConf.load(path)
         except Exception as err:  # yaml.YAMLError and friends

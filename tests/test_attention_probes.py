@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from softdiff.diagnostics.attention import (
+from softdiff.studies.probes.attention import (
     AttentionRecorder, attention_entropy, massive_activation, probe_model, register_share, row_mass,
     sink_score, sparsity_score,
 )

@@ -6,9 +6,9 @@ import pytest
 import yaml
 
 from softdiff.cli import main as softdiff_main
-from softdiff.compare import CompareConfig
+from softdiff.studies.compare.runner import CompareConfig
 from softdiff.config import load_config, to_yaml
-from softdiff.diagnostics.ntk_study import NTKStudyConfig
+from softdiff.studies.ntk.study import NTKStudyConfig
 from softdiff.errors import ConfigError
 from softdiff.training import TrainConfig
 

@@ -170,7 +170,7 @@ sys.exit(run_main(main, sys.argv[1:]))
 
 
 def test_torn_final_save_of_a_finished_run_is_rewritten_by_resume(straight, tmp_path):
-    from softdiff.compare import run_is_complete
+    from softdiff.studies.compare.runner import run_is_complete
 
     run = copy_run(straight, tmp_path / "run")
     assert run_is_complete(run)

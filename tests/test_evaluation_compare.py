@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from softdiff.cli import run_main
-from softdiff.compare import main
-from softdiff.evaluation.report import REPORT_SECTIONS, mean_std, winners
+from softdiff.studies.compare.runner import main
+from softdiff.studies.compare.report import REPORT_SECTIONS, mean_std, winners
 from softdiff.evaluation.run_eval import load_ema_weights
 from softdiff.training.models import load_trained
 
@@ -16,7 +16,7 @@ TINY_TRAIN = "train_overrides=[model.hidden_size=16,model.num_layers=1,train.ste
 
 
 def tiny_argv(out, *extra):
-    return ["--config", "configs/compare_toy.yaml", "--output-dir", str(out), "--workers", "1",
+    return ["--config", "configs/compare/toy.yaml", "--output-dir", str(out), "--workers", "1",
             "activations=[softmax,relu]", "num_seeds=1", TINY_TRAIN, "eval.every=10", "eval.num_samples=64",
             "eval.likelihood_samples=16", "eval.ode_tol=1e-3", "eval.score_timesteps=[50,500]", *extra]
 
@@ -96,7 +96,7 @@ def test_rerun_resumes_a_run_whose_final_save_was_torn(tiny_report, capsys):
     (["num_seeds=0"], "num_seeds=0 must be positive"),
     (["activations=[]"], "activations is empty"),
     (["eval.metrics=[w2,fidd]"], "eval.metrics='fidd' is not valid"),
-    (["--config", "configs/compare_paper.yaml", "activations=[softmax,gelu]"], "model.type=TwoLayerScoreNet"),
+    (["--config", "configs/compare/paper.yaml", "activations=[softmax,gelu]"], "model.type=TwoLayerScoreNet"),
     (["numseeds=2"], "numseeds"),
 ])
 def test_bad_config_is_one_clear_line_with_exit_2(tmp_path, extra, needle, capsys):
@@ -177,7 +177,7 @@ def test_perfect_model_reaches_the_floors():
 
 
 def test_identical_activation_results_are_flagged():
-    from softdiff.evaluation.report import identical_activations
+    from softdiff.studies.compare.report import identical_activations
 
     runs = [{"activation": "softmax", "seed": 0, "metrics": {"fid": 3.0}},
             {"activation": "relu", "seed": 0, "metrics": {"fid": 3.0}},
@@ -204,7 +204,7 @@ def test_comparison_reports_attention_probes_and_ntk_drift(tmp_path):
     out = tmp_path / "cmp"
     train = ("train_overrides=[model.hidden_size=16,model.num_layers=1,model.num_heads=2,train.steps=6,"
              "train.log_every=3,train.batch_size=16,sample.every=0,sample.num_samples=4,diagnostics.ntk_probe_size=2]")
-    argv = ["--config", "configs/compare_digits.yaml", "--output-dir", str(out), "--workers", "1",
+    argv = ["--config", "configs/compare/digits.yaml", "--output-dir", str(out), "--workers", "1",
             "activations=[softmax,relu]", "num_seeds=1", "ntk_every=3", train, "eval.metrics=[bpd]",
             "eval.num_samples=8", "eval.likelihood_samples=2", "eval.ode_tol=1e-2", "eval.every=0"]
     assert run_main(main, argv) == 0
@@ -225,7 +225,7 @@ def test_comparison_reports_attention_probes_and_ntk_drift(tmp_path):
 
 
 def test_report_names_the_objective_the_runs_trained():
-    from softdiff.compare import objective_summary
+    from softdiff.studies.compare.runner import objective_summary
     from softdiff.training import load_train_config
     flow = objective_summary(load_train_config("configs/digits.yaml", []).diffusion)
     assert flow.startswith("rectified flow") and "logit_normal (std 0.8)" in flow and "epsilon" not in flow

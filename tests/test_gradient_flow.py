@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from softdiff.diagnostics.gradient_flow import (
+from softdiff.studies.value_flow.dynamics import (
     LOSSES, NORMALISATIONS, _TiedProblem, _ValueSoftmaxProblem, get_loss, get_normalisation, objective,
     tied_value_softmax_flow, value_softmax_flow,
 )
@@ -174,7 +174,7 @@ def test_shape_mismatch_is_reported():
 
 @pytest.mark.slow
 def test_e2_normalised_maps_polarise_and_sigmoid_does_not():
-    from softdiff.diagnostics.gradient_flow import preset_cases, run_case
+    from softdiff.studies.value_flow.dynamics import preset_cases, run_case
 
     cases = {c.label: c for c in preset_cases("E2", num_seeds=3, seed=100)}
     final = {norm: run_case(cases[f"logistic/{norm}"], steps=10_000).s[-1]
@@ -224,7 +224,7 @@ def test_flow_cli_bad_input_exits_2_with_one_line(argv, match, tmp_path, capsys)
 
 def test_e4_entropy_decreases_with_condition_number():
     """E4's draws (seed 0), all kappas batched; lr 3e-2 x 1e4 steps covers the same time t = 300 as the protocol."""
-    from softdiff.diagnostics.gradient_flow import preset_cases
+    from softdiff.studies.value_flow.dynamics import preset_cases
 
     cases = preset_cases("E4", num_seeds=1, seed=0)
     X = torch.cat([c.kwargs["design"] for c in cases])
@@ -241,7 +241,7 @@ def test_e4_entropy_decreases_with_condition_number():
 
 def test_stiff_flow_raises_a_clear_error():
     """E2's l1 map under logistic loss is non-smooth where shares hit 0: the adaptive solver gives up cleanly."""
-    from softdiff.diagnostics.gradient_flow import FlowIntegrationError, preset_cases, run_case
+    from softdiff.studies.value_flow.dynamics import FlowIntegrationError, preset_cases, run_case
     from softdiff.errors import SoftdiffError
 
     case = {c.label: c for c in preset_cases("E2", 1, 0)}["logistic/l1"]

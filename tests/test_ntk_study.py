@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from softdiff import cli
-from softdiff.diagnostics.ntk_study import (NTKStudyConfig, loglog_slope, make_task, run_one, train_full_batch)
+from softdiff.studies.ntk.study import (NTKStudyConfig, loglog_slope, make_task, run_one, train_full_batch)
 from softdiff.errors import ConfigError
 from softdiff.nets import TwoLayerSoftmax
 

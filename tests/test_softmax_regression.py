@@ -5,7 +5,7 @@ import pytest
 import torch
 from scipy.optimize import minimize
 
-from softdiff.diagnostics.softmax_regression import (
+from softdiff.studies.softmax_regression.solvers import (
     DegenerateProblemError, SoftmaxRegression, convexity_certificate, leverage_scores, solve,
 )
 
@@ -163,7 +163,7 @@ def test_regress_command_writes_report(tmp_path, capsys):
 
 
 def test_B_norm_from_the_split_matches_dense():
-    from softdiff.diagnostics.softmax_regression import _B_norm
+    from softdiff.studies.softmax_regression.solvers import _B_norm
 
     p = instance(n=800, d=5, scale=3.0)
     x = torch.randn(5, dtype=torch.float64, generator=torch.Generator().manual_seed(2))

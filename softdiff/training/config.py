@@ -102,7 +102,7 @@ class SampleSection:
 
 @dataclass
 class DiagnosticsSection:
-    ntk_every: int = 0              # record NTK drift every this many steps (0: off; needs softdiff.diagnostics.ntk)
+    ntk_every: int = 0              # record NTK drift every this many steps (0: off; needs softdiff.studies.ntk.kernels)
     ntk_probe_size: int = 8         # examples in the fixed probe batch
 
 

@@ -122,7 +122,7 @@ def _ntk_tracker(cfg: TrainConfig, dataset: Dataset, process: ForwardProcess, st
     """NTK drift on a fixed probe batch at mid noise, every ``diagnostics.ntk_every`` steps (and at ``start``)."""
     if not cfg.diagnostics.ntk_every:
         return None
-    from softdiff.diagnostics.ntk import KernelDriftTracker
+    from softdiff.studies.ntk.kernels import KernelDriftTracker
 
     g = torch.Generator().manual_seed(cfg.train.seed + 12345)
     x0, _ = dataset.sample(cfg.diagnostics.ntk_probe_size, g)

@@ -24,7 +24,7 @@ from softdiff.config import load_config, to_yaml
 from softdiff.errors import ConfigError, check_choice, check_positive
 from softdiff.evaluation.run_eval import EvalSettings
 
-DEFAULT_CONFIG = "configs/compare_toy.yaml"
+DEFAULT_CONFIG = "configs/compare/toy.yaml"
 DEFAULT_ACTIVATIONS = ["softmax", "relu", "gelu", "exp"]
 
 
@@ -143,7 +143,7 @@ def run_is_complete(run_dir: Path) -> bool:
 
 def probe_summary(run_dir: Path) -> dict[str, float] | None:
     """The attention probes of a trained run averaged over timesteps, layers and heads (None without attention)."""
-    from softdiff.diagnostics.attention import PROBE_SUMMARY, probe_run
+    from softdiff.studies.probes.attention import PROBE_SUMMARY, probe_run
     from softdiff.errors import DataError
 
     try:
@@ -288,7 +288,7 @@ def _run_comparison(cfg: CompareConfig, command, log, t0: float, commit: str, ou
 
     from softdiff.data import make_dataset
     from softdiff.diffusion.schedulers import training_scheduler_config
-    from softdiff.evaluation.report import (
+    from softdiff.studies.compare.report import (
         diagnostics_lines,
         diagnostics_summary,
         plot_metric_vs_steps,

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from scipy.optimize import minimize
 
-from softdiff.diagnostics.softmax_regression import SoftmaxRegression, convexity_certificate, solve
+from softdiff.studies.softmax_regression.solvers import SoftmaxRegression, convexity_certificate, solve
 from softdiff.cli import ArgumentParser
 from softdiff.errors import ConfigError
 from softdiff.safe_io import check_output_dir, save_figure, write_text

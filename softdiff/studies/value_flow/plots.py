@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from softdiff.diagnostics.gradient_flow import FlowHistory  # noqa: E402
+from softdiff.studies.value_flow.dynamics import FlowHistory  # noqa: E402
 from softdiff.safe_io import save_figure  # noqa: E402
 
 

@@ -13,8 +13,8 @@ from typing import Optional, Sequence
 import torch
 
 from softdiff.config import load_config
-from softdiff.diagnostics.flow_plots import plot_all
-from softdiff.diagnostics.gradient_flow import (
+from softdiff.studies.value_flow.plots import plot_all
+from softdiff.studies.value_flow.dynamics import (
     PRESETS, FlowCase, FlowHistory, FlowIntegrationError, preset_cases, run_case,
 )
 from softdiff.cli import ArgumentParser

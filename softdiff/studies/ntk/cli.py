@@ -10,17 +10,17 @@ import torch
 
 from softdiff.cli import ArgumentParser
 from softdiff.config import load_config, save_config
-from softdiff.diagnostics.ntk_report import write_report
-from softdiff.diagnostics.ntk_study import NTKStudyConfig, run_width_study
+from softdiff.studies.ntk.report import write_report
+from softdiff.studies.ntk.study import NTKStudyConfig, run_width_study
 from softdiff.safe_io import check_output_dir
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+from softdiff.config import CONFIG_DIR
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="softdiff ntk", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", help="YAML config (default configs/ntk_default.yaml)")
-    parser.add_argument("--quick", action="store_true", help="the small config configs/ntk_quick.yaml")
+    parser.add_argument("--config", help="YAML config (default configs/ntk/default.yaml)")
+    parser.add_argument("--quick", action="store_true", help="the small config configs/ntk/quick.yaml")
     parser.add_argument("--output-dir", "--out", dest="out", help="output folder (overrides out_dir)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("overrides", nargs="*", help="dotted overrides such as steps=200 widths=[64,256]")
@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(list(argv))
-    path = args.config or CONFIG_DIR / ("ntk_quick.yaml" if args.quick else "ntk_default.yaml")
+    path = args.config or CONFIG_DIR / "ntk" / ("quick.yaml" if args.quick else "default.yaml")
     overrides = list(args.overrides) + ([f"out_dir={args.out}"] if args.out else [])
     cfg = load_config(NTKStudyConfig, path, overrides)
     check_output_dir("--output-dir" if args.out else "out_dir", cfg.out_dir)

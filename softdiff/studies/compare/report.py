@@ -12,7 +12,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torchvision.utils import make_grid  # noqa: E402
 
-from softdiff.diagnostics.attention import PROBE_SUMMARY  # noqa: E402
+from softdiff.studies.probes.attention import PROBE_SUMMARY  # noqa: E402
 from softdiff.evaluation.run_eval import HIGHER_IS_BETTER  # noqa: E402
 from softdiff.safe_io import save_figure, write_text  # noqa: E402
 from softdiff.tables import fmt  # noqa: E402

@@ -16,7 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from softdiff.diagnostics.attention import SINK_THRESHOLD, ProbeResult, probe_run  # noqa: E402
+from softdiff.studies.probes.attention import SINK_THRESHOLD, ProbeResult, probe_run  # noqa: E402
 from softdiff.cli import ArgumentParser  # noqa: E402
 from softdiff.errors import ConfigError, check_finite, check_positive  # noqa: E402
 from softdiff import tables  # noqa: E402

@@ -1,0 +1,1 @@
+"""Softmax regression: the problem, its convexity certificate and its solvers (Newton, approximate Newton, ...)."""
