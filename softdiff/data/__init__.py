@@ -145,5 +145,5 @@ def dataset_from_config(data, index: str | Path | None = None) -> Dataset:
                         index=index)
 
 
-__all__ = ["DATASETS", "Dataset", "GaussianMixture", "IMAGE_DATASETS", "LAZY_DATASETS", "dataset_from_config", "example_shape", "from_model_space",
-           "make_dataset"]
+__all__ = ["DATASETS", "Dataset", "GaussianMixture", "IMAGE_DATASETS", "LAZY_DATASETS", "dataset_from_config",
+           "example_shape", "from_model_space", "make_dataset"]

@@ -1,9 +1,9 @@
 """Checks of a training run that go beyond the config's own values, made before any work or write.
 
-The output folder can be written; ``--resume`` names a checkpoint; a folder dataset exists; the model fits in
-memory (its parameters are counted on the ``meta`` device, which allocates nothing); and ``accelerate launch``
-did not silently start one process where several were asked for. Allocation failures that happen anyway are
-turned into one sentence naming the size keys.
+The output folder can be written; ``--resume`` names a checkpoint; a folder (or local Hugging Face) dataset
+exists; the model fits in memory (its parameters are counted on the ``meta`` device, which allocates nothing);
+and ``accelerate launch`` did not silently start one process where several were asked for. Allocation failures
+that happen anyway are turned into one sentence naming the size keys.
 """
 from __future__ import annotations
 
