@@ -209,6 +209,24 @@ def test_hf_dataset_trains_a_class_conditional_run(hf_folder, tmp_path):
     assert info["name"] == "hf" and info["num_classes"] == 3 and info["shape"] == [3, 8, 8]
 
 
+def test_hf_restart_reopens_the_pinned_arrow_files(hf_folder, tmp_path, monkeypatch):
+    import softdiff.data.hf as hf
+
+    path, arrays = hf_folder
+    index = tmp_path / "data_index.json"
+    make_dataset("hf", path=str(path), image_size=8, image_column="img", index=index)
+    assert json.loads(index.read_text())["arrow_files"]
+
+    def no_listing(*args):
+        raise AssertionError("the dataset folder was opened again")
+
+    monkeypatch.setattr(hf, "_open", no_listing)
+    ds = make_dataset("hf", path=str(path), image_size=8, image_column="img", index=index)
+    assert len(ds) == 16 and torch.equal(ds.decode(torch.tensor([7]))[0], torch.from_numpy(arrays[7]).permute(2, 0, 1))
+    with pytest.raises(AssertionError, match="opened again"):  # another split is not what the index pins
+        make_dataset("hf", path=str(path), image_size=8, image_column="img", split="test", index=index)
+
+
 def test_hf_missing_columns_are_named(hf_folder):
     path, _ = hf_folder
     with pytest.raises(DataError, match="data.image_column='image' is not a column.*img, digit, caption"):

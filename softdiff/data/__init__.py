@@ -107,7 +107,8 @@ def make_dataset(name: str, root: str | Path = "data", download: bool = False, p
                  image_size: int = 32, channels: int = 3, train: bool = True, image_column: str = "image",
                  label_column: str | None = None, split: str = "train", index: str | Path | None = None) -> Dataset:
     """The dataset called ``name`` (see ``DATASETS``); torchvision sets and hub datasets download only with
-    ``download=True``. ``index``: where a folder's file list is cached (see ``file_index``)."""
+    ``download=True``. ``index``: a JSON file pinning the run to its data (a folder's file list, a Hugging Face
+    dataset's Arrow files), written on the first open and read on the next."""
     if name in TOY2D:
         return Dataset(name, "vector", (2,), (-4.0, 4.0))
     if name == "digits":
@@ -122,16 +123,16 @@ def make_dataset(name: str, root: str | Path = "data", download: bool = False, p
         root, files = image_files(path, index)
         return Dataset(name, "image", (channels, image_size, image_size), (0.0, 1.0), source=ImageFiles(root, files))
     if name == "hf":
-        return _hf_dataset(path, download, image_size, channels, image_column, label_column, split)
+        return _hf_dataset(path, download, image_size, channels, image_column, label_column, split, index)
     raise DataError(f"unknown dataset '{name}'; choose one of: {', '.join(DATASETS)}.")
 
 
-def _hf_dataset(path, download, image_size, channels, image_column, label_column, split) -> Dataset:
+def _hf_dataset(path, download, image_size, channels, image_column, label_column, split, index) -> Dataset:
     from softdiff.data.hf import check_columns, labels_of, open_table
 
     if not path:
         raise DataError("data.name='hf' needs data.path, a local dataset folder or a hub name.")
-    table = open_table(path, split, download)
+    table = open_table(path, split, download, index)
     check_columns(table, path, image_column, label_column)
     labels, classes = labels_of(table, path, label_column) if label_column else (None, None)
     return Dataset("hf", "image", (channels, image_size, image_size), (0.0, 1.0), classes, labels=labels,

@@ -18,15 +18,15 @@ INDEX_VERSION = 1
 
 def list_images(root: Path) -> list[str]:
     """Paths (relative to ``root``, '/'-separated, sorted) of every image file below ``root``."""
-    found, stack = [], [root]
-    while stack:  # os.scandir: no stat per entry, several times faster than Path.rglob on big trees
-        folder = stack.pop()
-        with os.scandir(folder) as entries:
+    found, stack = [], [""]
+    while stack:  # os.scandir and plain strings: no stat and no Path object per file (big trees)
+        rel = stack.pop()
+        with os.scandir(root / rel if rel else root) as entries:
             for entry in entries:
                 if entry.is_dir(follow_symlinks=True):
-                    stack.append(Path(entry.path))
+                    stack.append(rel + entry.name + "/")
                 elif os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES:
-                    found.append(Path(entry.path).relative_to(root).as_posix())
+                    found.append(rel + entry.name)
     return sorted(found)
 
 

@@ -2,11 +2,13 @@
 ``load_dataset`` reads (images as an ``imagefolder``, Parquet, Arrow), or a hub name with ``data.download``."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
 
 from softdiff.errors import DataError
+from softdiff.safe_io import write_json
 
 
 def _import_datasets():
@@ -18,8 +20,35 @@ def _import_datasets():
     return datasets
 
 
-def open_table(path: str, split: str, download: bool):
-    """The ``split`` of the dataset at ``path`` (a local folder, or a hub name when ``download``)."""
+def _pinned(index: Path, key: dict):
+    """The table whose Arrow files ``index`` lists for ``key`` (None when it lists another dataset or a file is
+    gone): opening a local folder with ``load_dataset`` globs the whole tree several times, a restart need not."""
+    datasets = _import_datasets()
+    try:
+        data = json.loads(index.read_text())
+    except (OSError, ValueError):
+        return None
+    files = data.get("arrow_files") if isinstance(data, dict) and data.get("hf") == key else None
+    if not files or not all(isinstance(f, str) and Path(f).is_file() for f in files):
+        return None
+    tables = [datasets.Dataset.from_file(f) for f in files]
+    return tables[0] if len(tables) == 1 else datasets.concatenate_datasets(tables)
+
+
+def open_table(path: str, split: str, download: bool, index: str | Path | None = None):
+    """The ``split`` of the dataset at ``path`` (a local folder, or a hub name when ``download``); its Arrow
+    files are listed in ``index`` (when given) and reopened from there."""
+    key = {"path": str(Path(path).resolve()) if Path(path).exists() else path, "split": split}
+    if index is not None and Path(index).is_file() and (table := _pinned(Path(index), key)) is not None:
+        return table
+    table = _open(path, split, download)
+    files = [f["filename"] for f in table.cache_files]
+    if index is not None and files:
+        write_json(index, {"hf": key, "arrow_files": files})
+    return table
+
+
+def _open(path: str, split: str, download: bool):
     datasets = _import_datasets()
     local = Path(path)
     try:
