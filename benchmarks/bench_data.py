@@ -3,9 +3,10 @@
 
 For each dataset size and loader, a fresh process builds the dataset and the default ScoreTransformer
 (ModelConfig defaults, patch_size 8 at 64x64) and reports: time from building the dataset to the end of the
-first training step, the main process's peak resident memory, examples/s of the loader alone (``draw_batch``
-for the next steps), and examples/s of training steps fed by that loader. Rounds interleave the loaders;
-figures are medians over rounds. Folders are generated once and cached under ``--cache``.
+first training step (on a first start, and on a restart that reopens the data through the run's
+``data_index.json`` as ``--resume`` does), the main process's peak resident memory, examples/s of the
+loader alone (``draw_batch`` for the next steps), and examples/s of training steps fed by that loader.
+Rounds interleave the loaders; figures are medians over rounds. Folders are generated once and cached under ``--cache``.
 
     python benchmarks/bench_data.py [--sizes 2000 20000] [--rounds 3] [--batch 64] [--steps 8]
 """
@@ -21,7 +22,9 @@ import sys
 import time
 from pathlib import Path
 
-LOADERS = [("memory", 0), ("folder", 0), ("folder", 1), ("folder", 2), ("hf", 0), ("hf", 1), ("hf", 2)]
+# (loader, workers, restart): a restart reopens the data through the run's data_index.json, as --resume does
+LOADERS = [("memory", 0, False), ("folder", 0, False), ("folder", 1, False), ("folder", 2, False), ("folder", 2, True),
+           ("hf", 0, False), ("hf", 1, False), ("hf", 2, False), ("hf", 2, True)]
 
 
 def make_folder(root: Path, n: int) -> Path:
@@ -70,7 +73,7 @@ def child(args) -> None:
         images = load_folder(args.folder, 64, 3)
         dataset = Dataset("folder", "image", tuple(images.shape[1:]), (0.0, 1.0), None, images)
     else:
-        dataset = dataset_from_config(cfg.data)
+        dataset = dataset_from_config(cfg.data, args.index)
     stream = batch_stream(dataset, cfg, 0, total, 0, 1)
     data_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # imports + the dataset
     process = ForwardProcess(scheduler_config_of(cfg))
@@ -100,9 +103,10 @@ def child(args) -> None:
                       "train_per_s": train_rate, "size": len(dataset)}))
 
 
-def measure(folder: Path, loader: str, workers: int, args, env: dict) -> dict:
+def measure(folder: Path, loader: str, workers: int, index: Path | None, args, env: dict) -> dict:
     cmd = [sys.executable, __file__, "--child", "--folder", str(folder), "--loader", loader, "--workers",
            str(workers), "--batch", str(args.batch), "--steps", str(args.steps)]
+    cmd += ["--index", str(index)] if index else []
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if res.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{res.stderr[-3000:]}")
@@ -120,6 +124,7 @@ def main() -> None:
     p.add_argument("--folder", help=argparse.SUPPRESS)
     p.add_argument("--loader", help=argparse.SUPPRESS)
     p.add_argument("--workers", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--index", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         return child(args)
@@ -136,28 +141,38 @@ def main() -> None:
         subprocess.run([sys.executable, "-c", f"import datasets; datasets.load_dataset({str(folders[n])!r}, "
                         "split='train')"], env=env, check=True, capture_output=True)
         print(f"imagefolder of {n}: {time.perf_counter() - start:.1f} s to build (or find) its Arrow cache")
-    results = {(n, loader, w): [] for n in args.sizes for loader, w in LOADERS}
+    indexes = {}
+    for n in args.sizes:  # what a run's first start leaves in its folder for the restarts
+        for name in ("folder", "hf"):
+            indexes[(n, name)] = cache / f"index-{name}-{n}.json"
+            indexes[(n, name)].unlink(missing_ok=True)
+            subprocess.run([sys.executable, "-c", f"from softdiff.data import make_dataset; make_dataset({name!r}, "
+                            f"path={str(folders[n])!r}, image_size=64, index={str(indexes[(n, name)])!r})"],
+                           env=env, check=True, capture_output=True)
+    results = {(n, *loader): [] for n in args.sizes for loader in LOADERS}
     for r in range(args.rounds):
         for n in args.sizes:
-            for loader, w in LOADERS:
-                results[(n, loader, w)].append(measure(folders[n], loader, w, args, env))
+            for loader, w, restart in LOADERS:
+                index = indexes[(n, loader)] if restart else None
+                results[(n, loader, w, restart)].append(measure(folders[n], loader, w, index, args, env))
         print(f"round {r + 1}/{args.rounds} done", flush=True)
     med = {k: {f: statistics.median(m[f] for m in v) for f in v[0]} for k, v in results.items()}
     print(f"\nthreads={os.environ.get('OMP_NUM_THREADS', 'default')} batch={args.batch} steps={args.steps} "
           f"rounds={args.rounds} cpus={os.cpu_count()}")
-    print("| images | loader | workers | first step (s) | peak RSS (MB) | RSS with the data, before the model (MB) | "
-          "loader ex/s | training ex/s |\n| --- | --- | --- | --- | --- | --- | --- | --- |")
-    for (n, loader, w), m in med.items():
-        print(f"| {n} | {loader} | {w} | {m['first_step_s']:.2f} | {m['peak_rss_mb']:.0f} | {m['data_rss_mb']:.0f} | "
-              f"{m['load_per_s']:.0f} | {m['train_per_s']:.0f} |")
+    print("| images | loader | workers | start | first step (s) | peak RSS (MB) | RSS with the data, before the "
+          "model (MB) | loader ex/s | training ex/s |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for (n, loader, w, restart), m in med.items():
+        print(f"| {n} | {loader} | {w} | {'restart' if restart else 'first'} | {m['first_step_s']:.2f} | "
+              f"{m['peak_rss_mb']:.0f} | {m['data_rss_mb']:.0f} | {m['load_per_s']:.0f} | {m['train_per_s']:.0f} |")
     if len(args.sizes) > 1:
         lo, hi = min(args.sizes), max(args.sizes)
-        print(f"\nratio {hi} / {lo} images (1.00 = independent of size):\n| loader | workers | first step | peak RSS | "
-              "RSS with the data |\n| --- | --- | --- | --- | --- |")
-        for loader, w in LOADERS:
-            a, b = med[(lo, loader, w)], med[(hi, loader, w)]
-            print(f"| {loader} | {w} | {b['first_step_s'] / a['first_step_s']:.2f} | "
-                  f"{b['peak_rss_mb'] / a['peak_rss_mb']:.2f} | {b['data_rss_mb'] / a['data_rss_mb']:.2f} |")
+        print(f"\nratio {hi} / {lo} images (1.00 = independent of size):\n| loader | workers | start | first step | "
+              "peak RSS | RSS with the data |\n| --- | --- | --- | --- | --- | --- |")
+        for loader, w, restart in LOADERS:
+            a, b = med[(lo, loader, w, restart)], med[(hi, loader, w, restart)]
+            print(f"| {loader} | {w} | {'restart' if restart else 'first'} | "
+                  f"{b['first_step_s'] / a['first_step_s']:.2f} | {b['peak_rss_mb'] / a['peak_rss_mb']:.2f} | "
+                  f"{b['data_rss_mb'] / a['data_rss_mb']:.2f} |")
 
 
 if __name__ == "__main__":
