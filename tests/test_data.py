@@ -72,5 +72,7 @@ def test_image_folder_loads_and_resizes(tmp_path):
     for i in range(3):
         Image.fromarray(np.full((10, 12, 3), 40 * i, dtype=np.uint8)).save(tmp_path / f"{i}.png")
     ds = make_dataset("folder", path=str(tmp_path), image_size=8, channels=3)
-    assert ds.images.shape == (3, 3, 8, 8) and ds.images.dtype == torch.uint8
+    assert ds.lazy and len(ds) == 3 and ds.shape == (3, 8, 8)
+    images = ds.decode(torch.arange(3))
+    assert images.shape == (3, 3, 8, 8) and images.dtype == torch.uint8
     assert ds.data_tensor().max().item() == pytest.approx(80 / 255)

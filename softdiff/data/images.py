@@ -1,4 +1,5 @@
-"""Image datasets held in memory: sklearn's 8x8 digits (embedded), torchvision sets, and folders of images."""
+"""Image datasets held in memory: sklearn's 8x8 digits (embedded), torchvision sets, and (``load_folder``, the
+baseline of ``benchmarks/bench_data.py``) a folder decoded whole; training reads folders lazily (``lazy.py``)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,10 +8,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from softdiff.data.file_index import IMAGE_SUFFIXES
 from softdiff.errors import DataError
 
 TORCHVISION = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "CIFAR10"}
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 
 
 def load_digits_images() -> tuple[Tensor, Tensor]:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from softdiff.config import load_config
-from softdiff.data import DATASETS, IMAGE_DATASETS, example_shape
+from softdiff.data import DATASETS, IMAGE_DATASETS, LAZY_DATASETS, example_shape
 from softdiff.diffusion.objectives import LOSS_WEIGHTINGS
 from softdiff.diffusion.schedulers import DIFFUSION_PREDICTION_TYPES, FLOW_SCHEDULERS, SCHEDULERS
 from softdiff.diffusion.timesteps import TIMESTEP_DENSITIES
@@ -23,11 +23,18 @@ BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "ou")
 class DataConfig:
     name: str = "digits"            # a name from softdiff.data.DATASETS
     root: str = "data"              # where torchvision sets live
-    download: bool = False          # allow torchvision to download (needs a network)
-    path: str | None = None         # folder of images, for name=folder
-    image_size: int = 32            # folder images are resized to this square size
-    channels: int = 3               # folder images: 1 (grey) or 3 (RGB)
+    download: bool = False          # allow torchvision / the Hugging Face hub to download (needs a network)
+    path: str | None = None         # name=folder: a folder of images (searched recursively); name=hf: a local
+                                    # dataset folder (save_to_disk, imagefolder, Parquet) or a hub name
+    image_size: int = 32            # folder / hf images: shorter side scaled to this, then centre-cropped
+    channels: int = 3               # folder / hf images: 1 (grey) or 3 (RGB)
     class_conditional: bool = False  # feed labels to the model (image sets with labels)
+    image_column: str = "image"     # name=hf: the column that holds the images
+    label_column: Optional[str] = None  # name=hf: a column of integer class labels (None: no labels)
+    split: str = "train"            # name=hf: the split to train on
+    num_workers: int = 0            # folder / hf: DataLoader worker processes decoding ahead (0: in the loop)
+    random_flip: bool = False       # mirror each image left-right with probability 1/2 (image sets)
+    skip_bad_files: bool = False    # folder / hf: replace an unreadable image by the next readable one, counted
 
 
 @dataclass
@@ -164,9 +171,33 @@ class TrainConfig:
         if m.type == "ScoreTransformer" and not is_image:
             raise ConfigError(f"model.type=ScoreTransformer needs an image dataset, but data.name={d.name!r} is a "
                               "2-D toy set; use model.type=ScoreMLP or TwoLayerScoreNet.")
+        self._validate_data()
         if m.type == "TwoLayerScoreNet" and m.coupled and m.width % 2:
             raise ConfigError(f"model.width={m.width} must be even with model.coupled=true.")
         self._validate_ranges()
+
+    def _validate_data(self) -> None:
+        d = self.data
+        if d.name in LAZY_DATASETS and not d.path:
+            raise ConfigError(f"data.name={d.name} needs data.path: " + (
+                "a folder of images." if d.name == "folder" else "a local dataset folder, or a hub name with "
+                "data.download=true."))
+        if not 0 <= d.num_workers <= 64:
+            raise ConfigError(f"data.num_workers={d.num_workers} must be between 0 (decode in the training loop) "
+                              "and 64.")
+        for key, value in (("data.image_column", d.image_column), ("data.label_column", d.label_column),
+                           ("data.split", d.split)):
+            if value is not None and not str(value).strip():
+                raise ConfigError(f"{key} must be a non-empty column or split name.")
+        if d.label_column is not None and d.name != "hf":
+            raise ConfigError(f"data.label_column is only read with data.name=hf, not data.name={d.name!r}; "
+                              "remove it.")
+        if d.random_flip and d.name not in IMAGE_DATASETS:
+            raise ConfigError(f"data.random_flip=true needs an image dataset, but data.name={d.name!r} is a 2-D toy "
+                              "set; remove it.")
+        if d.class_conditional and d.name == "hf" and d.label_column is None:
+            raise ConfigError("data.class_conditional=true with data.name=hf needs data.label_column, the column of "
+                              "class labels.")
 
     def _validate_ranges(self) -> None:
         """Finite floats, ranges, divisibility and limits, so that no bad value surfaces mid-run."""
@@ -196,7 +227,7 @@ class TrainConfig:
             raise ConfigError(f"data.image_size={d.image_size} must be positive.")
         if m.type == "ScoreTransformer":
             size = example_shape(d.name, d.image_size, d.channels)[-1]
-            source = "data.image_size" if d.name == "folder" else f"the {d.name} images' size"
+            source = "data.image_size" if d.name in LAZY_DATASETS else f"the {d.name} images' size"
             if size % m.patch_size:
                 raise ConfigError(f"model.patch_size={m.patch_size} must divide {source} ({size}); try "
                                   f"{', '.join(str(p) for p in (1, 2, 4, 7, 8) if size % p == 0)}.")

@@ -1,9 +1,9 @@
 """Checks of a training run that go beyond the config's own values, made before any work or write.
 
-The output folder can be written; ``--resume`` names a checkpoint; a folder dataset exists; the model fits in
-memory (its parameters are counted on the ``meta`` device, which allocates nothing); and ``accelerate launch``
-did not silently start one process where several were asked for. Allocation failures that happen anyway are
-turned into one sentence naming the size keys.
+The output folder can be written; ``--resume`` names a checkpoint; a folder (or local Hugging Face) dataset
+exists; the model fits in memory (its parameters are counted on the ``meta`` device, which allocates nothing);
+and ``accelerate launch`` did not silently start one process where several were asked for. Allocation failures
+that happen anyway are turned into one sentence naming the size keys.
 """
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def count_parameters(cfg: TrainConfig) -> int | None:
 
     d = cfg.data
     shape = example_shape(d.name, d.image_size, d.channels)
-    classes = 10 if d.class_conditional and d.name not in ("folder",) and len(shape) == 3 else None
+    classes = 10 if d.class_conditional and d.name != "folder" and len(shape) == 3 else None  # hf: a guess
     stub = Dataset(d.name, "image" if len(shape) == 3 else "vector", shape, (0.0, 1.0), classes)
     try:
         with torch.device("meta"):
@@ -143,6 +143,9 @@ def preflight(cfg: TrainConfig, resume: str | None = None) -> None:
     check_resume_arg(resume, Path(cfg.output_dir) / "checkpoints")
     if cfg.data.name == "folder" and cfg.data.path and not Path(cfg.data.path).is_dir():
         raise DataError(f"data.path '{cfg.data.path}' is not a folder; set it to a folder of images.")
+    if cfg.data.name == "hf" and cfg.data.path and not cfg.data.download and not Path(cfg.data.path).is_dir():
+        raise DataError(f"data.path '{cfg.data.path}' is not a local folder; set data.download=true to fetch it from "
+                        "the Hugging Face hub (needs a network), or set data.path to a local dataset folder.")
     check_memory(cfg)
 
 

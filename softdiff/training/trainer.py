@@ -16,7 +16,9 @@ from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
 from softdiff.config import save_config
-from softdiff.data import Dataset, make_dataset
+from softdiff.data import Dataset, dataset_from_config
+from softdiff.data.augment import flip, flip_mask
+from softdiff.data.loader import BatchStream, check_batch_fits, draw_indices, take_slice
 from softdiff.diffusion.objectives import diffusion_loss, loss_weight, training_target
 from softdiff.diffusion.process import ForwardProcess
 from softdiff.diffusion.sampling import NULL_LABEL
@@ -46,26 +48,43 @@ def step_generator(seed: int, step: int, micro: int) -> torch.Generator:
 
 
 def draw_batch(dataset: Dataset, process: ForwardProcess, cfg: TrainConfig, step: int, micro: int, rank: int,
-               world: int):
+               world: int, batches: BatchStream | None = None):
     """The global batch of one micro-step (identical on every process), and this process's slice of it:
     noisy inputs, model timesteps, targets, loss weights and (class-conditional runs) labels, NULL_LABEL where
-    dropped."""
+    dropped. Lazy sets decode only this slice (through ``batches``' workers when given)."""
     g = step_generator(cfg.train.seed, step, micro)
     d, size = cfg.diffusion, cfg.train.batch_size
-    x0, labels = dataset.sample(size, g)
+    if dataset.lazy:  # the same first draw as in-memory sets; the images are decoded below
+        x0 = draw_indices(len(dataset), size, g)
+        labels = dataset.labels[x0] if dataset.labels is not None else None
+    else:
+        x0, labels = dataset.sample(size, g)
     t = process.draw_timesteps(size, g, d.timestep_density, d.density_mean, d.density_std)
-    noise = torch.randn(x0.shape, generator=g)
+    noise = torch.randn((size, *dataset.shape), generator=g)
     use_labels = labels is not None and cfg.data.class_conditional
     if use_labels and cfg.train.label_dropout:  # classifier-free guidance learns the unconditional model too
         labels = torch.where(torch.rand(size, generator=g) < cfg.train.label_dropout, NULL_LABEL, labels)
     lo, hi = rank * size // world, (rank + 1) * size // world
-    x0, t, noise = x0[lo:hi], t[lo:hi], noise[lo:hi]
+    x0 = take_slice(dataset, x0, lo, hi, cfg.data.skip_bad_files, batches, step, micro)
+    if cfg.data.random_flip:
+        x0 = flip(x0, flip_mask(cfg.train.seed, step, micro, size)[lo:hi])
+    t, noise = t[lo:hi], noise[lo:hi]
     labels = labels[lo:hi] if use_labels else None
     alpha, sigma = process.alpha_sigma(t, x0.dim())
     x_t = alpha * x0 + sigma * noise
     target = training_target(process.prediction_type, x0, noise, alpha, sigma)
     weight = loss_weight(d.loss_weighting, process.prediction_type, alpha, sigma, d.min_snr_gamma, d.sigma_data)
     return x_t, t, target, weight, labels
+
+
+def batch_stream(dataset: Dataset, cfg: TrainConfig, start: int, end: int, rank: int, world: int):
+    """Lazy sets: this process's slices of steps ``start`` to ``end``, decoded ahead by ``data.num_workers``."""
+    if not dataset.lazy:
+        return None
+    size = cfg.train.batch_size
+    keys = [(s, m) for s in range(start, end) for m in range(cfg.train.grad_accum)]
+    indices_of = lambda s, m: draw_indices(len(dataset), size, step_generator(cfg.train.seed, s, m))  # noqa: E731
+    return BatchStream(dataset, cfg.data, keys, indices_of, rank * size // world, (rank + 1) * size // world)
 
 
 def scheduler_config_of(cfg: TrainConfig) -> dict:
@@ -171,8 +190,8 @@ def train(cfg: TrainConfig, resume: str | None = None, quiet: bool = False, stop
 
 def _train(cfg: TrainConfig, resume: str | None, quiet: bool, stop_after: int) -> Path:
     out = Path(cfg.output_dir)
-    dataset = make_dataset(cfg.data.name, cfg.data.root, cfg.data.download, cfg.data.path, cfg.data.image_size,
-                           cfg.data.channels)
+    dataset = dataset_from_config(cfg.data, out / "data_index.json")  # the run's file list: resume reads the same
+    check_batch_fits(dataset, cfg.train.batch_size)
     if cfg.data.class_conditional and dataset.num_classes is None:
         raise ConfigError(f"data.class_conditional=true but dataset '{cfg.data.name}' has no labels.")
     accelerator = _make_accelerator(cfg, out)
@@ -216,10 +235,11 @@ def _train(cfg: TrainConfig, resume: str | None, quiet: bool, stop_after: int) -
     losses, skips, t_last, t0 = [], 0, time.perf_counter(), time.perf_counter()
     model.train()
     end = min(cfg.train.steps, start + stop_after) if stop_after else cfg.train.steps
+    batches = batch_stream(dataset, cfg, start, end, rank, world)
     for step in range(start, end):
         step_loss = torch.zeros((), device=accelerator.device)
         for micro in range(cfg.train.grad_accum):
-            x_t, t, target, weight, labels = draw_batch(dataset, process, cfg, step, micro, rank, world)
+            x_t, t, target, weight, labels = draw_batch(dataset, process, cfg, step, micro, rank, world, batches)
             x_t, t, target, weight = (v.to(accelerator.device) for v in (x_t, t, target, weight))
             kwargs = {"class_labels": labels.to(accelerator.device)} if labels is not None else {}
             with accelerator.accumulate(model), accelerator.autocast():
@@ -256,6 +276,8 @@ def _train(cfg: TrainConfig, resume: str | None, quiet: bool, stop_after: int) -
             record = {"step": done, "loss": float(np.mean(losses)), "lr": lr_scheduler.get_last_lr()[0],
                       "samples_per_s": len(losses) * cfg.train.batch_size * cfg.train.grad_accum / (now - t_last),
                       "wall_time": now - t0}
+            if batches is not None and batches.skipped:
+                record["skipped_files"] = len(batches.skipped)
             log.write(record)
             accelerator.log({k: v for k, v in record.items() if k != "step"}, step=done)
             bar.set_postfix(loss=f"{record['loss']:.4f}")
@@ -270,6 +292,8 @@ def _train(cfg: TrainConfig, resume: str | None, quiet: bool, stop_after: int) -
                               out / "samples" / f"step-{done}.png", accelerator.device)
             accelerator.wait_for_everyone()
     bar.close()
+    if batches is not None:
+        batches.close()
     checksums = accelerator.gather(torch.tensor([_param_checksum(model)], dtype=torch.float64,
                                                 device=accelerator.device)).tolist()
     if end == cfg.train.steps and accelerator.is_main_process:  # each folder appears complete or not at all
