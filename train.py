@@ -2,7 +2,7 @@
 import sys
 
 from softdiff.cli import run_main
-from softdiff.training.cli import main
+from softdiff.commands.train import main
 
 if __name__ == "__main__":
     sys.exit(run_main(main, sys.argv[1:]))

@@ -8,7 +8,7 @@ import argparse
 
 import torch
 
-from softdiff.studies.ntk.kernels import empirical_ntk, ntk_as_matrix, ntk_scale, two_layer_ntk
+from softdiff.studies.ntk import empirical_ntk, ntk_as_matrix, ntk_scale, two_layer_ntk
 from softdiff.nets import TwoLayerSoftmax
 from timing import median_time  # benchmarks/timing.py: this folder is on the path when run as a script
 

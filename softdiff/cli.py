@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 from softdiff.errors import ConfigError, SoftdiffError
 
 COMMANDS = {
-    "train": ("softdiff.training.cli", "train a score model from a config (same as train.py)"),
+    "train": ("softdiff.commands.train", "train a score model from a config (same as train.py)"),
     "sample": ("softdiff.diffusion.cli", "sample from a trained model (same as sample.py)"),
     "compare": ("softdiff.studies.compare.runner", "softmax-vs-ReLU comparison study -> one report"),
     "ntk": ("softdiff.studies.ntk.cli", "NTK width study of two-layer softmax/relu/exp networks"),

@@ -155,7 +155,7 @@ def dying(tensors, filename, *args, **kwargs):
     return real(tensors, filename, *args, **kwargs)
 safetensors.torch.save_file = dying
 from softdiff.cli import run_main
-from softdiff.training.cli import main
+from softdiff.commands.train import main
 sys.exit(run_main(main, sys.argv[1:]))
 """
     res = forked("code", *argv(run), code=killer)
@@ -212,7 +212,7 @@ def held(self, step):  # hold the run at its first checkpoint until the test say
     return real(self, step)
 ck.Checkpoints.save = held
 from softdiff.cli import run_main
-from softdiff.training.cli import main
+from softdiff.commands.train import main
 sys.exit(run_main(main, sys.argv[1:]))
 """
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
@@ -312,7 +312,7 @@ def save(self, step):
         torch.save = real_save
 ck.Checkpoints.save = save
 from softdiff.cli import run_main
-from softdiff.training.cli import main
+from softdiff.commands.train import main
 sys.exit(run_main(main, sys.argv[1:]))
 """
     try:

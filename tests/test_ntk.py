@@ -9,7 +9,7 @@ from sklearn.kernel_ridge import KernelRidge
 from torch import nn
 from torch.func import functional_call, jacrev
 
-from softdiff.studies.ntk.kernels import (KernelDriftTracker, empirical_ntk, gd_dynamics, kernel_drift,
+from softdiff.studies.ntk import (KernelDriftTracker, empirical_ntk, gd_dynamics, kernel_drift,
                                       kernel_regression, max_stable_lr, monte_carlo_ntk, ntk_as_matrix, ntk_scale,
                                       ntk_to_full, spectrum, two_layer_exp_ntk, two_layer_ntk, two_layer_relu_ntk,
                                       two_layer_softmax_ntk)

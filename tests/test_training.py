@@ -9,7 +9,9 @@ from safetensors.torch import load_file
 from softdiff.cli import run_main
 from softdiff.diffusion import generate
 from softdiff.training import load_train_config, train
-from softdiff.training.cli import main as train_main
+from softdiff.commands.train import main as train_main
+from softdiff.errors import ConfigError
+from softdiff.training.callbacks import TrainerCallback
 from softdiff.training.trainer import TrainingError
 
 TOY = "configs/toy2d.yaml"
@@ -151,7 +153,7 @@ def dying_save(self, output_dir=None, **kw):
     return real(self, output_dir, **kw)
 Accelerator.save_state = dying_save
 from softdiff.cli import run_main
-from softdiff.training.cli import main
+from softdiff.commands.train import main
 sys.exit(run_main(main, {[*TINY, 'train.steps=30', f'output_dir={tmp_path / "run"}', '--quiet']!r}))
 """)
     res = run_script(script)
@@ -234,11 +236,62 @@ def test_image_run_and_class_conditional_sampling(tmp_path, run_script):
 
 
 def test_ntk_drift_is_recorded_during_training(tmp_path):
-    out = train(tiny(tmp_path, "train.steps=10", "diagnostics.ntk_every=5", "diagnostics.ntk_probe_size=4"),
-                quiet=True)
+    from softdiff.studies.ntk import NTKDriftCallback
+
+    cfg = tiny(tmp_path, "train.steps=10", "diagnostics.ntk_every=5", "diagnostics.ntk_probe_size=4")
+    with pytest.raises(ConfigError, match="diagnostics.ntk_every"):  # asked for, but nothing carries it out
+        train(cfg, quiet=True)
+    out = train(cfg, quiet=True, callbacks=NTKDriftCallback.from_config(cfg))
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     drift = {r["step"]: r for r in records if "ntk_drift" in r}
     assert sorted(drift) == [0, 5, 10]
     assert drift[0]["ntk_drift"] == 0 and drift[0]["weight_movement"] == 0
     assert 0 < drift[5]["ntk_drift"] and 0 < drift[5]["weight_movement"] < drift[10]["weight_movement"]
     assert all(r["ntk_lambda_min"] >= -1e-6 for r in drift.values())  # a Gram matrix is PSD
+
+
+class Recorder(TrainerCallback):
+    """Logs the step and a fingerprint of the weights it sees, every third step."""
+
+    def __init__(self):
+        self.begin, self.seen = None, []
+
+    def on_train_begin(self, state):
+        self.begin = state.start
+        return {"began": state.start}
+
+    def due(self, step):
+        return step % 3 == 0
+
+    def on_step_end(self, state):
+        self.seen.append(state.step)
+        return {"weight_sum": float(sum(p.detach().sum() for p in state.model.parameters()))}
+
+
+def test_callbacks_run_on_their_steps_and_log_into_metrics(tmp_path):
+    recorder = Recorder()
+    out = train(tiny(tmp_path, "train.steps=10", "train.log_every=100"), quiet=True, callbacks=[recorder])
+    assert recorder.begin == 0 and recorder.seen == [3, 6, 9]
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert records[0] == {"step": 0, "began": 0}
+    assert [r["step"] for r in records if "weight_sum" in r] == [3, 6, 9]
+    sums = [r["weight_sum"] for r in records if "weight_sum" in r]
+    assert len(set(sums)) == 3  # the live weights, as they move
+    # A callback does not change the run: the weights equal those of a run without it.
+    plain = train(tiny(tmp_path / "plain", "train.steps=10", "train.log_every=100"), quiet=True)
+    assert all(torch.equal(a, b) for a, b in zip(weights(out / "model").values(), weights(plain / "model").values()))
+
+
+def test_core_packages_import_nothing_from_the_studies():
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "softdiff"
+    offenders = []
+    for package in ("nets", "diffusion", "data", "training"):
+        for path in (root / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                         else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+                offenders += [f"{path.name}: {n}" for n in names
+                              if n.startswith(("softdiff.studies", "softdiff.commands", "softdiff.evaluation"))]
+    assert offenders == []

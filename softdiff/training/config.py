@@ -109,7 +109,7 @@ class SampleSection:
 
 @dataclass
 class DiagnosticsSection:
-    ntk_every: int = 0              # record NTK drift every this many steps (0: off; needs softdiff.studies.ntk.kernels)
+    ntk_every: int = 0              # NTK drift every this many steps (0: off; by studies.ntk.NTKDriftCallback)
     ntk_probe_size: int = 8         # examples in the fixed probe batch
 
 

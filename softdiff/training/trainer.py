@@ -6,6 +6,7 @@ import time
 import warnings
 from dataclasses import asdict
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -29,7 +30,7 @@ from softdiff.training.checkpoints import Checkpoints, DiskFullError, ema_weight
 from softdiff.training.config import TrainConfig
 from softdiff.training.models import build_model, save_model
 from softdiff.training.preflight import out_of_memory_message, preflight
-from softdiff.training.previews import write_preview
+from softdiff.training.callbacks import PreviewCallback, TrainerCallback, TrainState, unclaimed_keys
 from softdiff.training.run_lock import lock_run_folder
 
 MAX_CONSECUTIVE_SKIPS = 10
@@ -137,27 +138,17 @@ def _make_accelerator(cfg: TrainConfig, out: Path) -> Accelerator:
                        step_scheduler_with_optimizer=False)
 
 
-def _ntk_tracker(cfg: TrainConfig, dataset: Dataset, process: ForwardProcess, start: int):
-    """NTK drift on a fixed probe batch at mid noise, every ``diagnostics.ntk_every`` steps (and at ``start``)."""
-    if not cfg.diagnostics.ntk_every:
-        return None
-    from softdiff.studies.ntk.kernels import KernelDriftTracker
-
-    g = torch.Generator().manual_seed(cfg.train.seed + 12345)
-    x0, _ = dataset.sample(cfg.diagnostics.ntk_probe_size, g)
-    t = process.mid_timesteps(len(x0))
-    probe = process.add_noise(x0, torch.randn(x0.shape, generator=g), t)
-    every = cfg.diagnostics.ntk_every
-    return KernelDriftTracker(probe, t.float(), [start, *range(every, cfg.train.steps + 1, every)])
-
-
 def _param_checksum(model) -> float:
     """A float64 fingerprint of the weights, compared across processes at the end of a run."""
     return float(sum((p.detach().double() * (i + 1)).sum() for i, p in enumerate(model.parameters())))
 
 
-def train(cfg: TrainConfig, resume: str | None = None, quiet: bool = False, stop_after: int = 0) -> Path:
+def train(cfg: TrainConfig, resume: str | None = None, quiet: bool = False, stop_after: int = 0,
+          callbacks: Sequence[TrainerCallback] = ()) -> Path:
     """Train the run described by ``cfg`` into ``cfg.output_dir`` and return that folder.
+
+    ``callbacks`` (:mod:`softdiff.training.callbacks`) run on the main process besides the preview pictures,
+    e.g. ``softdiff.studies.ntk.NTKDriftCallback`` for ``diagnostics.ntk_every``.
 
     ``stop_after`` > 0 ends this invocation (with a checkpoint) after that many steps, e.g. to split a run
     over jobs with a time limit; ``resume="latest"`` continues it exactly (``"auto"``: or starts from step 0
@@ -168,9 +159,13 @@ def train(cfg: TrainConfig, resume: str | None = None, quiet: bool = False, stop
 
     out = Path(cfg.output_dir)
     preflight(cfg, resume)
+    callbacks = [PreviewCallback(cfg.sample.every, cfg.train.steps), *callbacks]
+    if unclaimed := unclaimed_keys(cfg, callbacks):
+        raise ConfigError(f"{unclaimed[0]} is set but no callback carries it out; pass the study's callback to "
+                          "train() (softdiff train and softdiff compare do), or set it to 0.")
     lock = lock_run_folder(out, PartialState(cpu=not torch.cuda.is_available()))
     try:
-        return _train(cfg, resume, quiet, stop_after)
+        return _train(cfg, resume, quiet, stop_after, callbacks)
     except SoftdiffError:
         raise
     except Exception as err:
@@ -188,7 +183,8 @@ def train(cfg: TrainConfig, resume: str | None = None, quiet: bool = False, stop
         lock.release()
 
 
-def _train(cfg: TrainConfig, resume: str | None, quiet: bool, stop_after: int) -> Path:
+def _train(cfg: TrainConfig, resume: str | None, quiet: bool, stop_after: int,
+           callbacks: Sequence[TrainerCallback]) -> Path:
     out = Path(cfg.output_dir)
     dataset = dataset_from_config(cfg.data, out / "data_index.json")  # the run's file list: resume reads the same
     check_batch_fits(dataset, cfg.train.batch_size)
@@ -225,10 +221,12 @@ def _train(cfg: TrainConfig, resume: str | None, quiet: bool, stop_after: int) -
     if accelerator.log_with:
         accelerator.init_trackers("softdiff", config={k: str(v) for k, v in asdict(cfg).items()})
     log = MetricsLog(out / "metrics.jsonl", start, accelerator.is_main_process)
-    # Drift is relative to the kernel at the first step of this invocation (the tracker is not checkpointed).
-    tracker = _ntk_tracker(cfg, dataset, process, start) if accelerator.is_main_process else None
-    if tracker is not None:
-        log.write({"step": start, **tracker(start, accelerator.unwrap_model(model))})
+    state = TrainState(cfg, dataset, process, scheduler_config, out, accelerator.device, start, start,
+                       accelerator.unwrap_model(model), ema)
+    if accelerator.is_main_process:
+        for callback in callbacks:
+            if record := callback.on_train_begin(state):
+                log.write({"step": start, **record})
 
     bar = tqdm(total=cfg.train.steps, initial=start, disable=quiet or not accelerator.is_local_main_process,
                desc="training", dynamic_ncols=True)
@@ -282,14 +280,14 @@ def _train(cfg: TrainConfig, resume: str | None, quiet: bool, stop_after: int) -
             accelerator.log({k: v for k, v in record.items() if k != "step"}, step=done)
             bar.set_postfix(loss=f"{record['loss']:.4f}")
             losses, t_last = [], now
-        if tracker is not None and (diag := tracker(done, accelerator.unwrap_model(model))):
-            log.write({"step": done, **diag})
         if done % cfg.train.checkpoint_every == 0 or done == end:
             checkpoints.save(done)
-        if (cfg.sample.every and done % cfg.sample.every == 0) or done == cfg.train.steps:
+        if due := [callback for callback in callbacks if callback.due(done)]:
             if accelerator.is_main_process:
-                write_preview(accelerator.unwrap_model(model), ema, scheduler_config, dataset, cfg,
-                              out / "samples" / f"step-{done}.png", accelerator.device)
+                state.step = done
+                for callback in due:
+                    if record := callback.on_step_end(state):
+                        log.write({"step": done, **record})
             accelerator.wait_for_everyone()
     bar.close()
     if batches is not None:

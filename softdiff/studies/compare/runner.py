@@ -164,6 +164,7 @@ def run_one(job: dict) -> dict:
     from softdiff.data import make_dataset
     from softdiff.evaluation.run_eval import RunEvaluator, load_ema_weights
     from softdiff.safe_io import atomic_path, finite_json, write_json, write_text
+    from softdiff.studies.ntk.drift import NTKDriftCallback
     from softdiff.training import load_train_config, train
     from softdiff.training.checkpoints import list_checkpoints
     from softdiff.training.models import load_trained
@@ -190,7 +191,8 @@ def run_one(job: dict) -> dict:
     t0 = time.perf_counter()
     if not run_is_complete(run_dir):  # never run, interrupted, or its final save was torn: resume or retrain
         try:
-            train(cfg, resume="auto" if list_checkpoints(run_dir / "checkpoints") else None, quiet=True)
+            train(cfg, resume="auto" if list_checkpoints(run_dir / "checkpoints") else None, quiet=True,
+                  callbacks=NTKDriftCallback.from_config(cfg))
         except TrainingError as err:  # e.g. a non-finite loss: a result in itself, recorded and reported
             record = {"activation": job["activation"], "seed": job["seed"], "run_dir": str(run_dir),
                       "fingerprint": fingerprint, "metrics": {}, "history": [], "loss": _read_log(run_dir, "loss"),

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from softdiff.studies.ntk.kernels import (gd_dynamics, kernel_drift, kernel_regression, max_stable_lr,
+from softdiff.studies.ntk import (gd_dynamics, kernel_drift, kernel_regression, max_stable_lr,
                                       monte_carlo_ntk, ntk_scale, spectrum, two_layer_ntk)
 from softdiff.errors import ConfigError, check_choice, check_positive
 from softdiff.nets.two_layer import TWO_LAYER_ACTIVATIONS, TwoLayerSoftmax

@@ -34,9 +34,11 @@ def main(argv: Sequence[str]) -> int:
     cfg = load_train_config(config_path(args, "", DEFAULT_PRESET), overrides(args))
     from accelerate import PartialState
 
-    from softdiff.training.trainer import train  # heavy imports only once the config is valid
+    from softdiff.studies.ntk.drift import NTKDriftCallback  # heavy imports only once the config is valid
+    from softdiff.training.trainer import train
 
-    out = train(cfg, resume=args.resume, quiet=args.quiet, stop_after=args.stop_after)
+    out = train(cfg, resume=args.resume, quiet=args.quiet, stop_after=args.stop_after,
+                callbacks=NTKDriftCallback.from_config(cfg))
     if not PartialState().is_main_process:
         return 0
     if not json.loads((out / "train_summary.json").read_text())["finished"]:
