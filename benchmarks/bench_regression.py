@@ -16,7 +16,7 @@ import statistics
 
 import torch
 
-from softdiff.studies.softmax_regression.cli import make_instance, run_ours, run_scipy
+from softdiff.studies.softmax_regression.study import make_instance, run_ours, run_scipy
 
 OURS = ("auto", "newton", "newton_cg", "approx_newton+ls")
 SCIPY = ("L-BFGS-B", "BFGS", "trust-ncg")

@@ -17,7 +17,7 @@ from softdiff.errors import ConfigError, SoftdiffError
 COMMANDS = {
     "train": ("softdiff.commands.train", "train a score model from a config (same as train.py)"),
     "sample": ("softdiff.diffusion.cli", "sample from a trained model (same as sample.py)"),
-    "compare": ("softdiff.studies.compare.runner", "softmax-vs-ReLU comparison study -> one report"),
+    "compare": ("softdiff.studies.compare.cli", "softmax-vs-ReLU comparison study -> one report"),
     "ntk": ("softdiff.studies.ntk.cli", "NTK width study of two-layer softmax/relu/exp networks"),
     "regress": ("softdiff.studies.softmax_regression.cli", "softmax regression solvers vs scipy"),
     "flow": ("softdiff.studies.value_flow.cli", "gradient flow on the value-softmax model (presets E1-E5)"),

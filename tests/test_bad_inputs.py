@@ -209,15 +209,16 @@ CASES = [
     ("softdiff", ["ntk", "--output-dir", OUT, "steps=-1"], "steps", None),
     ("softdiff", ["ntk", "--output-dir", OUT, "foo=1"], "foo", None),
     ("softdiff", ["ntk", "--config", "{tmp}/nope.yaml", "--output-dir", OUT], "nope.yaml", None),
-    ("softdiff", ["ntk", "--quick", "--output-dir", "{file}"], "is a file", None),
+    ("softdiff", ["ntk", "--preset", "quick", "--output-dir", "{file}"], "is a file", None),
     # --- softdiff regress
     ("softdiff", ["regress", "--output-dir", OUT, "--preset", "bogus"], "--preset", None),
-    ("softdiff", ["regress", "--output-dir", OUT, "--methods", "bogus"], "--methods", None),
-    ("softdiff", ["regress", "--output-dir", OUT, "--tol", "0"], "--tol", None),
-    ("softdiff", ["regress", "--output-dir", OUT, "--tol", "nan"], "--tol", None),
-    ("softdiff", ["regress", "--output-dir", OUT, "--seed", "abc"], "--seed", None),
-    ("softdiff", ["regress", "--output-dir", OUT, "--seed", "-1"], "--seed", None),
+    ("softdiff", ["regress", "--output-dir", OUT, "methods=[bogus]"], "methods", None),
+    ("softdiff", ["regress", "--output-dir", OUT, "tol=0"], "tol=0", None),
+    ("softdiff", ["regress", "--output-dir", OUT, "tol=nan"], "tol=nan", None),
+    ("softdiff", ["regress", "--output-dir", OUT, "seed=abc"], "seed", None),
+    ("softdiff", ["regress", "--output-dir", OUT, "seed=-1"], "seed=-1", None),
     ("softdiff", ["regress", "--preset", "quick", "--output-dir", "{file}"], "is a file", None),
+    ("softdiff", ["regress", "--output-dir", OUT, "instances=[{{n: 100, d: 5, kind: dense}}]"], "instances[0].kind", None),
     # --- softdiff flow
     ("softdiff", ["flow", "--output-dir", OUT, "--preset", "E9"], "preset", None),
     ("softdiff", ["flow", "--output-dir", OUT, "method=bogus"], "method", None),
@@ -282,7 +283,7 @@ def test_bad_input_is_one_sentence_and_exit_2(entry, args, needle, damage, tmp_p
 
 @pytest.mark.parametrize("argv,needle", [
     (["sample.py", "nope-folder"], "nope-folder"),
-    (["-m", "softdiff.cli", "regress", "--tol", "nan"], "--tol"),
+    (["-m", "softdiff.cli", "regress", "tol=nan"], "tol=nan"),
 ])
 def test_bad_input_in_a_fresh_interpreter(argv, needle, run_script):
     """The same promise without the fork runner: a real interpreter start, as a user runs it."""

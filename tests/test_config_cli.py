@@ -9,10 +9,11 @@ from softdiff.cli import main as softdiff_main
 from softdiff.studies.compare.runner import CompareConfig
 from softdiff.config import load_config, to_yaml
 from softdiff.studies.ntk.study import NTKStudyConfig
+from softdiff.studies.softmax_regression.study import RegressConfig
 from softdiff.errors import ConfigError
 from softdiff.training import TrainConfig
 
-SHIPPED = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+SHIPPED = sorted((Path(__file__).resolve().parents[1] / "softdiff" / "configs").rglob("*.yaml"))
 
 
 @dataclass
@@ -79,9 +80,10 @@ def _get(cfg, dotted: str):
     return cfg
 
 
-@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_shipped_configs_load_the_values_they_set(path):
-    schema = {"compare": CompareConfig, "ntk": NTKStudyConfig}.get(path.name.split("_")[0], TrainConfig)
+    schema = {"compare": CompareConfig, "ntk": NTKStudyConfig, "regress": RegressConfig}.get(path.parent.name,
+                                                                                            TrainConfig)
     cfg = load_config(schema, path)
     # Every key the file sets has the file's value (read here by plain YAML); every other key its default.
     written, loaded = _flat(yaml.safe_load(path.read_text())), _flat(dataclasses.asdict(cfg))
@@ -94,3 +96,17 @@ def test_shipped_configs_load_the_values_they_set(path):
         for item in cfg.train_overrides:
             key, value = item.split("=", 1)
             assert _get(base, key) == yaml.safe_load(value), item
+
+
+def test_shipped_configs_resolve_from_any_folder(tmp_path, monkeypatch):
+    from softdiff.config import resolve_config_path
+
+    monkeypatch.chdir(tmp_path)  # no configs/ here: the names resolve to the package's copies
+    assert resolve_config_path("configs/digits.yaml") == SHIPPED[0].parents[0] / "digits.yaml"
+    assert resolve_config_path("configs/compare/toy.yaml").read_text().startswith(
+        (SHIPPED[0].parent / "compare" / "toy.yaml").read_text()[:40])
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "digits.yaml").write_text("train: {steps: 7}\n")  # a local file wins
+    assert load_config(TrainConfig, "configs/digits.yaml").train.steps == 7
+    with pytest.raises(ConfigError, match="configs/nope.yaml.*configs/digits.yaml"):
+        resolve_config_path("configs/nope.yaml")

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from softdiff.cli import run_main
-from softdiff.studies.compare.runner import main
+from softdiff.studies.compare.cli import main
 from softdiff.studies.compare.report import REPORT_SECTIONS, mean_std, winners
 from softdiff.evaluation.run_eval import load_ema_weights
 from softdiff.training.models import load_trained

@@ -17,7 +17,7 @@ SMALL = ["tasks=[regression]", "widths=[32,256,2048]", "n_train=8", "n_test=16",
 def study(tmp_path_factory):
     """One short study through the real command line (shared by the tests below)."""
     out = tmp_path_factory.mktemp("ntk")
-    code = cli.main(["ntk", "--quick", "--no-progress", "--out", str(out), *SMALL])
+    code = cli.main(["ntk", "--preset", "quick", "--quiet", "--output-dir", str(out), *SMALL])
     assert code == 0
     return out, json.loads((out / "results.json").read_text())
 
@@ -91,7 +91,7 @@ def test_run_one_is_deterministic_and_uses_stable_step():
     ("tasks=[images]", "tasks='images' is not valid"),
 ])
 def test_bad_config_exits_2_with_one_line(override, message, capsys, tmp_path):
-    code = cli.main(["ntk", "--quick", "--no-progress", "--out", str(tmp_path), override])
+    code = cli.main(["ntk", "--preset", "quick", "--quiet", "--output-dir", str(tmp_path), override])
     err = capsys.readouterr().err
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
     assert "Traceback" not in err

@@ -5,7 +5,7 @@ import pytest
 import torch
 from scipy.optimize import minimize
 
-from softdiff.studies.softmax_regression.solvers import (
+from softdiff.studies.softmax_regression import (
     DegenerateProblemError, SoftmaxRegression, convexity_certificate, leverage_scores, solve,
 )
 
@@ -150,20 +150,21 @@ def test_regress_command_writes_report(tmp_path, capsys):
 
     from softdiff.cli import main as softdiff_main
 
-    assert softdiff_main(["regress", "--preset", "quick", "--methods", "newton,approx_newton+ls",
-                          "--output-dir", str(tmp_path)]) == 0
+    assert softdiff_main(["regress", "--preset", "quick", "methods=[newton,approx_newton+ls]",
+                          "--output-dir", str(tmp_path), "--quiet"]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"wrote {tmp_path / 'report.md'} and {tmp_path / 'results.json'}"]
     results = json.loads((tmp_path / "results.json").read_text())
     assert len(results) == 2 and (tmp_path / "instance-1.png").is_file()
     by_method = {r["method"]: r for r in results[0]["results"]}
     assert by_method["newton"]["converged"] and by_method["newton"]["order"] > 1.5  # quadratic
     assert {"scipy L-BFGS-B", "scipy trust-ncg"} <= set(by_method)
     assert "## Instance 1" in (tmp_path / "report.md").read_text()
-    assert softdiff_main(["regress", "--methods", "bogus"]) == 2
-    assert "choose from" in capsys.readouterr().err
+    assert softdiff_main(["regress", "methods=[bogus]"]) == 2
+    assert "choose one of" in capsys.readouterr().err
 
 
 def test_B_norm_from_the_split_matches_dense():
-    from softdiff.studies.softmax_regression.solvers import _B_norm
+    from softdiff.studies.softmax_regression.problem import _B_norm
 
     p = instance(n=800, d=5, scale=3.0)
     x = torch.randn(5, dtype=torch.float64, generator=torch.Generator().manual_seed(2))

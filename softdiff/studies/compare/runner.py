@@ -7,7 +7,6 @@ not redone, and an interrupted training resumes from its latest checkpoint.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import math
@@ -24,7 +23,6 @@ from softdiff.config import load_config, to_yaml
 from softdiff.errors import ConfigError, check_choice, check_positive
 from softdiff.evaluation.run_eval import EvalSettings
 
-DEFAULT_CONFIG = "configs/compare/toy.yaml"
 DEFAULT_ACTIVATIONS = ["softmax", "relu", "gelu", "exp"]
 
 
@@ -247,19 +245,6 @@ def _git_commit() -> str:
         return "unknown"
 
 
-def parser() -> argparse.ArgumentParser:
-    from softdiff.cli import ArgumentParser
-
-    p = ArgumentParser(prog="softdiff compare", description="Train every (activation, seed) with the same "
-                                "budget, evaluate them identically, write report.md, results.json and plots.")
-    p.add_argument("--config", default=DEFAULT_CONFIG, help=f"compare YAML (default: {DEFAULT_CONFIG})")
-    p.add_argument("--output-dir", help="report folder (default: the config's output_dir)")
-    p.add_argument("--workers", type=int, help="parallel processes (default: the config's workers)")
-    p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="compare-config overrides, e.g. num_seeds=1 'activations=[softmax,relu]'")
-    return p
-
-
 def load_compare_config(path: str | Path | None, overrides: Sequence[str] = ()) -> CompareConfig:
     """Defaults, then the YAML file, then dotted overrides; validated (including the base training config)."""
     return load_config(CompareConfig, path, overrides)
@@ -381,16 +366,3 @@ def _run_comparison(cfg: CompareConfig, command, log, t0: float, commit: str, ou
     write_json(out / "results.json", finite_json(payload), indent=2)
     log(f"wrote {out / 'report.md'}, {out / 'results.json'} and {len(plots)} plots")
     return out
-
-
-def main(argv: Sequence[str]) -> int:
-    args = parser().parse_intermixed_args(argv)
-    overrides = list(args.overrides)
-    if args.output_dir:
-        overrides.append(f"output_dir={args.output_dir}")
-    if args.workers is not None:
-        overrides.append(f"workers={args.workers}")
-    cfg = load_compare_config(args.config, overrides)
-    command = " ".join(["softdiff compare", *argv])
-    run_comparison(cfg, command)
-    return 0

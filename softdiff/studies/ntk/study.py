@@ -23,7 +23,7 @@ from softdiff.nets.two_layer import TWO_LAYER_ACTIVATIONS, TwoLayerSoftmax
 
 @dataclass
 class NTKStudyConfig:
-    """Options of ``softdiff ntk`` (configs/ntk_*.yaml)."""
+    """Options of ``softdiff ntk`` (the presets are softdiff/configs/ntk/*.yaml)."""
 
     tasks: list[str] = field(default_factory=lambda: ["regression", "score"])    # see TASKS
     activations: list[str] = field(default_factory=lambda: ["softmax", "relu", "exp"])
@@ -43,7 +43,7 @@ class NTKStudyConfig:
     n_inits: int = 3             # Monte-Carlo inits per width for the kernel-convergence curve
     ridge: float = 1e-10         # ridge for the kernel predictions on test points
     seed: int = 0
-    out_dir: str = "runs/ntk"
+    output_dir: str = "runs/ntk"
 
     def validate(self) -> None:
         for task in self.tasks:

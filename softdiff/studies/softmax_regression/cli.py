@@ -1,206 +1,32 @@
-"""``softdiff regress``: every softmax-regression solver and scipy on generated instances, one report."""
+"""``softdiff regress``: every softmax-regression solver and scipy's on generated instances, one report."""
 from __future__ import annotations
 
-import argparse
-import json
-import math
-import time
-from pathlib import Path
 from typing import Sequence
 
-import numpy as np
-import torch
-from scipy.optimize import minimize
+from softdiff.command_line import add_overrides, command_parser, config_path, overrides, parse
+from softdiff.config import load_config
+from softdiff.studies.softmax_regression.study import RegressConfig, run_study
 
-from softdiff.studies.softmax_regression.solvers import SoftmaxRegression, convexity_certificate, solve
-from softdiff.cli import ArgumentParser
-from softdiff.errors import ConfigError
-from softdiff.safe_io import check_output_dir, save_figure, write_text
-
-# Each preset: (n, d, kind, logit std, w). The logit std of A x_true is the peakedness knob: max b is about
-# 1/n at 1 and about 0.6-0.75 at 5 for these sizes (measured: n=2000 d=50 gives 0.009 / 0.24 / 0.71 at 1 / 3 / 5).
-PRESETS = {
-    "quick": [(2000, 20, "gaussian", 3.0, 1e-2), (2000, 20, "sparse", 3.0, 1e-2)],
-    "default": [(2000, 50, "gaussian", 1.0, 1e-2), (2000, 50, "gaussian", 5.0, 1e-3),
-                (20000, 100, "gaussian", 3.0, 1e-3), (20000, 100, "sparse", 3.0, 1e-3)],
-    "full": [(2000, 50, "gaussian", 1.0, 1e-2), (2000, 50, "gaussian", 5.0, 1e-4),
-             (20000, 100, "gaussian", 5.0, 1e-3), (200000, 50, "gaussian", 5.0, 1e-4),
-             (20000, 100, "sparse", 5.0, 1e-4)],
-}
-METHODS = ("auto", "newton", "approx_newton", "approx_newton+ls", "newton_cg", "lbfgs", "gd")
-DEFAULT_METHODS = ("auto", "newton", "approx_newton", "approx_newton+ls", "newton_cg", "gd")  # lbfgs wraps scipy's
-SCIPY = ("L-BFGS-B", "BFGS", "trust-ncg")
+DEFAULT_PRESET = "default"
 
 
-def make_instance(n: int, d: int, kind: str = "gaussian", scale: float = 1.0, w: float = 1e-2,
-                  seed: int = 0, target: str = "realisable") -> tuple[SoftmaxRegression, dict]:
-    """``A`` Gaussian (rows ~ N(0, I/d)) or sparse (10% nonzeros); ``b = softmax(A x_true)`` or a simplex point.
-
-    ``scale`` is the standard deviation of the logits ``A x_true`` (``||x_true|| = scale sqrt(d)``).
-    """
-    g = torch.Generator().manual_seed(seed)
-    A = torch.randn(n, d, generator=g, dtype=torch.float64) / math.sqrt(d)
-    if kind == "sparse":
-        A = A * (torch.rand(n, d, generator=g, dtype=torch.float64) < 0.1) * math.sqrt(10)
-    elif kind != "gaussian":
-        raise ConfigError(f"instance kind {kind!r} is not valid; choose gaussian or sparse.")
-    x_true = torch.randn(d, generator=g, dtype=torch.float64)
-    x_true = x_true / x_true.norm() * scale * math.sqrt(d)
-    if target == "realisable":
-        b = torch.softmax(A @ x_true, 0)
-    else:
-        b = torch.distributions.Dirichlet(torch.ones(n, dtype=torch.float64)).sample()
-    info = {"n": n, "d": d, "kind": kind, "logit_std": scale, "w": w, "max_b": b.max().item()}
-    return SoftmaxRegression(A, b, torch.full((n,), w, dtype=torch.float64)), info
-
-
-def observed_rate(grad_norms: list[float]) -> dict:
-    """Median ``g_{t+1}/g_t`` (linear rate) and median ``log g_{t+1} / log g_t`` (2 for quadratic)."""
-    g = [x for x in grad_norms if x > 0]
-    pairs = list(zip(g, g[1:]))
-    ratio = float(np.median([b / a for a, b in pairs])) if pairs else math.nan
-    orders = [math.log(b) / math.log(a) for a, b in pairs if a < 0.1 and b < a]
-    return {"linear_ratio": ratio, "order": float(np.median(orders)) if orders else math.nan}
-
-
-def run_scipy(problem: SoftmaxRegression, method: str, tol: float) -> dict:
-    """scipy.optimize on the same problem (float64 NumPy), with its per-iteration gradient norms.
-
-    Loss and gradient come from one evaluation (``jac=True``: one pass over ``A`` for the logits), and the
-    callback reuses the gradient scipy just computed, and trust-ncg's Hessian products share the Hessian parts
-    at each point (as softdiff's Newton-CG does), so scipy pays for nothing that softdiff does not.
-    """
-    last: dict = {}
-
-    def loss_and_grad(x):
-        z = problem.A @ torch.from_numpy(x)
-        g = problem.grad_from_logits(z).numpy()
-        last.update(x=x.copy(), g=g)
-        return problem.loss_from_logits(z).item(), g
-
-    def grad_at(x):
-        return last["g"] if "x" in last and np.array_equal(last["x"], x) else loss_and_grad(x)[1]
-
-    x0 = np.zeros(problem.shape[1])
-    g0 = float(np.linalg.norm(grad_at(x0)))
-    norms, times = [g0], [0.0]
-    start = time.perf_counter()
-
-    def callback(xk, *args):
-        norms.append(float(np.linalg.norm(grad_at(xk))))
-        times.append(time.perf_counter() - start)
-        if norms[-1] <= tol * g0:
-            raise StopIteration  # our rule (2-norm) reached: stop here, as softdiff's solvers do
-
-    def hessp(x, v):  # trust-ncg asks for many products at one point: build the Hessian parts once there
-        if "hx" not in last or not np.array_equal(last["hx"], x):
-            last.update(hx=x.copy(), hvp=problem.hvp_operator(torch.from_numpy(x)))
-        return last["hvp"](torch.from_numpy(v)).numpy()
-
-    # L-BFGS-B and BFGS test the largest gradient entry: tighten by sqrt(d) so that they never stop before
-    # the 2-norm rule holds; the callback above ends the run when it does.
-    options = {"gtol": tol * g0 / (1.0 if method == "trust-ncg" else math.sqrt(problem.shape[1])),
-               "maxiter": 10_000}
-    if method == "L-BFGS-B":
-        options["ftol"] = 0.0  # only L-BFGS-B has a loss-decrease test; switch it off so gtol decides
-    res = minimize(loss_and_grad, x0, jac=True, method=method, callback=callback, options=options,
-                   **({"hessp": hessp} if method == "trust-ncg" else {}))
-    return {"method": f"scipy {method}", "converged": bool(norms[-1] <= tol * g0), "iterations": len(norms) - 1,
-            "seconds": time.perf_counter() - start, "grad_norms": norms, "times": times, "rows_kept": None,
-            "final_grad_norm": norms[-1], "x": res.x}
-
-
-def run_ours(problem: SoftmaxRegression, method: str, tol: float, seed: int) -> dict:
-    start = time.perf_counter()
-    base = method.removesuffix("+ls")
-    res = solve(problem, base, tol=tol, seed=seed, max_iter=5_000 if base == "gd" else None,
-                line_search=method.endswith("+ls"))
-    rows = [h["rows_kept"] for h in res.history if h["rows_kept"] is not None]
-    return {"method": method, "converged": res.converged, "iterations": res.iterations,
-            "seconds": time.perf_counter() - start, "grad_norms": [h["grad_norm"] for h in res.history],
-            "times": [h["time"] for h in res.history], "rows_kept": int(np.median(rows)) if rows else None,
-            "final_grad_norm": res.history[-1]["grad_norm"], "x": res.x.numpy(), "message": res.message}
-
-
-def plot_instance(results: list[dict], title: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for r in results:
-        for ax, xs in zip(axes, (range(len(r["grad_norms"])), r["times"])):
-            ax.semilogy(list(xs), r["grad_norms"], marker=".", label=r["method"])
-    axes[0].set(xlabel="iteration", ylabel="||grad L||", title=title)
-    axes[1].set(xlabel="seconds", ylabel="||grad L||", title="vs wall time")
-    axes[1].set_xscale("symlog", linthresh=1e-3)
-    axes[0].set_xscale("symlog", linthresh=10)
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    save_figure(fig, path, dpi=100)
-    plt.close(fig)
-
-
-def parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(prog="softdiff regress", description="Softmax regression solvers vs scipy.")
-    p.add_argument("--preset", default="default", help=f"one of: {', '.join(PRESETS)} (default: default)")
-    p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
-                   help=f"comma-separated, from: {', '.join(METHODS)} (default: all but lbfgs, which is scipy's "
-                   "L-BFGS-B, run as a baseline anyway)")
-    p.add_argument("--tol", type=float, default=1e-8, help="stop at ||g|| <= tol * ||g(0)||")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--output-dir", default="runs/regress")
+def parser():
+    p = command_parser(
+        "softdiff regress", "Softmax regression (docs/theory.md, section 2): Newton, approximate Newton, Newton-CG "
+        "and gradient descent against scipy's L-BFGS-B, BFGS and trust-ncg on generated instances.",
+        ["softdiff regress                                  # four instances up to n=20000, about a minute",
+         "softdiff regress --preset quick --output-dir runs/regress_quick",
+         "softdiff regress 'methods=[newton,approx_newton]' tol=1e-10 seed=3",
+         "softdiff regress --config my_instances.yaml --quiet"],
+        presets="regress", default_preset=DEFAULT_PRESET, output_help="report folder (default: the config's output_dir)")
+    add_overrides(p, "tol=1e-10")
     return p
 
 
 def main(argv: Sequence[str]) -> int:
-    args = parser().parse_args(argv)
-    if args.preset not in PRESETS:
-        raise ConfigError(f"--preset {args.preset!r} is not valid; choose one of: {', '.join(PRESETS)}.")
-    methods = [m for m in args.methods.split(",") if m]
-    bad = [m for m in methods if m not in METHODS]
-    if bad or not methods:
-        raise ConfigError(f"--methods has {', '.join(bad) or 'nothing'}; choose from: {', '.join(METHODS)}.")
-    if not 0 < args.tol < 1:
-        raise ConfigError(f"--tol {args.tol} must be in (0, 1).")
-    if not 0 <= args.seed < 2**32 - 16:
-        raise ConfigError(f"--seed {args.seed} must be in [0, 2**32 - 16).")
-    out = check_output_dir("--output-dir", args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    all_results, lines = [], ["# Softmax regression solvers", "",
-                              f"`softdiff regress --preset {args.preset} --tol {args.tol} --seed {args.seed}`", ""]
-    for i, (n, d, kind, scale, w) in enumerate(PRESETS[args.preset]):
-        problem, info = make_instance(n, d, kind, scale, w, args.seed + i)
-        cert = convexity_certificate(problem, x=torch.zeros(d, dtype=torch.float64))
-        title = f"n={n} d={d} {kind} logit std={scale} w={w}"
-        print(f"[{i + 1}/{len(PRESETS[args.preset])}] {title} (max b = {info['max_b']:.3f})", flush=True)
-        results = [run_ours(problem, m, args.tol, args.seed) for m in methods]
-        results += [run_scipy(problem, m, args.tol) for m in SCIPY]
-        x_ref = min(results, key=lambda r: r["final_grad_norm"])["x"]
-        picture = out / f"instance-{i + 1}.png"
-        plot_instance(results, title, picture)
-        lines += [f"## Instance {i + 1}: {title}", "",
-                  f"max b = {info['max_b']:.4f}; convexity certificate (B_bound = 16, [recalled]): "
-                  f"min w^2 = {cert['min_w2']:.1e}, certified = {cert['certified_strongly_convex']}; "
-                  f"Hessian lambda_min at 0 = {cert['hessian_lambda_min_at_x']:.2e}.", "",
-                  "| method | converged | iterations | seconds | final ‖g‖ | ‖x − x_best‖ | rows kept | linear ratio | order |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-        for r in results:
-            rate = observed_rate(r["grad_norms"])
-            r.update(rate, x_error=float(np.linalg.norm(r["x"] - x_ref)))
-            lines.append(f"| {r['method']} | {r['converged']} | {r['iterations']} | {r['seconds']:.3f} | "
-                         f"{r['final_grad_norm']:.1e} | {r['x_error']:.1e} | {r['rows_kept'] or '-'} | "
-                         f"{rate['linear_ratio']:.3f} | {rate['order']:.2f} |")
-            print(f"    {r['method']:<16} converged={r['converged']!s:<5} it={r['iterations']:<6} "
-                  f"{r['seconds']:.3f}s rows={r['rows_kept'] or '-'}", flush=True)
-        lines += ["", f"![gradient norm]({picture.name})", ""]
-        all_results.append({"instance": info, "certificate": cert,
-                            "results": [{k: v for k, v in r.items() if k != "x"} for r in results]})
-    lines += ["Linear ratio: median of ||g_{t+1}|| / ||g_t|| (docs/theory.md recalls 0.4 for approximate Newton, in "
-              "distance to x*). Order: median log ||g_{t+1}|| / log ||g_t|| over steps with ||g|| < 0.1 (2 for "
-              "quadratic convergence)."]
-    write_text(out / "report.md", "\n".join(lines) + "\n")
-    write_text(out / "results.json", json.dumps(all_results, indent=1))
-    print(f"wrote {out / 'report.md'}, {out / 'results.json'} and {len(all_results)} plots")
+    args = parse(parser(), argv)
+    cfg = load_config(RegressConfig, config_path(args, "regress", DEFAULT_PRESET), overrides(args))
+    out = run_study(cfg, " ".join(["softdiff regress", *argv]), **({"log": lambda *_: None} if args.quiet else {}))
+    if args.quiet:
+        print(f"wrote {out / 'report.md'} and {out / 'results.json'}")
     return 0
