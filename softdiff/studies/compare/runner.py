@@ -1,4 +1,4 @@
-"""``softdiff compare --config configs/compare_*.yaml``: does softmax beat ReLU (and GELU, exp) as a score-net
+"""``softdiff compare --preset toy|checkerboard|paper|digits``: does softmax beat ReLU (and GELU, exp) as a score-net
 activation on this data at this budget? Trains every (activation, seed) with the same architecture and budget,
 evaluates them identically, and writes ``report.md``, ``results.json`` and plots into one folder.
 
