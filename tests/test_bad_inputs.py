@@ -5,6 +5,7 @@ and must: exit 2, print at most 3 stderr lines starting with "error:", name the 
 needle), print no traceback, and write nothing into the output folder it was given.
 """
 import json
+import os
 import shutil
 
 import pytest
@@ -279,6 +280,10 @@ def test_bad_input_is_one_sentence_and_exit_2(entry, args, needle, damage, tmp_p
     assert 1 <= len(lines) <= 3, res.stderr
     assert lines[-1].startswith("error: ") and needle in res.stderr, res.stderr
     assert not (tmp_path / "out").exists(), "a bad input must not leave an output folder behind"
+    if log := os.environ.get("SOFTDIFF_BAD_INPUT_LOG"):  # docs/reliability.md's table is made from this log
+        with open(log, "a") as f:
+            f.write(json.dumps({"entry": entry, "argv": argv, "code": res.returncode, "error": lines[-1],
+                                "paths": {k: str(v) for k, v in fill.items()}, "damage": damage}) + "\n")
 
 
 @pytest.mark.parametrize("argv,needle", [

@@ -110,3 +110,15 @@ def test_shipped_configs_resolve_from_any_folder(tmp_path, monkeypatch):
     assert load_config(TrainConfig, "configs/digits.yaml").train.steps == 7
     with pytest.raises(ConfigError, match="configs/nope.yaml.*configs/digits.yaml"):
         resolve_config_path("configs/nope.yaml")
+
+
+@pytest.mark.parametrize("command", ["train", "sample", "eval", "compare", "ntk", "regress", "flow", "probe"])
+def test_every_command_follows_the_one_convention(command, capsys):
+    from softdiff.cli import COMMANDS
+
+    assert command in COMMANDS
+    with pytest.raises(SystemExit) as done:
+        softdiff_main([command, "--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    assert all(flag in text for flag in ("--output-dir", "--quiet", "examples:")), text
