@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 from softdiff.cli import run_main
-from softdiff.diffusion import generate
+from softdiff.pipeline import SoftdiffPipeline
 from softdiff.training import load_train_config, train
 from softdiff.training.cli import main as train_main
 from softdiff.training.trainer import TrainingError
@@ -228,9 +228,12 @@ def test_image_run_and_class_conditional_sampling(tmp_path, run_script):
     bad = run_script("sample.py", out, "--class-label", "12", "--output", tmp_path / "t.npz")
     assert bad.returncode == 2 and "labels 0..9" in bad.stderr
     # The label reaches the model: another class gives other samples from the same noise.
-    seven = generate(out, "dpm++sde", steps=2, num_samples=5, ema=False, class_label=7)
-    assert torch.allclose(torch.from_numpy(x), seven, atol=1e-5)  # sample.py draws what generate draws
-    assert not torch.equal(generate(out, "dpm++sde", steps=2, num_samples=5, ema=False, class_label=2), seven)
+    pipe = SoftdiffPipeline.from_pretrained(out, use_ema=False)
+    draw = lambda label: pipe(batch_size=5, num_inference_steps=2, generator=torch.Generator().manual_seed(0),
+                              class_labels=label, progress=False).samples
+    seven = draw(7)
+    assert torch.allclose(torch.from_numpy(x), seven, atol=1e-5)  # sample.py draws what the pipeline draws
+    assert not torch.equal(draw(2), seven)
 
 
 def test_ntk_drift_is_recorded_during_training(tmp_path):
