@@ -177,7 +177,7 @@ def test_sample_cli_writes_npz_and_picture(tmp_path, run_script):
                        "--seed", "0", "--output", tmp_path / "t.npz")
     assert np.array_equal(np.load(tmp_path / "t.npz")["samples"], samples)  # deterministic for a seed
     bad = run_script("sample.py", out / "model", "--steps", "0", "--output", tmp_path / "u.npz")
-    assert bad.returncode == 2 and "--steps=0 must be positive" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.returncode == 2 and "steps=0 must be positive" in bad.stderr and "Traceback" not in bad.stderr
 
 
 @pytest.mark.slow
