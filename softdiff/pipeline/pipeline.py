@@ -124,7 +124,8 @@ class SoftdiffPipeline(DiffusionPipeline):
     @property
     def conditional_classes(self) -> int | None:
         """The number of classes of a class-conditional model, None for an unconditional one."""
-        return self.config.num_classes if self.model.config.get("num_class_embeds") else None
+        config = getattr(self.model, "config", None) or {}  # any torch module may be the model, not only a net
+        return self.config.num_classes if config.get("num_class_embeds") else None
 
     # --------------------------------------------------------------------------------------------- calling
     def check_inputs(self, batch_size: int, num_inference_steps: int, class_labels, guidance_scale: float,
@@ -186,7 +187,9 @@ class SoftdiffPipeline(DiffusionPipeline):
         """
         labels = self.check_inputs(batch_size, num_inference_steps, class_labels, guidance_scale, output_type,
                                    max_batch_size)
-        device, dtype = self._execution_device, self.model.dtype
+        # The model's own device and dtype: diffusers' device lookup needs its ModelMixin, any torch module works here.
+        weight = next(self.model.parameters(), torch.empty(0))
+        device, dtype = weight.device, weight.dtype
         shape, step = tuple(self.config.sample_shape), max_batch_size or batch_size
         chunks = []
         for start in range(0, batch_size, step):
