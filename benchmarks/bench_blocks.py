@@ -47,7 +47,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     print(f"device={device} threads={torch.get_num_threads()} torch={torch.__version__} repeats={args.repeats}")
-    print(f"| size | activation | median ms | ratio to relu |\n| --- | --- | --- | --- |")
+    print("| size | activation | median ms | ratio to relu |\n| --- | --- | --- | --- |")
     for label, spec in SIZES.items():
         spec = dict(spec)
         batch = spec.pop("batch")

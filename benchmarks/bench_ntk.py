@@ -44,7 +44,7 @@ def main() -> None:
     fastest_autograd = min(t for _, t, _ in rows[1:])
     print(f"n={args.n} d_in={args.d_in} d_out={args.d_out} m={args.width} activation={args.activation} "
           f"threads={torch.get_num_threads()} repeats={args.repeats}/{args.autograd_repeats}")
-    print(f"| method | median s | x slower than closed form | max rel. diff vs closed form |")
+    print("| method | median s | x slower than closed form | max rel. diff vs closed form |")
     print("| --- | --- | --- | --- |")
     for name, t, err in rows:
         print(f"| {name} | {t:.3f} | {t / t_closed:.1f} | {err:.1e} |")

@@ -1,4 +1,4 @@
-"""The ``softdiff`` command: ``softdiff train | sample | compare | ntk | regress | flow | probe``.
+"""The ``softdiff`` command: ``softdiff train | sample | compare | ntk | regress | flow | probe | eval``.
 
 Each subcommand lives in its own module as ``main(argv) -> int``; this file only dispatches and turns
 user mistakes (:class:`SoftdiffError`, bad flags) into one line on stderr and exit code 2, and a full disk or
@@ -16,12 +16,13 @@ from softdiff.errors import ConfigError, SoftdiffError
 
 COMMANDS = {
     "train": ("softdiff.commands.train", "train a score model from a config (same as train.py)"),
-    "sample": ("softdiff.diffusion.cli", "sample from a trained model (same as sample.py)"),
+    "sample": ("softdiff.pipeline.cli", "sample from a trained model (same as sample.py)"),
     "compare": ("softdiff.studies.compare.cli", "softmax-vs-ReLU comparison study -> one report"),
     "ntk": ("softdiff.studies.ntk.cli", "NTK width study of two-layer softmax/relu/exp networks"),
     "regress": ("softdiff.studies.softmax_regression.cli", "softmax regression solvers vs scipy"),
     "flow": ("softdiff.studies.value_flow.cli", "gradient flow on the value-softmax model (presets E1-E5)"),
     "probe": ("softdiff.studies.probes.cli", "attention sink / massive-activation probes of a trained run"),
+    "eval": ("softdiff.evaluation.cli", "metrics of a trained run; score samples; train the digits feature classifier"),
 }
 
 

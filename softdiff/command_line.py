@@ -64,3 +64,12 @@ def overrides(args: argparse.Namespace, output_key: str = "output_dir") -> list[
     """The ``key=value`` overrides, with ``--output-dir`` as the config's ``output_key``."""
     extra = [f"{output_key}={args.output_dir}"] if getattr(args, "output_dir", None) else []
     return [*getattr(args, "overrides", []), *extra]
+
+
+def split_positionals(values: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Positional words as ``(paths, key=value overrides)``, in any order: a word is an override when it starts
+    with a config key and ``=`` (``steps=5``, ``eval.steps=5``); anything else (a folder) is a path."""
+    import re
+
+    key = re.compile(r"^[A-Za-z_][\w.]*=")
+    return [v for v in values if not key.match(v)], [v for v in values if key.match(v)]

@@ -178,7 +178,7 @@ def test_probe_cli_compares_two_runs(tmp_path, capsys):
     (["{missing}"], "is not a run folder"),
     (["{run}", "--timesteps", "5000"], "outside 0..999"),
     (["{run}", "{run}", "{run}"], "pass one or two"),
-    (["{run}", "--num-samples", "0"], "--num-samples=0 must be positive"),
+    (["{run}", "--num-samples", "0"], "num_samples=0 must be positive"),
 ])
 def test_probe_cli_bad_input_exits_2(argv, match, tmp_path, capsys):
     from softdiff.cli import main

@@ -1,4 +1,4 @@
-"""Every bad input of the seven commands (and train.py / sample.py) is one sentence on stderr and exit code 2.
+"""Every bad input of the eight commands (and train.py / sample.py) is one sentence on stderr and exit code 2.
 
 Each case runs as its own process (a fork of an interpreter that imported softdiff once; see fork_runner.py)
 and must: exit 2, print at most 3 stderr lines starting with "error:", name the key / flag / file (the
@@ -168,27 +168,41 @@ CASES = [
     ("sample.py", ["{model}", "--output", f"{OUT}/s.npz"], "scheduler_config.json", "bad_scheduler_json"),
     ("sample.py", ["{model}", "--output", f"{OUT}/s.npz"], "num_train_timesteps", "scheduler_negative_steps"),
     ("sample.py", ["{model}", "--output", f"{OUT}/s.npz"], "scheduler_config.json", "scheduler_bad_schedule"),
-    ("sample.py", ["{run}/model", "--steps", "0", "--output", f"{OUT}/s.npz"], "--steps", None),
-    ("sample.py", ["{run}/model", "--steps", "5000", "--output", f"{OUT}/s.npz"], "--steps 5000", None),
+    ("sample.py", ["{run}/model", "--steps", "0", "--output", f"{OUT}/s.npz"], "steps=0", None),
+    ("sample.py", ["{run}/model", "--steps", "5000", "--output", f"{OUT}/s.npz"], "steps=5000", None),
     ("sample.py", ["{run}/model", "--steps", "abc", "--output", f"{OUT}/s.npz"], "--steps", None),
-    ("sample.py", ["{run}/model", "--scheduler", "bogus", "--output", f"{OUT}/s.npz"], "--scheduler", None),
-    ("sample.py", ["{run}/model", "--device", "bogus", "--output", f"{OUT}/s.npz"], "--device", None),
-    ("sample.py", ["{run}/model", "--device", "cuda:99", "--output", f"{OUT}/s.npz"], "--device", None),
+    ("sample.py", ["{run}/model", "--scheduler", "bogus", "--output", f"{OUT}/s.npz"], "scheduler='bogus'", None),
+    ("sample.py", ["{run}/model", "--device", "bogus", "--output", f"{OUT}/s.npz"], "device 'bogus'", None),
+    ("sample.py", ["{run}/model", "--device", "cuda:99", "--output", f"{OUT}/s.npz"], "device 'cuda:99'", None),
     ("sample.py", ["{run}/model", "--output", f"{OUT}/s.txt"], ".npz", None),
     ("sample.py", ["{run}/model", "--output", "{tmp}/dir.npz"], "is a folder", None),
     ("sample.py", ["{run}/model", "--output", "{file}/s.npz"], "cannot be created", None),
-    ("sample.py", ["{run}/model", "--num-samples", "-3", "--output", f"{OUT}/s.npz"], "--num-samples", None),
+    ("sample.py", ["{run}/model", "--num-samples", "-3", "--output", f"{OUT}/s.npz"], "num_samples=-3", None),
     ("sample.py", ["{run}/model", "--num-samples", "10000000000000", "--output", f"{OUT}/s.npz"],
-     "--num-samples", None),
-    ("sample.py", ["{run}/model", "--batch-size", "0", "--output", f"{OUT}/s.npz"], "--batch-size", None),
-    ("sample.py", ["{run}/model", "--class-label", "3", "--output", f"{OUT}/s.npz"], "--class-label", None),
-    ("sample.py", ["{img}/model", "--scheduler", "ddpm", "--output", f"{OUT}/s.npz"], "--scheduler 'ddpm'", None),
-    ("sample.py", ["{img}/model", "--guidance-scale", "-1", "--output", f"{OUT}/s.npz"], "--guidance-scale",
+     "num_samples=", None),
+    ("sample.py", ["{run}/model", "--batch-size", "0", "--output", f"{OUT}/s.npz"], "batch_size=0", None),
+    ("sample.py", ["{run}/model", "--class-label", "3", "--output", f"{OUT}/s.npz"], "class_label=3", None),
+    ("sample.py", ["{img}/model", "--scheduler", "ddpm", "--output", f"{OUT}/s.npz"], "scheduler 'ddpm'", None),
+    ("sample.py", ["{img}/model", "--guidance-scale", "-1", "--output", f"{OUT}/s.npz"], "guidance_scale=-1",
      None),
-    ("sample.py", ["{img}/model", "--guidance-scale", "3", "--output", f"{OUT}/s.npz"], "--guidance-scale 3",
+    ("sample.py", ["{img}/model", "--guidance-scale", "3", "--output", f"{OUT}/s.npz"], "guidance_scale=3",
      None),
-    ("softdiff", ["sample"], "model_dir", None),
+    ("softdiff", ["sample"], "RUN_OR_MODEL_DIR", None),
     ("softdiff", ["sample", "{run}", "--seed", "x", "--output", f"{OUT}/s.npz"], "--seed", None),
+    ("softdiff", ["sample", "{run}", "steps=abc", "--output-dir", OUT], "steps", None),
+    ("softdiff", ["sample", "{run}", "bogus=1", "--output-dir", OUT], "bogus", None),
+    ("softdiff", ["sample", "{run}", "{img}", "--output-dir", OUT], "2 folders", None),
+    ("softdiff", ["sample", "{run}", "--output-dir", "{file}"], "is a file", None),
+    # --- softdiff eval
+    ("softdiff", ["eval", "--output-dir", OUT], "exactly one of", None),
+    ("softdiff", ["eval", "{tmp}/nope", "--output-dir", OUT], "nope", None),
+    ("softdiff", ["eval", "{run}", "num_samples=1", "--output-dir", OUT], "num_samples=1", None),
+    ("softdiff", ["eval", "{run}", "scheduler=bogus", "--output-dir", OUT], "scheduler", None),
+    ("softdiff", ["eval", "{run}", "metrics=[bogus]", "--output-dir", OUT], "metrics", None),
+    ("softdiff", ["eval", "{run}", "steps=5000", "--output-dir", OUT], "steps=5000", None),
+    ("softdiff", ["eval", "{img}", "scheduler=ddpm", "--output-dir", OUT], "scheduler 'ddpm'", None),
+    ("softdiff", ["eval", "--score", "{file}", "--output-dir", OUT], "--score", None),
+    ("softdiff", ["eval", "--train-classifier", "dataset=cifar10", "--output-dir", OUT], "dataset", None),
     # --- softdiff compare
     ("softdiff", ["compare", "--output-dir", OUT, "activations=[]"], "activations", None),
     ("softdiff", ["compare", "--output-dir", OUT, "num_seeds=0"], "num_seeds", None),
@@ -233,10 +247,11 @@ CASES = [
     # --- softdiff probe
     ("softdiff", ["probe", "{tmp}/nope", "--output-dir", OUT], "nope", None),
     ("softdiff", ["probe", "{img}", "{img}", "{img}", "--output-dir", OUT], "3 run folders", None),
-    ("softdiff", ["probe", "{img}", "--threshold", "1.5", "--output-dir", OUT], "--threshold", None),
-    ("softdiff", ["probe", "{img}", "--threshold", "nan", "--output-dir", OUT], "--threshold", None),
-    ("softdiff", ["probe", "{img}", "--num-samples", "0", "--output-dir", OUT], "--num-samples", None),
+    ("softdiff", ["probe", "{img}", "--threshold", "1.5", "--output-dir", OUT], "threshold=1.5", None),
+    ("softdiff", ["probe", "{img}", "--threshold", "nan", "--output-dir", OUT], "threshold=nan", None),
+    ("softdiff", ["probe", "{img}", "--num-samples", "0", "--output-dir", OUT], "num_samples=0", None),
     ("softdiff", ["probe", "{img}", "--timesteps", "5000", "--output-dir", OUT], "timesteps", None),
+    ("softdiff", ["probe", "{img}", "timesteps=[]", "--output-dir", OUT], "timesteps", None),
     ("softdiff", ["probe", "{run}", "--output-dir", OUT], "no attention layers", None),
     ("softdiff", ["probe", "{img}", "--output-dir", "{file}"], "is a file", None),
     ("softdiff", ["probe", "{model}", "--output-dir", OUT], "safetensors", "empty_weights"),
@@ -300,4 +315,5 @@ def test_bad_input_in_a_fresh_interpreter(argv, needle, run_script):
 def test_case_count():
     assert len(CASES) >= 60
     covered = {e if e != "softdiff" else a[0] for e, a, _, _ in CASES}
-    assert {"train.py", "sample.py", "train", "sample", "compare", "ntk", "regress", "flow", "probe"} <= covered
+    assert {"train.py", "sample.py", "train", "sample", "compare", "ntk", "regress", "flow", "probe",
+            "eval"} <= covered

@@ -6,13 +6,13 @@ import scipy.linalg
 import torch
 
 from softdiff.cli import run_main
+from softdiff.evaluation.cli import main
 from softdiff.errors import DataError
 from softdiff.evaluation.features import (
     classifier_scores,
     digits_split,
     fid_kid,
     load_classifier,
-    main,
     save_classifier,
     train_classifier,
 )
@@ -95,11 +95,11 @@ def test_scores_on_real_digits(trained):
 
 def test_command_writes_file_and_reports_accuracy(tmp_path, capsys):
     out = tmp_path / "f.safetensors"
-    assert run_main(main, ["--output", str(out), "--epochs", "1"]) == 0
+    assert run_main(main, ["--train-classifier", f"feature_classifier={out}", "epochs=1", "--quiet"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert float(load_classifier(out)[1]["test_accuracy"]) == pytest.approx(printed["test_accuracy"], abs=1e-4)
-    assert run_main(main, ["--dataset", "cifar10"]) == 2
-    assert "--dataset 'cifar10' is not valid" in capsys.readouterr().err
+    assert run_main(main, ["--train-classifier", "dataset=cifar10"]) == 2
+    assert "dataset='cifar10' is not valid" in capsys.readouterr().err
 
 
 def test_bad_inputs(trained, tmp_path):

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import scipy.stats
 import torch
-from scipy.optimize import linear_sum_assignment
 
 from softdiff.data.toy2d import GaussianMixture, eight_gaussians
 from softdiff.evaluation.metrics import (

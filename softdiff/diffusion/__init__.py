@@ -6,12 +6,3 @@ from softdiff.diffusion.schedulers import SCHEDULERS, make_scheduler, ou_betas, 
 __all__ = ["SCHEDULERS", "make_scheduler", "ou_betas", "predict_x0", "sample", "score_from_output",
            "training_scheduler_config", "training_target"]
 
-
-def generate(*args, **kwargs):
-    """Samples in data coordinates from a saved model folder (see ``softdiff.diffusion.cli.generate``)."""
-    from softdiff.diffusion.cli import generate as _generate
-
-    return _generate(*args, **kwargs)
-
-
-__all__.append("generate")

@@ -1,22 +1,19 @@
 """A small digits classifier as a download-free feature extractor for FID / KID (torchmetrics), plus the
 classifier's confidence and class-balance scores of generated images.
 
-Train it once per dataset with ``python -m softdiff.evaluation.features --output features/digits.safetensors``;
+Train it once per dataset with ``softdiff eval --train-classifier`` (or let the first use train it);
 the weights and the held-out accuracy are stored together in one safetensors file.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import math
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from softdiff.errors import ConfigError, DataError, check_positive
+from softdiff.errors import DataError, check_positive
 from softdiff.evaluation import metrics
 
 FEATURE_DATASETS = ("digits",)
@@ -129,7 +126,7 @@ def load_classifier(path: str | Path) -> tuple[DigitsClassifier, dict]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"feature classifier '{path}' does not exist; train it with "
-                        f"`python -m softdiff.evaluation.features --output {path}`.")
+                        f"`softdiff eval --train-classifier feature_classifier={path}`.")
     try:
         state = load_file(str(path))
         with safe_open(str(path), "pt") as f:
@@ -197,52 +194,13 @@ def score_samples(classifier: DigitsClassifier, images: Tensor) -> dict:
             **fid_kid(classifier, load_digits_images()[0], images)}
 
 
-def _load_samples(path: str) -> Tensor:
+def load_samples(path: str) -> Tensor:
+    """The ``samples`` array of a ``softdiff sample`` .npz (no pickled objects are loaded)."""
     import numpy as np
 
     try:
         with np.load(path, allow_pickle=False) as data:  # no pickled objects: nothing in the file can run
             return torch.from_numpy(np.asarray(data["samples"], dtype=np.float32))
     except (OSError, ValueError, KeyError) as err:
-        raise DataError(f"--score '{path}' is not a samples file from sample.py (.npz with key 'samples'): "
+        raise DataError(f"--score '{path}' is not a samples file from softdiff sample (.npz with key 'samples'): "
                         f"{str(err).splitlines()[0].rstrip('.') if str(err) else type(err).__name__}.") from None
-
-
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m softdiff.evaluation.features",
-                                description="Train the feature classifier used for FID/KID and save it, or score "
-                                "samples with it.")
-    p.add_argument("--dataset", default="digits", help=f"one of: {', '.join(FEATURE_DATASETS)}")
-    p.add_argument("--output", default="features/digits_classifier.safetensors",
-                   help="the classifier file (written; with --score read, and trained first if missing)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--score", metavar="SAMPLES_NPZ",
-                   help="score the digits in a sample.py .npz: confidence, class shares, FID and KID")
-    return p
-
-
-def main(argv: Sequence[str]) -> int:
-    args = parser().parse_args(argv)
-    if args.dataset not in FEATURE_DATASETS:
-        raise ConfigError(f"--dataset {args.dataset!r} is not valid; choose one of: {', '.join(FEATURE_DATASETS)}.")
-    if args.score:
-        images = _load_samples(args.score)
-        classifier, meta = ensure_classifier(args.output, args.seed)
-        print(json.dumps({"samples": args.score, "classifier": str(args.output),
-                          **{k: round(v, 4) if isinstance(v, float) else v
-                             for k, v in score_samples(classifier, images).items()}}))
-        return 0
-    model, acc = train_classifier(args.seed, args.epochs)
-    save_classifier(model, args.output, acc, args.dataset)
-    print(json.dumps({"output": str(args.output), "dataset": args.dataset, "seed": args.seed,
-                      "test_accuracy": round(acc, 4)}))
-    return 0
-
-
-if __name__ == "__main__":
-    import sys
-
-    from softdiff.cli import run_main
-
-    sys.exit(run_main(main, sys.argv[1:]))

@@ -10,7 +10,6 @@ import torch
 from torch import Tensor
 
 from softdiff.data import Dataset
-from softdiff.diffusion.sampling import sample
 from softdiff.diffusion.schedulers import make_scheduler
 from softdiff.evaluation.likelihood import (
     bits_per_dim, log_likelihood, model_field_fn, model_score_fn, process_from_scheduler_config,
@@ -60,32 +59,16 @@ def applicable_metrics(dataset: Dataset, settings: EvalSettings) -> list[str]:
     return [m for m in wanted if m in allowed or m in inception]
 
 
-def load_ema_weights(model, checkpoint: Path) -> None:
-    """Copy the EMA weights of a training checkpoint (``ema.safetensors``, by parameter name) into ``model``."""
-    from softdiff.errors import DataError
-    from softdiff.training.checkpoints import CheckpointError, read_ema
-
-    try:
-        tensors, _ = read_ema(Path(checkpoint))
-    except CheckpointError as err:
-        raise DataError(f"checkpoint '{checkpoint}' has no usable EMA weights: {err}.") from None
-    params = dict(model.named_parameters())
-    if set(tensors) != set(params) or any(tensors[k].shape != p.shape for k, p in params.items()):
-        raise DataError(f"the EMA weights of checkpoint '{checkpoint}' do not fit the model they are loaded into.")
-    with torch.no_grad():
-        for name, p in params.items():
-            p.copy_(tensors[name])
-
-
 def draw_samples(model, scheduler_config: dict, dataset: Dataset, settings: EvalSettings) -> Tensor:
-    """``settings.num_samples`` samples in data space, with a fixed generator."""
-    generator = torch.Generator().manual_seed(settings.seed)
-    sched = make_scheduler(settings.scheduler, scheduler_config)
-    chunks, batch = [], 500
-    for start in range(0, settings.num_samples, batch):
-        n = min(batch, settings.num_samples - start)
-        chunks.append(sample(model, sched, (n, *dataset.shape), settings.steps, generator))
-    return dataset.from_model(torch.cat(chunks))
+    """``settings.num_samples`` samples in data space, with a fixed generator (class-conditional models draw the
+    classes in turn)."""
+    from softdiff.pipeline import SoftdiffPipeline
+
+    pipe = SoftdiffPipeline(model, make_scheduler(settings.scheduler, scheduler_config), kind=dataset.kind,
+                            sample_shape=dataset.shape, num_classes=dataset.num_classes,
+                            data_range=dataset.data_range, dataset=dataset.name, forward_process=scheduler_config)
+    return pipe(batch_size=settings.num_samples, num_inference_steps=settings.steps,
+                generator=torch.Generator().manual_seed(settings.seed), max_batch_size=500, progress=False).samples
 
 
 class RunEvaluator:
@@ -211,3 +194,44 @@ class RunEvaluator:
             out["score_error"] = float(scaled.mean())
             out.update({f"score_error@{int(t)}": float(e) for t, e in zip(ts.tolist(), scaled.tolist())})
         return out
+
+
+def _run_dataset(pipe) -> Dataset:
+    """The data a run was trained on (its ``config.yaml``, beside its model folder), else the dataset by name."""
+    from softdiff.data import dataset_from_config, make_dataset
+
+    run_dir = pipe.source_dir.parent
+    if (run_dir / "config.yaml").is_file() and pipe.source_dir.name in ("model", "model_ema"):
+        from softdiff.training import load_train_config
+
+        index = run_dir / "data_index.json"
+        return dataset_from_config(load_train_config(run_dir / "config.yaml").data, index if index.is_file() else None)
+    return make_dataset(pipe.config.dataset)
+
+
+def evaluate_run(run: str | Path, settings: EvalSettings, use_ema: bool = True,
+                 output_dir: str | Path | None = None) -> dict:
+    """The metrics of a trained run's final model (and, with ``settings.every``, of the EMA weights of its
+    checkpoints every that many steps), with the noise floors; its samples go to ``output_dir/eval_samples.npz``."""
+    import numpy as np
+
+    from softdiff.pipeline import SoftdiffPipeline
+    from softdiff.safe_io import atomic_path
+    from softdiff.training.checkpoints import list_checkpoints
+
+    pipe = SoftdiffPipeline.from_pretrained(run, use_ema=use_ema, scheduler=settings.scheduler)
+    pipe.check_inputs(settings.num_samples, settings.steps, None, 1.0, "pt",
+                      names={"batch_size": "num_samples", "num_inference_steps": "steps"})
+    evaluator = RunEvaluator(_run_dataset(pipe), settings, pipe.forward_process)
+    history = []
+    if settings.every:
+        for step, checkpoint in sorted(list_checkpoints(pipe.source_dir.parent / "checkpoints")):
+            if step % settings.every == 0:
+                model = SoftdiffPipeline.from_pretrained(run, checkpoint=checkpoint).model
+                history.append({"step": step, **evaluator.evaluate(model, final=False)[0]})
+    metrics, samples = evaluator.evaluate(pipe.model, final=True)
+    if output_dir is not None:
+        with atomic_path(Path(output_dir) / "eval_samples.npz") as tmp:
+            np.savez(tmp, samples=samples.numpy())
+    return {"run": str(run), "model_dir": str(pipe.source_dir), "ema": use_ema, "metrics": metrics,
+            "noise_floors": evaluator.noise_floors(), "history": history}

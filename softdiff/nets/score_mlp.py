@@ -1,8 +1,6 @@
 """Score networks for vectors: stacked two-layer blocks (``ScoreMLP``) and the paper's two-layer net."""
 from __future__ import annotations
 
-import math
-
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from softdiff.errors import ConfigError, SoftdiffError
+from softdiff.errors import ConfigError, DataError, SoftdiffError
 from softdiff.safe_io import _remove, is_disk_full, replace_dir, write_json
 
 _NAME = re.compile(r"^checkpoint-(\d+)$")
@@ -155,6 +155,21 @@ def read_ema(folder: Path) -> tuple[dict[str, torch.Tensor], dict]:
                                           for k, t in EMA_KEYS.items()):
         raise CheckpointError(f"its {EMA_STATE} lacks or mistypes one of: {', '.join(EMA_KEYS)}")
     return tensors, state
+
+
+def load_ema_weights(model, checkpoint: Path) -> None:
+    """Copy the EMA weights of the checkpoint folder ``checkpoint`` into ``model`` (by parameter name);
+    DataError when the checkpoint has none that fit."""
+    try:
+        tensors, _ = read_ema(Path(checkpoint))
+    except CheckpointError as err:
+        raise DataError(f"checkpoint '{checkpoint}' has no usable EMA weights: {err}.") from None
+    params = dict(model.named_parameters())
+    if set(tensors) != set(params) or any(tensors[k].shape != p.shape for k, p in params.items()):
+        raise DataError(f"the EMA weights of checkpoint '{checkpoint}' do not fit the model they are loaded into.")
+    with torch.no_grad():
+        for name, p in params.items():
+            p.copy_(tensors[name])
 
 
 def load_ema_state(ema, names: list[str], tensors: dict[str, torch.Tensor], state: dict) -> None:

@@ -68,7 +68,7 @@ def _json_object(path: Path, what: str) -> dict:
     return data
 
 
-def _check_data_info(info: dict, path: Path) -> None:
+def check_data_info(info: dict, path: Path) -> None:
     shape, rng, classes = info.get("shape"), info.get("data_range"), info.get("num_classes")
     ok = (info.get("kind") in ("image", "vector") and isinstance(info.get("name"), str)
           and isinstance(shape, list) and len(shape) in (1, 3)
@@ -80,8 +80,9 @@ def _check_data_info(info: dict, path: Path) -> None:
                         "positive sizes), data_range [low, high] and num_classes (null or a positive integer).")
 
 
-def check_model_folder(path: Path) -> type:
-    """The score-net class of a saved model folder; DataError (one sentence) for anything missing or malformed.
+def check_net_folder(path: Path) -> type:
+    """The score-net class of a folder holding ``config.json`` and safetensors weights; DataError (one
+    sentence) for anything missing or malformed.
 
     Only safetensors weights are accepted: pickle files (``diffusion_pytorch_model.bin``) can run code when
     loaded, so a folder that holds only those is refused.
@@ -107,30 +108,46 @@ def check_model_folder(path: Path) -> type:
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise DataError(f"'{weights}' is not a readable safetensors file ({reason}); the model folder is damaged: "
                         "rerun train.py with --resume latest to rewrite it.") from None
-    scheduler = _json_object(path / "scheduler_config.json", "the training noise schedule")
-    steps = scheduler.get("num_train_timesteps")
-    if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= 100_000:
-        raise DataError(f"'{path / 'scheduler_config.json'}' has num_train_timesteps={steps!r}; it must be an "
-                        "integer from 1 to 100000.")
-    try:
-        ForwardProcess(scheduler).scheduler()
-    except Exception as err:
-        raise DataError(f"'{path / 'scheduler_config.json'}' is not a valid noise schedule "
-                        f"({str(err).splitlines()[0] if str(err) else type(err).__name__}).") from None
-    _check_data_info(_json_object(path / DATA_INFO, "the data description"), path / DATA_INFO)
     return cls
+
+
+def check_schedule(schedule: dict, where: Path) -> None:
+    """DataError unless ``schedule`` (read from ``where``) is a valid training noise schedule."""
+    steps = schedule.get("num_train_timesteps")
+    if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= 100_000:
+        raise DataError(f"'{where}' has num_train_timesteps={steps!r}; it must be an integer from 1 to 100000.")
+    try:
+        ForwardProcess(schedule).scheduler()
+    except Exception as err:
+        raise DataError(f"'{where}' is not a valid noise schedule "
+                        f"({str(err).splitlines()[0] if str(err) else type(err).__name__}).") from None
+
+
+def check_model_folder(path: Path) -> type:
+    """The score-net class of a saved model folder (see :func:`check_net_folder`), with its noise schedule and
+    data description checked too."""
+    path = Path(path)
+    cls = check_net_folder(path)
+    check_schedule(_json_object(path / "scheduler_config.json", "the training noise schedule"),
+                   path / "scheduler_config.json")
+    check_data_info(_json_object(path / DATA_INFO, "the data description"), path / DATA_INFO)
+    return cls
+
+
+def load_net(path: Path, cls: type):
+    """``cls.from_pretrained(path)`` from safetensors only, in eval mode; DataError when the weights do not fit."""
+    try:
+        return cls.from_pretrained(path, use_safetensors=True, local_files_only=True).eval()
+    except Exception as err:  # wrong types or shapes in config.json, weights that do not fit it, ...
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DataError(f"model folder '{path}' could not be loaded: {first}") from None
 
 
 def load_trained(model_dir: str | Path):
     """(model, training scheduler config, data info) from a ``model/`` or ``model_ema/`` folder (safetensors
     weights and JSON files only; see :func:`check_model_folder`)."""
     path = Path(model_dir)
-    cls = check_model_folder(path)
-    try:
-        model = cls.from_pretrained(path, use_safetensors=True, local_files_only=True)
-        scheduler_config = dict(make_scheduler("ddpm").load_config(path))
-        info = json.loads((path / DATA_INFO).read_text())
-    except Exception as err:  # wrong types or shapes in config.json, weights that do not fit it, ...
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise DataError(f"model folder '{path}' could not be loaded: {first}") from None
-    return model.eval(), scheduler_config, info
+    model = load_net(path, check_model_folder(path))
+    scheduler_config = dict(make_scheduler("ddpm").load_config(path))
+    info = json.loads((path / DATA_INFO).read_text())
+    return model, scheduler_config, info

@@ -160,12 +160,12 @@ def run_one(job: dict) -> dict:
 
     torch.set_num_threads(job["threads"])
     from softdiff.data import make_dataset
-    from softdiff.evaluation.run_eval import RunEvaluator, load_ema_weights
+    from softdiff.evaluation.run_eval import RunEvaluator
+    from softdiff.pipeline import SoftdiffPipeline
     from softdiff.safe_io import atomic_path, finite_json, write_json, write_text
     from softdiff.studies.ntk.drift import NTKDriftCallback
     from softdiff.training import load_train_config, train
     from softdiff.training.checkpoints import list_checkpoints
-    from softdiff.training.models import load_trained
     from softdiff.training.trainer import TrainingError
 
     settings = EvalSettings(**job["eval"])
@@ -200,7 +200,8 @@ def run_one(job: dict) -> dict:
     summary = json.loads((run_dir / "train_summary.json").read_text())
     t1 = time.perf_counter()
 
-    model, scheduler_config, _ = load_trained(run_dir / "model_ema")
+    pipe = SoftdiffPipeline.from_pretrained(run_dir)
+    model, scheduler_config = pipe.model, pipe.forward_process
     dataset = make_dataset(cfg.data.name, cfg.data.root, cfg.data.download, cfg.data.path, cfg.data.image_size,
                            cfg.data.channels)
     evaluator = RunEvaluator(dataset, settings, scheduler_config)
@@ -208,9 +209,9 @@ def run_one(job: dict) -> dict:
     if settings.every:
         for step, checkpoint in sorted(list_checkpoints(run_dir / "checkpoints")):
             if step < cfg.train.steps:
-                load_ema_weights(model, checkpoint)
+                model = SoftdiffPipeline.from_pretrained(run_dir, checkpoint=checkpoint).model
                 history.append({"step": step, **evaluator.evaluate(model, final=False)[0]})
-        model = load_trained(run_dir / "model_ema")[0]
+        model = pipe.model
     metrics, samples = evaluator.evaluate(model, final=True)
     density = {"nll", "bpd", "score_error"}  # computed at the end only
     history.append({"step": cfg.train.steps, **{k: v for k, v in metrics.items()

@@ -216,26 +216,25 @@ def probe_run(run_dir: str | Path, timesteps: Sequence[int] = (50, 250, 500, 750
               threshold: float = SINK_THRESHOLD) -> ProbeResult:
     """Load a trained run (``RUN_DIR/model_ema`` or ``model``), draw data, and probe it at ``timesteps``."""
     from softdiff.data import make_dataset
-    from softdiff.diffusion.cli import _resolve_model_dir
     from softdiff.diffusion.process import ForwardProcess
-    from softdiff.training.models import load_trained
+    from softdiff.pipeline import SoftdiffPipeline
 
-    model_dir = _resolve_model_dir(run_dir, ema)
-    model, scheduler_config, info = load_trained(model_dir)
+    pipe = SoftdiffPipeline.from_pretrained(run_dir, use_ema=ema)
+    model, model_dir = pipe.model, pipe.source_dir
     if not attention_layers(model):
         raise DataError(f"the model in '{model_dir}' ({type(model).__name__}) has no attention layers to probe; "
                         "train a ScoreTransformer.")
-    num_train = int(scheduler_config["num_train_timesteps"])
-    bad = [t for t in timesteps if not 0 <= int(t) < num_train]
+    bad = [t for t in timesteps if not 0 <= int(t) < pipe.num_train_timesteps]
     if bad:
-        raise DataError(f"timesteps {bad} are outside 0..{num_train - 1} (this run's num_train_timesteps).")
-    dataset = make_dataset(info["name"], root=data_root)
+        raise DataError(f"timesteps {bad} are outside 0..{pipe.num_train_timesteps - 1} (this run's "
+                        "num_train_timesteps).")
+    dataset = make_dataset(pipe.config.dataset, root=data_root)
     gen = torch.Generator().manual_seed(seed)
     x0, labels = dataset.sample(num_samples, gen)
-    process = ForwardProcess(scheduler_config)
+    process = ForwardProcess(pipe.forward_process)
     model = model.to(device)
     labels = labels.to(device) if labels is not None and getattr(model, "class_embed", None) is not None else None
     result = probe_model(model, x0.to(device), timesteps, process, gen, labels, threshold)
-    result.meta.update(run_dir=str(run_dir), model_dir=str(model_dir), dataset=info["name"],
+    result.meta.update(run_dir=str(run_dir), model_dir=str(model_dir), dataset=pipe.config.dataset,
                        num_samples=num_samples, seed=seed)
     return result

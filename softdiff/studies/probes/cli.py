@@ -1,4 +1,4 @@
-"""``softdiff probe RUN_DIR [RUN_DIR2]``: attention sink / massive-activation probes of trained runs.
+"""``softdiff probe RUN_DIR [RUN_DIR2] [key=value ...]``: attention sink / massive-activation probes of trained runs.
 
 Prints one row per layer (entropy, sparsity, sink score, sink-head fraction, register share, row mass,
 massive-activation ratio; averaged over heads and timesteps), the runs side by side, and writes
@@ -7,6 +7,7 @@ massive-activation ratio; averaged over heads and timesteps), the runs side by s
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -17,8 +18,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from softdiff.studies.probes.attention import SINK_THRESHOLD, ProbeResult, probe_run  # noqa: E402
-from softdiff.cli import ArgumentParser  # noqa: E402
-from softdiff.errors import ConfigError, check_finite, check_positive  # noqa: E402
+from softdiff.command_line import add_overrides, command_parser, config_path, overrides, parse, split_positionals  # noqa: E402,E501
+from softdiff.config import load_config  # noqa: E402
+from softdiff.errors import ConfigError, check_device, check_finite, check_positive  # noqa: E402
 from softdiff import tables  # noqa: E402
 from softdiff.safe_io import check_output_dir, save_figure, write_text  # noqa: E402
 
@@ -69,29 +71,67 @@ def plot_heatmaps(results: Sequence[ProbeResult], path: Path) -> Path:
     return path
 
 
+@dataclass
+class ProbeConfig:
+    """What ``softdiff probe`` measures (every key can be set as ``key=value``)."""
+
+    timesteps: list[int] = field(default_factory=lambda: [50, 250, 500, 750])  # where inputs are noised
+    num_samples: int = 64           # data examples per timestep
+    seed: int = 0
+    ema: bool = True                # the EMA weights (model_ema/) or the live ones (model/)
+    data_root: str = "data"         # root of torchvision datasets (as in training)
+    threshold: float = SINK_THRESHOLD  # a head whose sink score exceeds this is a sink head
+    device: str = "cpu"
+    output_dir: str = ""            # probe.json and probe_heatmaps.png (default: RUN_DIR/probe)
+
+    def validate(self) -> None:
+        check_positive("num_samples", self.num_samples)
+        if self.num_samples > 100_000:
+            raise ConfigError(f"num_samples={self.num_samples} is more than the 100000 examples a probe can use.")
+        check_positive("seed", self.seed, allow_zero=True)
+        check_finite("threshold", self.threshold)
+        if not 0 < self.threshold < 1:
+            raise ConfigError(f"threshold={self.threshold} must lie strictly between 0 and 1.")
+        if not self.timesteps:
+            raise ConfigError("timesteps=[] is empty; give at least one diffusion timestep, e.g. timesteps=[50,500].")
+        check_device("device", self.device)
+
+
+def parser():
+    p = command_parser(
+        "softdiff probe", "Attention sink / massive-activation probes of one or two trained runs.",
+        ["softdiff probe runs/digits                      # writes runs/digits/probe/",
+         "softdiff probe runs/softmax runs/sigmoid --output-dir probes num_samples=128",
+         "softdiff probe runs/digits --no-ema timesteps=[10,500,900] --quiet"],
+        output_help="where probe.json and probe_heatmaps.png go (default: RUN_DIR/probe)")
+    p.add_argument("runs", nargs="*", metavar="RUN_DIR", help="one or two trained run folders")
+    p.add_argument("--no-ema", action="store_true", help="probe the live weights model/ instead of model_ema/")
+    p.add_argument("--timesteps", type=int, nargs="+", help="same as timesteps=[...]")
+    for flag, kind in (("--num-samples", int), ("--seed", int), ("--threshold", float), ("--data-root", str)):
+        p.add_argument(flag, type=kind, help=f"same as {flag[2:].replace('-', '_')}=...")
+    add_overrides(p, "num_samples=128")
+    return p
+
+
+def load_probe_config(args) -> tuple[list[str], ProbeConfig]:
+    """The run folders and the config: file, convenience flags, then ``key=value`` overrides."""
+    runs, extra = split_positionals([*args.runs, *args.overrides])
+    flags = [f"{key}={getattr(args, key)}" for key in ("num_samples", "seed", "threshold", "data_root")
+             if getattr(args, key) is not None]
+    if args.timesteps:
+        flags.append(f"timesteps=[{','.join(map(str, args.timesteps))}]")
+    cfg = load_config(ProbeConfig, config_path(args), [*flags, *extra, *overrides(args),
+                                                       *(["ema=false"] if args.no_ema else [])])
+    if not 1 <= len(runs) <= 2:
+        raise ConfigError(f"got {len(runs)} run folders; pass one or two (to compare side by side).")
+    return runs, cfg
+
+
 def main(argv: Sequence[str]) -> int:
-    parser = ArgumentParser(prog="softdiff probe", description=__doc__.splitlines()[0])
-    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="one or two trained run folders")
-    parser.add_argument("--output-dir", help="where probe.json and probe_heatmaps.png go (default: RUN_DIR/probe)")
-    parser.add_argument("--timesteps", type=int, nargs="+", default=[50, 250, 500, 750],
-                        help="diffusion timesteps at which inputs are noised")
-    parser.add_argument("--num-samples", type=int, default=64, help="data examples per timestep")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--live", action="store_true", help="probe model/ instead of the EMA weights model_ema/")
-    parser.add_argument("--data-root", default="data", help="root of torchvision datasets (as in training)")
-    parser.add_argument("--threshold", type=float, default=SINK_THRESHOLD, help="sink-head threshold")
-    args = parser.parse_args(argv)
-    if len(args.run_dirs) > 2:
-        raise ConfigError(f"got {len(args.run_dirs)} run folders; pass one or two (to compare side by side).")
-    check_positive("--num-samples", args.num_samples)
-    check_finite("--threshold", args.threshold)
-    if not 0 < args.threshold < 1:
-        raise ConfigError(f"--threshold={args.threshold} must lie strictly between 0 and 1.")
-    if args.num_samples > 100_000:
-        raise ConfigError(f"--num-samples {args.num_samples} is more than the 100000 examples a probe can use.")
-    out_dir = check_output_dir("--output-dir", args.output_dir or Path(args.run_dirs[0]) / "probe")
-    results = [probe_run(d, args.timesteps, args.num_samples, args.seed, ema=not args.live,
-                         data_root=args.data_root, threshold=args.threshold) for d in args.run_dirs]
+    runs, cfg = load_probe_config(parse(parser(), argv))
+    out_dir = check_output_dir("--output-dir", cfg.output_dir or Path(runs[0]) / "probe")
+    results = [probe_run(d, cfg.timesteps, cfg.num_samples, cfg.seed, ema=cfg.ema, data_root=cfg.data_root,
+                         device=cfg.device, threshold=cfg.threshold) for d in runs]
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text(out_dir / "probe.json", json.dumps({"runs": [r.to_dict() for r in results]}))
     png = plot_heatmaps(results, out_dir / "probe_heatmaps.png")

@@ -1,0 +1,66 @@
+"""The one command-line convention of every ``softdiff`` command.
+
+``softdiff COMMAND [--config FILE | --preset NAME] [key=value ...] [--output-dir DIR] [--quiet] [--no-ema]``:
+the config file or the preset (a shipped config) gives a typed config, ``key=value`` pairs override any of its
+keys, ``--output-dir`` sets where everything is written and ``--quiet`` silences progress bars. Each command
+adds only its own few flags.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Sequence
+
+from softdiff.cli import ArgumentParser
+from softdiff.config import CONFIG_DIR, shipped_configs
+from softdiff.errors import ConfigError
+
+
+def command_parser(prog: str, description: str, examples: Sequence[str], presets: str | None = None,
+                   default_preset: str | None = None, config: bool = True,
+                   output_help: str = "where the outputs go (default: the config's output_dir)") -> ArgumentParser:
+    """The parser every command starts from; ``presets`` is the folder of this command's shipped configs
+    (``"compare"``: ``--preset toy`` reads ``softdiff/configs/compare/toy.yaml``; ``""``: the training configs)."""
+    epilog = "examples:\n" + "\n".join(f"  {line}" for line in examples)
+    p = ArgumentParser(prog=prog, description=description, epilog=epilog,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    if config:
+        source = p.add_mutually_exclusive_group()
+        source.add_argument("--config", metavar="FILE", help="YAML config file")
+        if presets is not None:
+            names = shipped_configs(presets)
+            source.add_argument("--preset", metavar="NAME", help=f"a shipped config: {', '.join(names)}"
+                                + (f" (default: {default_preset})" if default_preset else ""))
+    p.add_argument("--output-dir", metavar="DIR", help=output_help)
+    p.add_argument("--quiet", action="store_true", help="no progress bars (for logs and CI)")
+    return p
+
+
+def add_overrides(p: ArgumentParser, example: str) -> None:
+    """The trailing ``key=value`` overrides (added last, after the command's own arguments)."""
+    p.add_argument("overrides", nargs="*", metavar="key=value", help=f"override any config key, e.g. {example}")
+
+
+def parse(p: ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """Parse ``argv``; overrides may come before, between or after the options."""
+    return p.parse_intermixed_args(list(argv))
+
+
+
+def config_path(args: argparse.Namespace, presets: str | None = None, default_preset: str | None = None) -> Path | None:
+    """The YAML file that ``--config`` or ``--preset`` (else the default preset) names."""
+    if getattr(args, "config", None):
+        return Path(args.config)
+    name = getattr(args, "preset", None) or default_preset
+    if name is None:
+        return None
+    folder = presets or ""
+    if name not in shipped_configs(folder):
+        raise ConfigError(f"--preset {name!r} is not valid; choose one of: {', '.join(shipped_configs(folder))}.")
+    return CONFIG_DIR / folder / f"{name}.yaml"
+
+
+def overrides(args: argparse.Namespace, output_key: str = "output_dir") -> list[str]:
+    """The ``key=value`` overrides, with ``--output-dir`` as the config's ``output_key``."""
+    extra = [f"{output_key}={args.output_dir}"] if getattr(args, "output_dir", None) else []
+    return [*getattr(args, "overrides", []), *extra]

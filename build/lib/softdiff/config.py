@@ -1,0 +1,114 @@
+"""Typed configs: dataclass schemas, YAML files and dotted ``key.sub=value`` overrides, with clear errors.
+
+Any dataclass works as a schema. ``load_config(Schema, path, overrides)`` returns an instance of it; unknown
+keys, wrong types, bad override syntax and missing files raise :class:`ConfigError` with one sentence.
+A schema may define ``validate(self)`` for value checks (choices, ranges); it is called after loading.
+
+The configs shipped with the package live in ``softdiff/configs/`` (package data, so they are there in any
+install): ``--config configs/digits.yaml`` reads the local file when it exists and the shipped one otherwise.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Sequence, TypeVar
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from softdiff.errors import ConfigError
+
+T = TypeVar("T")
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+def shipped_configs(folder: str = "") -> list[str]:
+    """Names (file stems) of the shipped configs in ``folder`` (``""``: training configs, ``"compare"``, ...)."""
+    return sorted(p.stem for p in (CONFIG_DIR / folder).glob("*.yaml"))
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """``path`` itself when it is a file; else the shipped config it names (``configs/digits.yaml``,
+    ``configs/compare/toy.yaml``); else a ConfigError listing the shipped configs."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    parts = path.parts[1:] if path.parts[:1] == ("configs",) else path.parts
+    shipped = CONFIG_DIR.joinpath(*parts) if parts and not path.is_absolute() else None
+    if shipped is not None and shipped.suffix == ".yaml" and shipped.is_file():
+        return shipped
+    names = [str(p.relative_to(CONFIG_DIR.parent)) for p in sorted(CONFIG_DIR.rglob("*.yaml"))]
+    raise ConfigError(f"config file '{path}' does not exist; pass an existing YAML file or a shipped config: "
+                      f"{', '.join(names)}.")
+
+
+def _sibling_keys(schema, full_key: str) -> str:
+    """The valid keys beside ``full_key`` (e.g. the fields of ``train`` for ``train.stepz``)."""
+    node = schema
+    for part in full_key.split(".")[:-1]:
+        factories = {f.name: f.default_factory for f in dataclasses.fields(node)}
+        factory = factories.get(part)
+        node = factory() if callable(factory) else None
+        if not dataclasses.is_dataclass(node):
+            return ""
+    return ", ".join(f.name for f in dataclasses.fields(node))
+
+
+def _omegaconf_message(err: OmegaConfBaseException, source: str, schema) -> str:
+    key = getattr(err, "full_key", None) or getattr(err, "key", None)
+    first = str(err).splitlines()[0] if str(err) else type(err).__name__
+    if type(err).__name__ == "ConfigKeyError" and key:
+        valid = _sibling_keys(schema, str(key))
+        return f"unknown config key '{key}' in {source}" + (f"; valid keys there: {valid}" if valid else "")
+    if key:
+        return f"invalid value for config key '{key}' in {source}: {first}"
+    return f"invalid config in {source}: {first}"
+
+
+def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
+    """Build ``schema`` from defaults, then the YAML file at ``path``, then dotted overrides."""
+    base = OmegaConf.structured(schema)
+    layers = []
+    if path is not None:
+        path = resolve_config_path(path)
+        try:
+            loaded = OmegaConf.load(path)
+        except Exception as err:  # yaml.YAMLError and friends
+            raise ConfigError(f"config file '{path}' is not valid YAML: {str(err).splitlines()[0]}.") from None
+        if not isinstance(loaded, type(OmegaConf.create({}))):
+            raise ConfigError(f"config file '{path}' must hold a mapping of keys, not a list or a scalar.")
+        layers.append((loaded, f"file '{path}'"))
+    for item in overrides:
+        if "=" not in item or item.startswith("="):
+            raise ConfigError(f"override '{item}' must look like key.sub=value (e.g. train.steps=2000).")
+        try:
+            layers.append((OmegaConf.from_dotlist([item]), f"override '{item}'"))
+        except OmegaConfBaseException as err:
+            raise ConfigError(f"override '{item}' could not be parsed: {str(err).splitlines()[0]}.") from None
+    cfg = base
+    for layer, source in layers:
+        try:
+            cfg = OmegaConf.merge(cfg, layer)
+        except OmegaConfBaseException as err:
+            raise ConfigError(_omegaconf_message(err, source, schema) + ".") from None
+    try:
+        obj = OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as err:
+        raise ConfigError(_omegaconf_message(err, "the config", schema) + ".") from None
+    validate = getattr(obj, "validate", None)
+    if callable(validate):
+        validate()
+    return obj
+
+
+def to_yaml(obj: Any) -> str:
+    """The fully resolved config as YAML text."""
+    return OmegaConf.to_yaml(OmegaConf.structured(obj))
+
+
+def save_config(obj: Any, path: str | Path) -> None:
+    """Write the resolved config next to a run's outputs (atomically)."""
+    from softdiff.safe_io import write_text
+
+    write_text(path, to_yaml(obj))

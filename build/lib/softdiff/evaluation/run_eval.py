@@ -1,0 +1,213 @@
+"""Evaluate one trained run (its final EMA model, or the EMA weights of any checkpoint) with the same
+samplers, sample counts and metrics for every run of a comparison."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from softdiff.data import Dataset
+from softdiff.diffusion.sampling import sample
+from softdiff.diffusion.schedulers import make_scheduler
+from softdiff.evaluation.likelihood import (
+    bits_per_dim, log_likelihood, model_field_fn, model_score_fn, process_from_scheduler_config,
+)
+from softdiff.evaluation.metrics import (
+    SAMPLE_METRICS,
+    median_bandwidth,
+    mixture_log_likelihood,
+    mmd_rbf,
+    noise_floor,
+    score_error,
+)
+
+VECTOR_METRICS = ("w2", "sliced_w2", "mmd", "nll", "mixture_loglik", "score_error")
+IMAGE_METRICS = ("fid", "kid", "confidence", "class_balance", "bpd")
+INCEPTION_METRICS = ("inception_fid", "inception_kid")  # any image set; computed only when listed in eval.metrics
+HIGHER_IS_BETTER = {"mixture_loglik", "confidence", "class_balance"}
+HELD_OUT_SEED = 1_000_003   # true points for metrics are drawn with seeds far from any training seed
+
+
+@dataclass
+class EvalSettings:
+    """How every run of a comparison is evaluated (the ``eval`` section of a compare config)."""
+
+    scheduler: str = "dpm++"        # diffusers sampler for generated samples
+    steps: int = 20                 # sampling steps
+    num_samples: int = 1000         # generated samples per evaluation (and true samples for the floors)
+    seed: int = 0                   # sampling seed (the same for every run)
+    every: int = 0                  # also evaluate the EMA weights of checkpoints every this many steps (0: end only)
+    metrics: list[str] = field(default_factory=list)  # empty: every metric that applies to the data
+    likelihood_samples: int = 256   # held-out points (images) for nll / bpd through the PF-ODE
+    ode_tol: float = 1e-4           # rtol = atol of the PF-ODE solve
+    ode_max_steps: int = 1000       # adaptive ODE steps before giving up (a stiff learned field): nll/bpd = NaN
+    score_timesteps: list[int] = field(default_factory=lambda: [10, 50, 100, 250, 500, 750])
+    feature_classifier: str = "features/digits_classifier.safetensors"  # trained on first use if missing
+    inception_download: bool = False  # inception_fid / inception_kid: fetch the Inception weights if not cached
+
+
+def applicable_metrics(dataset: Dataset, settings: EvalSettings) -> list[str]:
+    """The metrics of ``settings`` that apply to ``dataset`` (exact-density ones only for analytic sets)."""
+    if dataset.kind == "image":
+        allowed = IMAGE_METRICS if dataset.name == "digits" else ("bpd",)
+    else:
+        allowed = VECTOR_METRICS if dataset.analytic is not None else ("w2", "sliced_w2", "mmd", "nll")
+    wanted = settings.metrics or list(allowed)
+    inception = INCEPTION_METRICS if dataset.kind == "image" else ()
+    return [m for m in wanted if m in allowed or m in inception]
+
+
+def load_ema_weights(model, checkpoint: Path) -> None:
+    """Copy the EMA weights of a training checkpoint (``ema.safetensors``, by parameter name) into ``model``."""
+    from softdiff.errors import DataError
+    from softdiff.training.checkpoints import CheckpointError, read_ema
+
+    try:
+        tensors, _ = read_ema(Path(checkpoint))
+    except CheckpointError as err:
+        raise DataError(f"checkpoint '{checkpoint}' has no usable EMA weights: {err}.") from None
+    params = dict(model.named_parameters())
+    if set(tensors) != set(params) or any(tensors[k].shape != p.shape for k, p in params.items()):
+        raise DataError(f"the EMA weights of checkpoint '{checkpoint}' do not fit the model they are loaded into.")
+    with torch.no_grad():
+        for name, p in params.items():
+            p.copy_(tensors[name])
+
+
+def draw_samples(model, scheduler_config: dict, dataset: Dataset, settings: EvalSettings) -> Tensor:
+    """``settings.num_samples`` samples in data space, with a fixed generator."""
+    generator = torch.Generator().manual_seed(settings.seed)
+    sched = make_scheduler(settings.scheduler, scheduler_config)
+    chunks, batch = [], 500
+    for start in range(0, settings.num_samples, batch):
+        n = min(batch, settings.num_samples - start)
+        chunks.append(sample(model, sched, (n, *dataset.shape), settings.steps, generator))
+    return dataset.from_model(torch.cat(chunks))
+
+
+class RunEvaluator:
+    """Reference data, floors and metric functions for one dataset, shared by every run and checkpoint."""
+
+    def __init__(self, dataset: Dataset, settings: EvalSettings, scheduler_config: dict):
+        self.dataset, self.settings, self.scheduler_config = dataset, settings, scheduler_config
+        self.process = process_from_scheduler_config(scheduler_config)
+        self.metrics = applicable_metrics(dataset, settings)
+        n = settings.num_samples
+        g = torch.Generator().manual_seed(HELD_OUT_SEED)
+        if dataset.kind == "vector":
+            self.reference = dataset.sample(n, g)[0]
+            self.held_out = dataset.sample(settings.likelihood_samples, g)[0]
+            # One MMD bandwidth for every run and the floor (median heuristic on true data only), so that
+            # outliers of a bad model cannot widen the kernel and hide themselves.
+            self.bandwidth = median_bandwidth(self.reference, dataset.sample(n, g)[0])
+        else:
+            from softdiff.evaluation.features import ensure_classifier
+
+            images = dataset.data_tensor(len(dataset), g)  # shuffled, then split in two halves
+            half = len(images) // 2
+            self.reference, self.second_half = images[:half], images[half:]
+            self.held_out = self.second_half[:settings.likelihood_samples]
+            needs_features = dataset.name == "digits" and set(self.metrics) - {"bpd", *INCEPTION_METRICS}
+            self.classifier = ensure_classifier(settings.feature_classifier)[0] if needs_features else None
+            self.inception = None
+            if set(INCEPTION_METRICS) & set(self.metrics):  # fails here, before any training, if weights are missing
+                from softdiff.evaluation.inception import InceptionFeatures, inception_network
+
+                self.inception = InceptionFeatures(inception_network(allow_download=settings.inception_download))
+
+    def _sample_metric(self, name: str, x: Tensor, y: Tensor) -> float:
+        if name == "mmd":
+            return mmd_rbf(x, y, bandwidth=self.bandwidth)
+        return SAMPLE_METRICS[name](x, y)
+
+    def noise_floors(self) -> dict[str, float]:
+        """Each sample metric between two independent true draws of the same size (a perfect model's score),
+        averaged over 3 pairs of draws."""
+        floors: dict[str, float] = {}
+        if self.dataset.kind == "vector":
+            n = len(self.reference)
+            sampler = lambda k, g: self.dataset.sample(k, g)[0]
+            for name in self.metrics:
+                if name in SAMPLE_METRICS:
+                    floors[name] = noise_floor(lambda a, b: self._sample_metric(name, a, b), sampler, n,
+                                               seed=HELD_OUT_SEED + 1, repeats=3)
+            mix = self.dataset.analytic
+            if mix is not None and "mixture_loglik" in self.metrics:
+                floors["mixture_loglik"] = mixture_log_likelihood(mix, self.reference)
+            if mix is not None and "nll" in self.metrics:
+                # The exact NLL of the held-out points under the true density at the ODE's start time.
+                alpha, sigma = self.process.alpha_sigma(torch.tensor([self.process.t_min], dtype=torch.float64))
+                floors["nll"] = -float(mix.noised(float(alpha), float(sigma)).log_prob(self.held_out).mean())
+        elif self.classifier is not None or self.inception is not None:
+            fake = self.second_half[:min(self.settings.num_samples, len(self.second_half))]
+            floors.update(self._image_scores(fake))
+        return {k: v for k, v in floors.items() if k in self.metrics}
+
+    def _image_scores(self, fake: Tensor) -> dict[str, float]:
+        from softdiff.evaluation.features import classifier_scores, fid_kid
+
+        out: dict[str, float] = {}
+        if {"fid", "kid"} & set(self.metrics):
+            n = min(len(self.reference), len(fake))
+            res = fid_kid(self.classifier, self.reference, fake, kid_subset_size=min(n, 500), kid_subsets=20,
+                          seed=self.settings.seed)
+            out.update(fid=res["fid"], kid=res["kid"])
+        if {"confidence", "class_balance"} & set(self.metrics):
+            out.update(classifier_scores(self.classifier, fake))
+        if self.inception is not None:
+            from softdiff.evaluation.inception import inception_fid_kid
+
+            n = min(len(self.reference), len(fake))
+            res = inception_fid_kid(self.reference, fake, self.inception, kid_subset_size=min(n, 1000),
+                                    kid_subsets=20, seed=self.settings.seed)
+            out.update(inception_fid=res["fid"], inception_kid=res["kid"])
+        return out
+
+    def evaluate(self, model, final: bool) -> tuple[dict[str, float], Tensor]:
+        """Metrics of ``model`` (likelihood and score errors only when ``final``), and its samples (data space)."""
+        model.eval()
+        x = draw_samples(model, self.scheduler_config, self.dataset, self.settings)
+        out: dict[str, float] = {}
+        if not torch.isfinite(x).all():
+            return {name: math.nan for name in self.metrics}, x
+        if self.dataset.kind == "vector":
+            for name in self.metrics:
+                if name in SAMPLE_METRICS:
+                    out[name] = self._sample_metric(name, x, self.reference)
+            if "mixture_loglik" in self.metrics:
+                out["mixture_loglik"] = mixture_log_likelihood(self.dataset.analytic, x)
+        elif self.classifier is not None or self.inception is not None:
+            out.update(self._image_scores(x))
+        if final:
+            out.update(self._density_metrics(model))
+        return {k: v for k, v in out.items() if k in self.metrics or k.startswith("score_error@")}, x
+
+    def _density_metrics(self, model) -> dict[str, float]:
+        out: dict[str, float] = {}
+        field, process = model_field_fn(model, self.scheduler_config), self.process
+        ode = {"rtol": self.settings.ode_tol, "atol": self.settings.ode_tol,
+               "options": {"max_num_steps": self.settings.ode_max_steps}}
+        try:
+            if "nll" in self.metrics:
+                out["nll"] = -float(log_likelihood(field, process, self.held_out.float(), **ode).mean())
+            if "bpd" in self.metrics:
+                out["bpd"] = float(bits_per_dim(field, process, self.held_out.float(), num_levels=17,
+                                                seed=self.settings.seed, **ode).mean())
+        except AssertionError as err:  # torchdiffeq gives up on a stiff field: "max_num_steps" / "underflow in dt"
+            if "max_num_steps" not in str(err) and "underflow" not in str(err):
+                raise
+            out.update({name: math.nan for name in ("nll", "bpd") if name in self.metrics and name not in out})
+        if "score_error" in self.metrics:
+            ts = torch.tensor(self.settings.score_timesteps, dtype=torch.float64)
+            alphas, sigmas = process.alpha_sigma(ts)
+            score = model_score_fn(model, self.scheduler_config)
+            errs = score_error(lambda x, t: score(x.float(), t.float()), self.dataset.analytic, alphas, sigmas, ts,
+                               n=512, seed=HELD_OUT_SEED + 2)
+            # Times sigma^2: the epsilon-prediction error |eps_hat - eps*|^2 / D, comparable across noise levels.
+            scaled = errs * sigmas**2
+            out["score_error"] = float(scaled.mean())
+            out.update({f"score_error@{int(t)}": float(e) for t, e in zip(ts.tolist(), scaled.tolist())})
+        return out

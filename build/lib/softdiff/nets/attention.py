@@ -1,0 +1,67 @@
+"""Multi-head value-softmax self-attention ``V softmax(Q K^T / sqrt(d))`` with alternative normalisations."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from softdiff.nets.activations import relu_normalize
+
+
+def _softmax(logits: Tensor) -> Tensor:
+    return torch.softmax(logits, dim=-1)
+
+
+def _sigmoid(logits: Tensor) -> Tensor:
+    # Unnormalised; the -log(N) bias keeps the total weight O(1) at init (sigmoid-attention practice).
+    return torch.sigmoid(logits - math.log(logits.shape[-1]))
+
+
+# relu_norm is unscaled here (rows on the simplex, like softmax); the activation of the same name is m times it.
+ATTENTION_NORMALIZATIONS = {"softmax": _softmax, "sigmoid": _sigmoid, "relu_norm": relu_normalize}
+
+
+class ValueSoftmaxAttention(nn.Module):
+    """Self-attention over tokens (B, N, dim) with ``num_heads`` heads and a choice of score normalisation.
+
+    ``softmax`` without probabilities requested runs ``F.scaled_dot_product_attention`` (the fused path);
+    ``forward(x, return_probs=True)`` or ``record_probs = True`` computes the probabilities explicitly
+    (the probes read ``last_probs``). ``num_special_tokens`` marks register/sink tokens at positions 0..R-1.
+    """
+
+    def __init__(self, dim: int, num_heads: int = 4, normalization: str = "softmax", qkv_bias: bool = True,
+                 dropout: float = 0.0):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim={dim} must be divisible by num_heads={num_heads}")
+        if normalization not in ATTENTION_NORMALIZATIONS:
+            raise ValueError(f"unknown attention normalization {normalization!r}; "
+                             f"choose one of: {', '.join(ATTENTION_NORMALIZATIONS)}")
+        self.num_heads, self.head_dim, self.normalization = num_heads, dim // num_heads, normalization
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.dropout = dropout
+        self.record_probs = False
+        self.last_probs: Tensor | None = None
+        self.num_special_tokens = 0
+
+    def attention_probs(self, q: Tensor, k: Tensor) -> Tensor:
+        """Normalised attention weights (B, heads, N, N) from per-head queries and keys."""
+        logits = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)
+        return ATTENTION_NORMALIZATIONS[self.normalization](logits)
+
+    def forward(self, x: Tensor, return_probs: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        q, k, v = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.num_heads)
+        drop = self.dropout if self.training else 0.0
+        if self.normalization == "softmax" and not (return_probs or self.record_probs):
+            out, probs = F.scaled_dot_product_attention(q, k, v, dropout_p=drop), None
+        else:
+            probs = self.attention_probs(q, k)
+            out = F.dropout(probs, drop, self.training) @ v
+        if self.record_probs:
+            self.last_probs = probs.detach()
+        out = self.proj(rearrange(out, "b h n d -> b n (h d)"))
+        return (out, probs) if return_probs else out

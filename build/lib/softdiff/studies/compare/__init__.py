@@ -1,0 +1,1 @@
+"""The comparison runner: many runs (activations x seeds) -> one report."""

@@ -1,0 +1,1 @@
+"""Attention-sink and massive-activation probes of trained score networks."""

@@ -1,0 +1,32 @@
+"""``softdiff regress``: every softmax-regression solver and scipy's on generated instances, one report."""
+from __future__ import annotations
+
+from typing import Sequence
+
+from softdiff.command_line import add_overrides, command_parser, config_path, overrides, parse
+from softdiff.config import load_config
+from softdiff.studies.softmax_regression.study import RegressConfig, run_study
+
+DEFAULT_PRESET = "default"
+
+
+def parser():
+    p = command_parser(
+        "softdiff regress", "Softmax regression (docs/theory.md, section 2): Newton, approximate Newton, Newton-CG "
+        "and gradient descent against scipy's L-BFGS-B, BFGS and trust-ncg on generated instances.",
+        ["softdiff regress                                  # four instances up to n=20000, about a minute",
+         "softdiff regress --preset quick --output-dir runs/regress_quick",
+         "softdiff regress 'methods=[newton,approx_newton]' tol=1e-10 seed=3",
+         "softdiff regress --config my_instances.yaml --quiet"],
+        presets="regress", default_preset=DEFAULT_PRESET, output_help="report folder (default: the config's output_dir)")
+    add_overrides(p, "tol=1e-10")
+    return p
+
+
+def main(argv: Sequence[str]) -> int:
+    args = parse(parser(), argv)
+    cfg = load_config(RegressConfig, config_path(args, "regress", DEFAULT_PRESET), overrides(args))
+    out = run_study(cfg, " ".join(["softdiff regress", *argv]), **({"log": lambda *_: None} if args.quiet else {}))
+    if args.quiet:
+        print(f"wrote {out / 'report.md'} and {out / 'results.json'}")
+    return 0

@@ -1,0 +1,1 @@
+"""Gradient flow on the value-softmax model: the dynamics, the paper presets, plots and the command."""

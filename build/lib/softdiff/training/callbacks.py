@@ -1,0 +1,71 @@
+"""Training callbacks: what the loop does besides learning (previews, diagnostics) plugs in from outside.
+
+The loop calls every callback on the main process only, with a :class:`TrainState`; a callback returns a dict
+to append to ``metrics.jsonl`` at that step, or None. ``on_step_end`` runs only after the steps where ``due(step)``
+is true, so the other processes wait only on those steps. ``claims`` names the config keys a callback
+carries out: a key set in the config that no callback claims is reported instead of silently ignored.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+@dataclass
+class TrainState:
+    """What a callback may read; ``model`` is the unwrapped live model, ``ema`` diffusers' EMAModel."""
+
+    cfg: Any
+    dataset: Any
+    process: Any
+    scheduler_config: dict
+    output_dir: Path
+    device: torch.device
+    start: int
+    step: int = 0
+    model: Any = None
+    ema: Any = None
+
+
+class TrainerCallback:
+    """Base class: every hook does nothing."""
+
+    claims: tuple[str, ...] = ()
+
+    def on_train_begin(self, state: TrainState) -> dict | None:
+        return None
+
+    def due(self, step: int) -> bool:
+        return False
+
+    def on_step_end(self, state: TrainState) -> dict | None:
+        return None
+
+
+class PreviewCallback(TrainerCallback):
+    """A picture of EMA samples every ``sample.every`` steps and at the end, in ``OUTPUT/samples/``."""
+
+    claims = ("sample.every",)
+
+    def __init__(self, every: int, total_steps: int):
+        self.every, self.total_steps = every, total_steps
+
+    def due(self, step: int) -> bool:
+        return bool(self.every and step % self.every == 0) or step == self.total_steps
+
+    def on_step_end(self, state: TrainState) -> dict | None:
+        from softdiff.training.previews import write_preview  # matplotlib only when a preview is drawn
+
+        write_preview(state.model, state.ema, state.scheduler_config, state.dataset, state.cfg,
+                      state.output_dir / "samples" / f"step-{state.step}.png", state.device)
+        return None
+
+
+def unclaimed_keys(cfg, callbacks) -> list[str]:
+    """Config keys that ask for a callback's work (non-zero) while no callback in ``callbacks`` claims them."""
+    claimed = {key for cb in callbacks for key in cb.claims}
+    wanted = {"diagnostics.ntk_every": cfg.diagnostics.ntk_every}
+    return [key for key, value in wanted.items() if value and key not in claimed]

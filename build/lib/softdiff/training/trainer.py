@@ -1,0 +1,308 @@
+"""The training loop on accelerate: one CPU, one GPU, or many with ``accelerate launch`` / ``torchrun``."""
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import ProjectConfiguration
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
+from tqdm.auto import tqdm
+
+from softdiff.config import save_config
+from softdiff.data import Dataset, dataset_from_config
+from softdiff.data.augment import flip, flip_mask
+from softdiff.data.loader import BatchStream, check_batch_fits, draw_indices, take_slice
+from softdiff.diffusion.objectives import diffusion_loss, loss_weight, training_target
+from softdiff.diffusion.process import ForwardProcess
+from softdiff.diffusion.sampling import NULL_LABEL
+from softdiff.diffusion.schedulers import training_scheduler_config
+from softdiff.errors import ConfigError, SoftdiffError
+from softdiff.safe_io import is_disk_full, write_json, write_text
+from softdiff.training.checkpoints import Checkpoints, DiskFullError, ema_weights, list_checkpoints
+from softdiff.training.config import TrainConfig
+from softdiff.training.models import build_model, save_model
+from softdiff.training.preflight import out_of_memory_message, preflight
+from softdiff.training.callbacks import PreviewCallback, TrainerCallback, TrainState, unclaimed_keys
+from softdiff.training.run_lock import lock_run_folder
+
+MAX_CONSECUTIVE_SKIPS = 10
+
+
+class TrainingError(SoftdiffError):
+    """The run cannot go on (non-finite loss); nothing corrupt was saved."""
+
+    exit_code = 1
+
+
+def step_generator(seed: int, step: int, micro: int) -> torch.Generator:
+    """The RNG of one micro-batch, a pure function of (seed, step): resume and data parallelism stay exact."""
+    state = np.random.SeedSequence([seed, step, micro]).generate_state(2)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+def draw_batch(dataset: Dataset, process: ForwardProcess, cfg: TrainConfig, step: int, micro: int, rank: int,
+               world: int, batches: BatchStream | None = None):
+    """The global batch of one micro-step (identical on every process), and this process's slice of it:
+    noisy inputs, model timesteps, targets, loss weights and (class-conditional runs) labels, NULL_LABEL where
+    dropped. Lazy sets decode only this slice (through ``batches``' workers when given)."""
+    g = step_generator(cfg.train.seed, step, micro)
+    d, size = cfg.diffusion, cfg.train.batch_size
+    if dataset.lazy:  # the same first draw as in-memory sets; the images are decoded below
+        x0 = draw_indices(len(dataset), size, g)
+        labels = dataset.labels[x0] if dataset.labels is not None else None
+    else:
+        x0, labels = dataset.sample(size, g)
+    t = process.draw_timesteps(size, g, d.timestep_density, d.density_mean, d.density_std)
+    noise = torch.randn((size, *dataset.shape), generator=g)
+    use_labels = labels is not None and cfg.data.class_conditional
+    if use_labels and cfg.train.label_dropout:  # classifier-free guidance learns the unconditional model too
+        labels = torch.where(torch.rand(size, generator=g) < cfg.train.label_dropout, NULL_LABEL, labels)
+    lo, hi = rank * size // world, (rank + 1) * size // world
+    x0 = take_slice(dataset, x0, lo, hi, cfg.data.skip_bad_files, batches, step, micro)
+    if cfg.data.random_flip:
+        x0 = flip(x0, flip_mask(cfg.train.seed, step, micro, size)[lo:hi])
+    t, noise = t[lo:hi], noise[lo:hi]
+    labels = labels[lo:hi] if use_labels else None
+    alpha, sigma = process.alpha_sigma(t, x0.dim())
+    x_t = alpha * x0 + sigma * noise
+    target = training_target(process.prediction_type, x0, noise, alpha, sigma)
+    weight = loss_weight(d.loss_weighting, process.prediction_type, alpha, sigma, d.min_snr_gamma, d.sigma_data)
+    return x_t, t, target, weight, labels
+
+
+def batch_stream(dataset: Dataset, cfg: TrainConfig, start: int, end: int, rank: int, world: int):
+    """Lazy sets: this process's slices of steps ``start`` to ``end``, decoded ahead by ``data.num_workers``."""
+    if not dataset.lazy:
+        return None
+    size = cfg.train.batch_size
+    keys = [(s, m) for s in range(start, end) for m in range(cfg.train.grad_accum)]
+    indices_of = lambda s, m: draw_indices(len(dataset), size, step_generator(cfg.train.seed, s, m))  # noqa: E731
+    return BatchStream(dataset, cfg.data, keys, indices_of, rank * size // world, (rank + 1) * size // world)
+
+
+def scheduler_config_of(cfg: TrainConfig) -> dict:
+    """The training scheduler config (the forward process) that ``cfg.diffusion`` describes."""
+    d = cfg.diffusion
+    prediction_type = "flow" if d.objective == "flow" else d.prediction_type
+    return training_scheduler_config(d.beta_schedule, prediction_type, d.num_train_timesteps, d.ou_t_min,
+                                     d.ou_t_max, d.flow_shift)
+
+
+class MetricsLog:
+    """``metrics.jsonl``: one JSON object per logged step; on resume, lines past the resumed step are dropped,
+    and so is a line torn by a kill mid-write (the file is rewritten atomically)."""
+
+    def __init__(self, path: Path, resume_step: int, enabled: bool):
+        self.path, self.enabled = path, enabled
+        if enabled and path.exists():
+            keep, torn = [], 0
+            for line in path.read_text(errors="replace").splitlines():
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    torn += bool(line.strip())
+                    continue
+                if isinstance(record, dict) and record.get("step", 0) <= resume_step:
+                    keep.append(line)
+            if torn:
+                warnings.warn(f"dropped {torn} unreadable line(s) of '{path}' (a write cut short)", stacklevel=2)
+            write_text(path, "".join(line + "\n" for line in keep))
+
+    def write(self, record: dict) -> None:
+        if self.enabled:
+            with self.path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+def _make_accelerator(cfg: TrainConfig, out: Path) -> Accelerator:
+    project = ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs"))
+    log_with = None
+    try:  # TensorBoard logs only where tensorboard is installed
+        import tensorboard  # noqa: F401
+        log_with = "tensorboard"
+    except ImportError:
+        pass
+    # cpu=True when there is no GPU: then torchrun's processes form a real gloo process group (multi-CPU DDP).
+    # step_scheduler_with_optimizer=False: the LR schedule counts optimizer steps, whatever the process count
+    # (accelerate would otherwise step it once per process and warm up twice as fast on two processes).
+    return Accelerator(mixed_precision=cfg.train.mixed_precision, gradient_accumulation_steps=cfg.train.grad_accum,
+                       project_config=project, log_with=log_with, cpu=not torch.cuda.is_available(),
+                       step_scheduler_with_optimizer=False)
+
+
+def _param_checksum(model) -> float:
+    """A float64 fingerprint of the weights, compared across processes at the end of a run."""
+    return float(sum((p.detach().double() * (i + 1)).sum() for i, p in enumerate(model.parameters())))
+
+
+def train(cfg: TrainConfig, resume: str | None = None, quiet: bool = False, stop_after: int = 0,
+          callbacks: Sequence[TrainerCallback] = ()) -> Path:
+    """Train the run described by ``cfg`` into ``cfg.output_dir`` and return that folder.
+
+    ``callbacks`` (:mod:`softdiff.training.callbacks`) run on the main process besides the preview pictures,
+    e.g. ``softdiff.studies.ntk.NTKDriftCallback`` for ``diagnostics.ntk_every``.
+
+    ``stop_after`` > 0 ends this invocation (with a checkpoint) after that many steps, e.g. to split a run
+    over jobs with a time limit; ``resume="latest"`` continues it exactly (``"auto"``: or starts from step 0
+    when no checkpoint loads). Inputs are checked first; the folder is locked for the whole run (a second run
+    into it stops at once); a full disk or an allocation failure becomes one sentence.
+    """
+    from accelerate import PartialState
+
+    out = Path(cfg.output_dir)
+    preflight(cfg, resume)
+    callbacks = [PreviewCallback(cfg.sample.every, cfg.train.steps), *callbacks]
+    if unclaimed := unclaimed_keys(cfg, callbacks):
+        raise ConfigError(f"{unclaimed[0]} is set but no callback carries it out; pass the study's callback to "
+                          "train() (softdiff train and softdiff compare do), or set it to 0.")
+    lock = lock_run_folder(out, PartialState(cpu=not torch.cuda.is_available()))
+    try:
+        return _train(cfg, resume, quiet, stop_after, callbacks)
+    except SoftdiffError:
+        raise
+    except Exception as err:
+        if is_disk_full(err, out):
+            saved = [p.name for _, p in list_checkpoints(out / "checkpoints")]
+            intact = f"the newest checkpoint '{saved[0]}' is intact" if saved else "no checkpoint was saved yet"
+            where = getattr(err, "filename", None) or (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise DiskFullError(f"no space left on device while writing into '{out}' ({where}); {intact}. Free "
+                                "space, then continue with --resume latest.") from None
+        message = out_of_memory_message(cfg, err) if isinstance(err, (MemoryError, RuntimeError)) else None
+        if message is None:
+            raise
+        raise ConfigError(message) from None
+    finally:
+        lock.release()
+
+
+def _train(cfg: TrainConfig, resume: str | None, quiet: bool, stop_after: int,
+           callbacks: Sequence[TrainerCallback]) -> Path:
+    out = Path(cfg.output_dir)
+    dataset = dataset_from_config(cfg.data, out / "data_index.json")  # the run's file list: resume reads the same
+    check_batch_fits(dataset, cfg.train.batch_size)
+    if cfg.data.class_conditional and dataset.num_classes is None:
+        raise ConfigError(f"data.class_conditional=true but dataset '{cfg.data.name}' has no labels.")
+    accelerator = _make_accelerator(cfg, out)
+    world, rank = accelerator.num_processes, accelerator.process_index
+    if cfg.train.batch_size % world:
+        raise ConfigError(f"train.batch_size={cfg.train.batch_size} must be divisible by the {world} processes.")
+    scheduler_config = scheduler_config_of(cfg)
+    process = ForwardProcess(scheduler_config)
+
+    torch.manual_seed(cfg.train.seed)  # model init (and dropout) draw from the global RNG; accelerate saves it
+    model = build_model(cfg, dataset)
+    ema = EMAModel(model.parameters(), decay=cfg.train.ema_decay, model_cls=type(model), model_config=model.config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    lr_scheduler = get_scheduler(cfg.train.lr_schedule, optimizer, num_warmup_steps=cfg.train.warmup_steps,
+                                 num_training_steps=cfg.train.steps)
+    model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
+    ema.to(accelerator.device)  # saved by Checkpoints as safetensors + JSON (not accelerate's pickle path)
+    forward = torch.compile(model) if cfg.train.compile else model
+
+    checkpoint_dir = out / "checkpoints"
+    checkpoints = Checkpoints(accelerator, checkpoint_dir, cfg.train.checkpoints_total_limit, model, optimizer,
+                              lr_scheduler, ema)
+    start = checkpoints.resume(resume, quiet)
+    if start > cfg.train.steps:
+        raise ConfigError(f"the checkpoint resumed from is at step {start}, past train.steps={cfg.train.steps}; "
+                          f"set train.steps to at least {start}.")
+    if accelerator.is_main_process:
+        (out / "samples").mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+        write_json(out / "train_summary.json", {"step": start, "finished": False}, indent=2)
+    if accelerator.log_with:
+        accelerator.init_trackers("softdiff", config={k: str(v) for k, v in asdict(cfg).items()})
+    log = MetricsLog(out / "metrics.jsonl", start, accelerator.is_main_process)
+    state = TrainState(cfg, dataset, process, scheduler_config, out, accelerator.device, start, start,
+                       accelerator.unwrap_model(model), ema)
+    if accelerator.is_main_process:
+        for callback in callbacks:
+            if record := callback.on_train_begin(state):
+                log.write({"step": start, **record})
+
+    bar = tqdm(total=cfg.train.steps, initial=start, disable=quiet or not accelerator.is_local_main_process,
+               desc="training", dynamic_ncols=True)
+    losses, skips, t_last, t0 = [], 0, time.perf_counter(), time.perf_counter()
+    model.train()
+    end = min(cfg.train.steps, start + stop_after) if stop_after else cfg.train.steps
+    batches = batch_stream(dataset, cfg, start, end, rank, world)
+    for step in range(start, end):
+        step_loss = torch.zeros((), device=accelerator.device)
+        for micro in range(cfg.train.grad_accum):
+            x_t, t, target, weight, labels = draw_batch(dataset, process, cfg, step, micro, rank, world, batches)
+            x_t, t, target, weight = (v.to(accelerator.device) for v in (x_t, t, target, weight))
+            kwargs = {"class_labels": labels.to(accelerator.device)} if labels is not None else {}
+            with accelerator.accumulate(model), accelerator.autocast():
+                loss = diffusion_loss(forward(x_t, t, **kwargs), target, weight).mean()
+                # accelerate's reduce knows sum and mean only: finite everywhere iff the count is the world size.
+                finite = accelerator.reduce(torch.isfinite(loss).float(), reduction="sum").item() == world
+                if finite:
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and cfg.train.grad_clip:
+                        accelerator.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+                    step_loss += loss.detach() / cfg.train.grad_accum
+                else:
+                    break
+        if not finite:
+            optimizer.zero_grad(set_to_none=True)
+            skips += 1
+            if cfg.train.on_nonfinite == "stop" or skips > MAX_CONSECUTIVE_SKIPS:
+                bar.close()
+                raise TrainingError(
+                    f"the loss became non-finite at step {step + 1} (train.lr={cfg.train.lr}); nothing was saved "
+                    f"after the last checkpoint in '{checkpoint_dir}'. Lower train.lr, or set "
+                    f"train.on_nonfinite=skip to skip such steps.")
+            continue
+        skips = 0
+        optimizer.step()
+        lr_scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        ema.step(model.parameters())
+        done = step + 1
+        losses.append(accelerator.reduce(step_loss, reduction="mean").item())
+        bar.update(1)
+        if done % cfg.train.log_every == 0 or done == cfg.train.steps:
+            now = time.perf_counter()
+            record = {"step": done, "loss": float(np.mean(losses)), "lr": lr_scheduler.get_last_lr()[0],
+                      "samples_per_s": len(losses) * cfg.train.batch_size * cfg.train.grad_accum / (now - t_last),
+                      "wall_time": now - t0}
+            if batches is not None and batches.skipped:
+                record["skipped_files"] = len(batches.skipped)
+            log.write(record)
+            accelerator.log({k: v for k, v in record.items() if k != "step"}, step=done)
+            bar.set_postfix(loss=f"{record['loss']:.4f}")
+            losses, t_last = [], now
+        if done % cfg.train.checkpoint_every == 0 or done == end:
+            checkpoints.save(done)
+        if due := [callback for callback in callbacks if callback.due(done)]:
+            if accelerator.is_main_process:
+                state.step = done
+                for callback in due:
+                    if record := callback.on_step_end(state):
+                        log.write({"step": done, **record})
+            accelerator.wait_for_everyone()
+    bar.close()
+    if batches is not None:
+        batches.close()
+    checksums = accelerator.gather(torch.tensor([_param_checksum(model)], dtype=torch.float64,
+                                                device=accelerator.device)).tolist()
+    if end == cfg.train.steps and accelerator.is_main_process:  # each folder appears complete or not at all
+        unwrapped = accelerator.unwrap_model(model)
+        save_model(unwrapped, out / "model", scheduler_config, dataset)
+        with ema_weights(ema, unwrapped):
+            save_model(unwrapped, out / "model_ema", scheduler_config, dataset)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:  # written last: "finished" means the saved models are complete
+        summary = {"step": end, "finished": end == cfg.train.steps, "num_processes": world,
+                   "rank_weight_checksums": checksums, "wall_time": time.perf_counter() - t0}
+        write_json(out / "train_summary.json", summary, indent=2)
+    accelerator.end_training()
+    return out
