@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from softdiff.studies.value_flow.dynamics import (
-    LOSSES, NORMALISATIONS, _TiedProblem, _ValueSoftmaxProblem, get_loss, get_normalisation, objective,
-    tied_value_softmax_flow, value_softmax_flow,
-)
+from softdiff.studies.value_flow.integrate import FlowIntegrationError, value_softmax_flow
+from softdiff.studies.value_flow.losses import LOSSES, get_loss
+from softdiff.studies.value_flow.normalisations import NORMALISATIONS, get_normalisation
+from softdiff.studies.value_flow.presets import preset_cases, run_case
+from softdiff.studies.value_flow.problem import TiedProblem, ValueSoftmaxProblem, objective
 
 D, N, B = 5, 6, 3
 
@@ -37,7 +38,7 @@ def problem_inputs(loss, seed=0):
 @pytest.mark.parametrize("loss", list(LOSSES))
 def test_hand_gradients_match_autograd(loss, normalization):
     V, a, target, design = problem_inputs(loss)
-    problem = _ValueSoftmaxProblem(get_normalisation(normalization), get_loss(loss), target, design)
+    problem = ValueSoftmaxProblem(get_normalisation(normalization), get_loss(loss), target, design)
     _, value, gV, ga = problem.grads(V, a)
     Vr, ar = V.clone().requires_grad_(), a.clone().requires_grad_()
     ref = objective(Vr, ar, loss, target, normalization, design)
@@ -52,7 +53,7 @@ def test_tied_gradients_match_autograd(loss):
     U, a, target, _ = problem_inputs(loss)
     U = rn(B, D, D, seed=7) * 0.5
     a = a[:, :D]
-    problem = _TiedProblem(get_normalisation("softmax"), get_loss(loss), target, None)
+    problem = TiedProblem(get_normalisation("softmax"), get_loss(loss), target, None)
     _, _, gU, ga = problem.grads(U, a)
     Ur, ar = U.clone().requires_grad_(), a.clone().requires_grad_()
     auto_U, auto_a = torch.autograd.grad(objective(Ur, ar, loss, target, tied=True).sum(), (Ur, ar))
@@ -144,7 +145,7 @@ def test_tied_model_dominant_column_grows():
     a0 = 1 + 0.1 * rn(Dt, seed=41)
     b = rn(Dt, seed=42)
     b = b / b.norm()
-    hist = tied_value_softmax_flow(torch.eye(Dt, dtype=torch.float64), a0, "logistic", b, lr=0.05, steps=3000)
+    hist = value_softmax_flow(torch.eye(Dt, dtype=torch.float64), a0, "logistic", b, lr=0.05, steps=3000, tied=True)
     assert hist.max_share[-1] > 0.9
     assert hist.dominant_norm[-1] > 2.0 > 1.0 == pytest.approx(hist.dominant_norm[0].item())
     assert hist.value_norms[-1].median() < 1.5
@@ -174,8 +175,6 @@ def test_shape_mismatch_is_reported():
 
 @pytest.mark.slow
 def test_e2_normalised_maps_polarise_and_sigmoid_does_not():
-    from softdiff.studies.value_flow.dynamics import preset_cases, run_case
-
     cases = {c.label: c for c in preset_cases("E2", num_seeds=3, seed=100)}
     final = {norm: run_case(cases[f"logistic/{norm}"], steps=10_000).s[-1]
              for norm in ("softmax", "l1", "l2", "relu_norm", "sigmoid", "sum")}
@@ -209,7 +208,9 @@ def test_flow_cli_writes_results_and_plots(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, match", [
-    (["--preset", "E9"], "preset='E9' is not valid"),
+    (["--preset", "E9"], "--preset 'E9' is not valid"),
+    (["protocol=E9"], "protocol='E9' is not valid"),
+    (["rng=mt"], "rng='mt' is not valid"),
     (["seeds=0"], "seeds=0 must be positive"),
     (["stepz=10"], "unknown config key 'stepz'"),
     (["method=adam"], "method='adam' is not valid"),
@@ -224,8 +225,6 @@ def test_flow_cli_bad_input_exits_2_with_one_line(argv, match, tmp_path, capsys)
 
 def test_e4_entropy_decreases_with_condition_number():
     """E4's draws (seed 0), all kappas batched; lr 3e-2 x 1e4 steps covers the same time t = 300 as the protocol."""
-    from softdiff.studies.value_flow.dynamics import preset_cases
-
     cases = preset_cases("E4", num_seeds=1, seed=0)
     X = torch.cat([c.kwargs["design"] for c in cases])
     conds = torch.linalg.cond(X)
@@ -241,10 +240,25 @@ def test_e4_entropy_decreases_with_condition_number():
 
 def test_stiff_flow_raises_a_clear_error():
     """E2's l1 map under logistic loss is non-smooth where shares hit 0: the adaptive solver gives up cleanly."""
-    from softdiff.studies.value_flow.dynamics import FlowIntegrationError, preset_cases, run_case
     from softdiff.errors import SoftdiffError
 
     case = {c.label: c for c in preset_cases("E2", 1, 0)}["logistic/l1"]
     with pytest.raises(FlowIntegrationError, match="use method='gd'") as info:
         run_case(case, method="flow", steps=20_000, max_ode_steps=300)
     assert isinstance(info.value, SoftdiffError)  # the CLI prints it as one line
+
+
+def test_relu_norm_is_one_map_across_flow_attention_and_activations():
+    """The flow's relu_norm, attention's relu_norm and the activation relu_norm / m are the same map, and it is
+    the notebook's ``max(0, z) / (sum max(0, z) + 1e-10)`` (all-negative rows give 0)."""
+    from softdiff.nets.activations import relu_norm, relu_normalize
+    from softdiff.nets.attention import ATTENTION_NORMALIZATIONS
+
+    z = rn(4, 7, seed=51)
+    z[0] = -z[0].abs()  # a row with no active unit
+    ref = np.maximum(0, z.numpy()) / (np.maximum(0, z.numpy()).sum(-1, keepdims=True) + 1e-10)
+    flow = NORMALISATIONS["relu_norm"].forward(z)
+    assert np.array_equal(flow.numpy(), relu_normalize(z).numpy())
+    assert np.allclose(flow.numpy(), ref, rtol=1e-15, atol=0) and (flow[0] == 0).all()
+    assert torch.equal(ATTENTION_NORMALIZATIONS["relu_norm"](z), flow)
+    assert torch.allclose(relu_norm(z), 7 * flow, rtol=1e-15)
