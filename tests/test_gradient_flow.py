@@ -203,7 +203,7 @@ def test_flow_cli_writes_results_and_plots(tmp_path, capsys):
     measured_kl = float(results["cases"]["cross_entropy"]["summary"][0]["measured"])
     assert measured_kl == pytest.approx(sum(hist["loss"][-1]) / 2, rel=0.05)
     assert results["config"]["steps"] == 300
-    for name in ("shares.png", "entropy.png", "projections.png"):
+    for name in ("shares.png", "entropy.png", "projections.png", "gradients.png"):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
 
 
@@ -262,3 +262,89 @@ def test_relu_norm_is_one_map_across_flow_attention_and_activations():
     assert np.allclose(flow.numpy(), ref, rtol=1e-15, atol=0) and (flow[0] == 0).all()
     assert torch.equal(ATTENTION_NORMALIZATIONS["relu_norm"](z), flow)
     assert torch.allclose(relu_norm(z), 7 * flow, rtol=1e-15)
+
+
+def _np_softmax(z):
+    e = np.exp(z - z.max())
+    return e / e.sum()
+
+
+def test_e1_numpy_rng_follows_the_notebook_update_step_by_step():
+    """rng=numpy seed=123: the notebook's draws (W, a = 0 * randn, beta) and its update, written here in NumPy."""
+    rs = np.random.RandomState(123)
+    W, a, beta = 0.1 * rs.randn(8, 8), 0 * rs.randn(8), rs.randn(8)
+    beta = beta / np.linalg.norm(beta)
+    ref_a, ref_W = [a.copy()], [W.copy()]
+    for _ in range(40):
+        s = _np_softmax(a)
+        c = 1.0 / (1.0 + np.exp(beta @ (W @ s)))
+        v = -c * (W.T @ beta)
+        gW, ga = -c * np.outer(beta, s), s * v - s * (s @ v)
+        W, a = W - 0.1 * gW, a - 0.1 * ga
+        ref_a.append(a.copy()), ref_W.append(W.copy())
+    case = preset_cases("E1", num_seeds=1, seed=123, rng="numpy")[0]
+    hist = run_case(case, steps=40, record_every=1)
+    assert np.abs(hist.a[:, 0].numpy() - np.array(ref_a)).max() < 1e-14
+    assert np.abs(hist.V[0].numpy() - ref_W[-1]).max() < 1e-14
+    assert np.abs(hist.a[-1, 0].numpy()).max() > 1e-4  # the logits did move
+    assert preset_cases("E1", 1, None, "numpy")[0].kwargs["V0"].equal(case.kwargs["V0"])  # default seed = 123
+
+
+def test_e2_numpy_rng_reseeds_before_drawing_v():
+    """The notebook reseeds 42 before V, so V's first row is 0.1 x beta*'s raw draw; a = 1 + 0.1 N."""
+    rs = np.random.RandomState(42)
+    raw = rs.randn(10)
+    case = preset_cases("E2", 1, None, "numpy")[0]
+    V0, a0, beta = (case.kwargs[k][0].numpy() for k in ("V0", "a0", "target"))
+    assert np.array_equal(V0[0], 0.1 * raw) and np.allclose(beta, raw / np.linalg.norm(raw), rtol=0, atol=1e-16)
+    rs = np.random.RandomState(42)
+    rs.randn(10, 10)
+    assert np.array_equal(a0, np.ones(10) + rs.randn(10) * 0.1)
+
+
+def test_e5_numpy_rng_matches_the_notebook_with_transposed_values():
+    """The notebook's V is (d, k) with logits V^T s; softdiff's V0 is its transpose; 30 steps agree."""
+    rs = np.random.RandomState(123)
+    V, a = 0.1 * rs.randn(10, 10), 0 * rs.randn(10)
+    p = _np_softmax(10 * rs.rand(10))
+    for _ in range(30):
+        s = _np_softmax(a)
+        q = _np_softmax(V.T @ s)
+        gs = V @ (q - p)
+        V, a = V - 0.1 * np.outer(s, q - p), a - 0.1 * (s * gs - s * (s @ gs))
+    hist = run_case(preset_cases("E5", 1, None, "numpy")[0], steps=30, record_every=30)
+    assert np.abs(hist.V[0].numpy() - V.T).max() < 1e-14 and np.abs(hist.a_final[0].numpy() - a).max() < 1e-14
+
+
+@pytest.mark.parametrize("rng", ["torch", "numpy"])
+def test_e4_design_has_linear_singular_values(rng):
+    for kind, expected in (("linear", np.linspace), ("geometric", np.geomspace)):
+        for case, kappa in zip(preset_cases("E4", 2, None, rng, kind), range(1, 6)):
+            sv = torch.linalg.svdvals(case.kwargs["design"]).numpy()  # (2, 20), descending
+            assert np.allclose(sv, expected(1, 1 / kappa, 20), rtol=1e-12, atol=1e-13), (kind, kappa)
+
+
+def test_median_of_even_length_is_the_mean_of_the_two_middle_values():
+    from softdiff.studies.value_flow.summaries import median
+
+    x = torch.tensor([[4.0, 1.0, 3.0, 2.0], [1.0, 1.0, 5.0, 9.0]], dtype=torch.float64)
+    assert median(x).tolist() == [2.5, 3.0]
+    assert median(torch.tensor([3.0, 1.0, 2.0])).item() == 2.0
+    odd = rn(7, 9, seed=61)
+    assert torch.equal(median(odd), odd.median(-1).values)
+
+
+def test_endings_are_counted_on_the_normalised_shares():
+    from softdiff.studies.value_flow.summaries import endings
+
+    s = torch.tensor([[0.995, 0.005, 0.0], [0.51, 0.49, 0.0], [0.6, 0.3, 0.1], [3.16, -2.16, 0.0]])
+    assert endings(s) == {"one-hot": 1, "two-sparse": 2, "other": 1}  # 3.16 / 5.32 is not one-hot
+
+
+def test_history_records_both_gradient_norms():
+    V, a, target, _ = problem_inputs("logistic")
+    hist = value_softmax_flow(V, a, "logistic", target, lr=0.1, steps=3, record_every=3)
+    problem = ValueSoftmaxProblem(get_normalisation("softmax"), get_loss("logistic"), target, None)
+    _, _, gV, ga = problem.grads(V, a)
+    assert torch.allclose(hist.grad_norm_V[0], gV.flatten(1).norm(dim=-1), rtol=1e-14)
+    assert torch.allclose(hist.grad_norm_a[0], ga.norm(dim=-1), rtol=1e-14)
