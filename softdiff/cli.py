@@ -1,4 +1,4 @@
-"""The ``softdiff`` command: ``softdiff train | sample | compare | ntk | regress | flow | probe``.
+"""The ``softdiff`` command: ``softdiff train | sample | compare | ntk | regress | flow | probe | sinks``.
 
 Each subcommand lives in its own module as ``main(argv) -> int``; this file only dispatches and turns
 user mistakes (:class:`SoftdiffError`, bad flags) into one line on stderr and exit code 2, and a full disk or
@@ -22,6 +22,7 @@ COMMANDS = {
     "regress": ("softdiff.studies.softmax_regression.cli", "softmax regression solvers vs scipy"),
     "flow": ("softdiff.studies.value_flow.cli", "gradient flow on the value-softmax model (presets E1-E5)"),
     "probe": ("softdiff.studies.probes.cli", "attention sink / massive-activation probes of a trained run"),
+    "sinks": ("softdiff.studies.sinks.cli", "attention sinks in small transformers (induction, classification)"),
 }
 
 
