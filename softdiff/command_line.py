@@ -64,3 +64,17 @@ def overrides(args: argparse.Namespace, output_key: str = "output_dir") -> list[
     """The ``key=value`` overrides, with ``--output-dir`` as the config's ``output_key``."""
     extra = [f"{output_key}={args.output_dir}"] if getattr(args, "output_dir", None) else []
     return [*getattr(args, "overrides", []), *extra]
+
+
+def load_with_output(args: argparse.Namespace, schema, presets: str, default_preset: str, default_output: str):
+    """The typed ``schema`` config from ``--config`` / ``--preset`` and the overrides, and its output folder
+    (``output_dir``, else ``default_output`` formatted with the config's fields), checked but not created."""
+    from dataclasses import asdict
+
+    from softdiff.config import load_config
+    from softdiff.safe_io import check_output_dir
+
+    cfg = load_config(schema, config_path(args, presets, default_preset), overrides(args))
+    out = check_output_dir("--output-dir" if args.output_dir else "output_dir",
+                           cfg.output_dir or default_output.format(**asdict(cfg)))
+    return cfg, out

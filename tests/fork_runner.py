@@ -23,7 +23,8 @@ import traceback
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRELOAD = ["torch", "diffusers", "accelerate", "matplotlib.pyplot", "softdiff.cli", "softdiff.training.trainer",
            "softdiff.training.cli", "softdiff.diffusion.cli", "softdiff.studies.compare.runner", "softdiff.studies.ntk.cli",
-           "softdiff.studies.softmax_regression.cli", "softdiff.studies.value_flow.cli", "softdiff.studies.probes.cli"]
+           "softdiff.studies.softmax_regression.cli", "softdiff.studies.value_flow.cli", "softdiff.studies.probes.cli",
+           "softdiff.studies.sinks.cli"]
 
 
 def _child(request: dict) -> int:

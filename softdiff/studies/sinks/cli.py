@@ -11,35 +11,26 @@ import time
 from dataclasses import asdict
 from typing import Sequence
 
-from softdiff.command_line import add_overrides, command_parser, config_path, overrides, parse
-from softdiff.config import load_config
-from softdiff.safe_io import check_output_dir, write_text
-from softdiff.studies.sinks.core import SinksConfig
+from softdiff.command_line import add_overrides, command_parser, load_with_output, parse
+from softdiff.safe_io import write_text
+from softdiff.studies.sinks.core import SinksConfig, run_study
+from softdiff.studies.sinks.report import TABLE_HEAD, plot_heads, plot_training, summarise, table_rows
 from softdiff.tables import print_table
 
 DEFAULT_PRESET = "induction"
 
 
-def parser():
-    p = command_parser(
-        "softdiff sinks", "Attention sinks in small transformers: induction / classification tasks per attention "
-        "normalisation and seed.",
-        ["softdiff sinks --preset induction",
-         "softdiff sinks --preset classification seeds=5 --output-dir runs/sinks/cls",
-         "softdiff sinks --preset induction attentions=[softmax,sigmoid] steps=300 --quiet"],
-        presets="sinks", default_preset=DEFAULT_PRESET, output_help="where results.json and the PNGs go")
-    add_overrides(p, "steps=300")
-    return p
+EXAMPLES = ["softdiff sinks --preset induction",
+            "softdiff sinks --preset classification seeds=5 --output-dir runs/sinks/cls",
+            "softdiff sinks --preset induction attentions=[softmax,sigmoid] steps=300 --quiet"]
 
 
 def main(argv: Sequence[str]) -> int:
-    args = parse(parser(), argv)
-    cfg = load_config(SinksConfig, config_path(args, "sinks", DEFAULT_PRESET), overrides(args))
-    out_dir = check_output_dir("--output-dir" if args.output_dir else "output_dir",
-                               cfg.output_dir or f"runs/sinks/{cfg.task}")
-    from softdiff.studies.sinks.core import run_study  # torch-heavy imports only once the config is valid
-    from softdiff.studies.sinks.report import TABLE_HEAD, plot_heads, plot_training, summarise, table_rows
-
+    p = command_parser("softdiff sinks", __doc__.splitlines()[0].split(": ", 1)[1] + " ...", EXAMPLES,
+                       presets="sinks", default_preset=DEFAULT_PRESET, output_help="where results.json and the PNGs go")
+    add_overrides(p, "steps=300")
+    args = parse(p, argv)
+    cfg, out_dir = load_with_output(args, SinksConfig, "sinks", DEFAULT_PRESET, "runs/sinks/{task}")
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     runs = run_study(cfg, progress=None if args.quiet else print)

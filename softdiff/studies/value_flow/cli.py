@@ -11,10 +11,9 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Optional, Sequence
 
-from softdiff.command_line import add_overrides, command_parser, config_path, overrides, parse
-from softdiff.config import load_config
+from softdiff.command_line import add_overrides, command_parser, load_with_output, parse
 from softdiff.errors import ConfigError, check_choice, check_device, check_finite, check_positive
-from softdiff.safe_io import check_output_dir, write_text
+from softdiff.safe_io import write_text
 from softdiff.studies.value_flow.integrate import FlowIntegrationError
 from softdiff.studies.value_flow.presets import PROTOCOLS, RNGS, SPECTRA, preset_cases, run_case
 from softdiff.studies.value_flow.summaries import SUMMARIES, endings
@@ -69,9 +68,7 @@ def parser():
 
 def main(argv: Sequence[str]) -> int:
     args = parse(parser(), argv)
-    cfg = load_config(FlowConfig, config_path(args, "flow", DEFAULT_PRESET), overrides(args))
-    out_dir = check_output_dir("--output-dir" if args.output_dir else "output_dir",
-                               cfg.output_dir or f"runs/flow/{cfg.protocol}")
+    cfg, out_dir = load_with_output(args, FlowConfig, "flow", DEFAULT_PRESET, "runs/flow/{protocol}")
     from softdiff.studies.value_flow.plots import plot_all  # matplotlib only once the config is valid
 
     out_dir.mkdir(parents=True, exist_ok=True)
