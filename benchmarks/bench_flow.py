@@ -15,7 +15,8 @@ import argparse
 import numpy as np
 import torch
 
-from softdiff.studies.value_flow.dynamics import preset_cases, value_softmax_flow
+from softdiff.studies.value_flow.integrate import value_softmax_flow
+from softdiff.studies.value_flow.presets import preset_cases
 from timing import median_time  # benchmarks/timing.py: this folder is on the path when run as a script
 
 

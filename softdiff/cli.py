@@ -1,4 +1,4 @@
-"""The ``softdiff`` command: ``softdiff train | sample | compare | ntk | regress | flow | probe | eval``.
+"""The ``softdiff`` command: ``softdiff train | sample | eval | compare | ntk | regress | flow | sinks | probe``.
 
 Each subcommand lives in its own module as ``main(argv) -> int``; this file only dispatches and turns
 user mistakes (:class:`SoftdiffError`, bad flags) into one line on stderr and exit code 2, and a full disk or
@@ -23,6 +23,7 @@ COMMANDS = {
     "flow": ("softdiff.studies.value_flow.cli", "gradient flow on the value-softmax model (presets E1-E5)"),
     "probe": ("softdiff.studies.probes.cli", "attention sink / massive-activation probes of a trained run"),
     "eval": ("softdiff.evaluation.cli", "metrics of a trained run; score samples; train the digits feature classifier"),
+    "sinks": ("softdiff.studies.sinks.cli", "attention sinks in small transformers (induction, classification)"),
 }
 
 

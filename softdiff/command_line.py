@@ -73,3 +73,17 @@ def split_positionals(values: Sequence[str]) -> tuple[list[str], list[str]]:
 
     key = re.compile(r"^[A-Za-z_][\w.]*=")
     return [v for v in values if not key.match(v)], [v for v in values if key.match(v)]
+
+
+def load_with_output(args: argparse.Namespace, schema, presets: str, default_preset: str, default_output: str):
+    """The typed ``schema`` config from ``--config`` / ``--preset`` and the overrides, and its output folder
+    (``output_dir``, else ``default_output`` formatted with the config's fields), checked but not created."""
+    from dataclasses import asdict
+
+    from softdiff.config import load_config
+    from softdiff.safe_io import check_output_dir
+
+    cfg = load_config(schema, config_path(args, presets, default_preset), overrides(args))
+    out = check_output_dir("--output-dir" if args.output_dir else "output_dir",
+                           cfg.output_dir or default_output.format(**asdict(cfg)))
+    return cfg, out

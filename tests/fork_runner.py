@@ -24,7 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRELOAD = ["torch", "diffusers", "accelerate", "matplotlib.pyplot", "softdiff.cli", "softdiff.training.trainer",
            "softdiff.commands.train", "softdiff.pipeline.cli", "softdiff.studies.compare.cli", "softdiff.studies.ntk.cli",
            "softdiff.studies.softmax_regression.cli", "softdiff.studies.value_flow.cli", "softdiff.studies.probes.cli",
-           "softdiff.evaluation.cli"]
+           "softdiff.evaluation.cli", "softdiff.studies.sinks.cli"]
 
 
 def _child(request: dict) -> int:

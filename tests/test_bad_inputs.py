@@ -244,6 +244,12 @@ CASES = [
     ("softdiff", ["flow", "--output-dir", OUT, "lr=inf"], "lr", None),
     ("softdiff", ["flow", "--output-dir", OUT, "steps=-5"], "steps", None),
     ("softdiff", ["flow", "--output-dir", "{file}"], "is a file", None),
+    ("softdiff", ["flow", "--output-dir", OUT, "rng=bogus"], "rng", None),
+    ("softdiff", ["flow", "--output-dir", OUT, "spectrum=bogus"], "spectrum", None),
+    # --- softdiff sinks
+    *[("softdiff", ["sinks", "--output-dir", OUT, f"{key}={value}"], key, None)
+      for key, value in (("attentions", "[bogus]"), ("steps", 0), ("embed_dim", 30))],
+    ("softdiff", ["sinks", "--output-dir", "{file}"], "is a file", None),
     # --- softdiff probe
     ("softdiff", ["probe", "{tmp}/nope", "--output-dir", OUT], "nope", None),
     ("softdiff", ["probe", "{img}", "{img}", "{img}", "--output-dir", OUT], "3 run folders", None),

@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from softdiff.studies.value_flow.dynamics import (
-    LOSSES, NORMALISATIONS, _TiedProblem, _ValueSoftmaxProblem, get_loss, get_normalisation, objective,
-    tied_value_softmax_flow, value_softmax_flow,
-)
+from softdiff.studies.value_flow.integrate import FlowIntegrationError, value_softmax_flow
+from softdiff.studies.value_flow.losses import LOSSES, get_loss
+from softdiff.studies.value_flow.normalisations import NORMALISATIONS, get_normalisation
+from softdiff.studies.value_flow.presets import preset_cases, run_case
+from softdiff.studies.value_flow.problem import TiedProblem, ValueSoftmaxProblem, objective
 
 D, N, B = 5, 6, 3
 
@@ -37,7 +38,7 @@ def problem_inputs(loss, seed=0):
 @pytest.mark.parametrize("loss", list(LOSSES))
 def test_hand_gradients_match_autograd(loss, normalization):
     V, a, target, design = problem_inputs(loss)
-    problem = _ValueSoftmaxProblem(get_normalisation(normalization), get_loss(loss), target, design)
+    problem = ValueSoftmaxProblem(get_normalisation(normalization), get_loss(loss), target, design)
     _, value, gV, ga = problem.grads(V, a)
     Vr, ar = V.clone().requires_grad_(), a.clone().requires_grad_()
     ref = objective(Vr, ar, loss, target, normalization, design)
@@ -52,7 +53,7 @@ def test_tied_gradients_match_autograd(loss):
     U, a, target, _ = problem_inputs(loss)
     U = rn(B, D, D, seed=7) * 0.5
     a = a[:, :D]
-    problem = _TiedProblem(get_normalisation("softmax"), get_loss(loss), target, None)
+    problem = TiedProblem(get_normalisation("softmax"), get_loss(loss), target, None)
     _, _, gU, ga = problem.grads(U, a)
     Ur, ar = U.clone().requires_grad_(), a.clone().requires_grad_()
     auto_U, auto_a = torch.autograd.grad(objective(Ur, ar, loss, target, tied=True).sum(), (Ur, ar))
@@ -144,7 +145,7 @@ def test_tied_model_dominant_column_grows():
     a0 = 1 + 0.1 * rn(Dt, seed=41)
     b = rn(Dt, seed=42)
     b = b / b.norm()
-    hist = tied_value_softmax_flow(torch.eye(Dt, dtype=torch.float64), a0, "logistic", b, lr=0.05, steps=3000)
+    hist = value_softmax_flow(torch.eye(Dt, dtype=torch.float64), a0, "logistic", b, lr=0.05, steps=3000, tied=True)
     assert hist.max_share[-1] > 0.9
     assert hist.dominant_norm[-1] > 2.0 > 1.0 == pytest.approx(hist.dominant_norm[0].item())
     assert hist.value_norms[-1].median() < 1.5
@@ -174,8 +175,6 @@ def test_shape_mismatch_is_reported():
 
 @pytest.mark.slow
 def test_e2_normalised_maps_polarise_and_sigmoid_does_not():
-    from softdiff.studies.value_flow.dynamics import preset_cases, run_case
-
     cases = {c.label: c for c in preset_cases("E2", num_seeds=3, seed=100)}
     final = {norm: run_case(cases[f"logistic/{norm}"], steps=10_000).s[-1]
              for norm in ("softmax", "l1", "l2", "relu_norm", "sigmoid", "sum")}
@@ -204,12 +203,14 @@ def test_flow_cli_writes_results_and_plots(tmp_path, capsys):
     measured_kl = float(results["cases"]["cross_entropy"]["summary"][0]["measured"])
     assert measured_kl == pytest.approx(sum(hist["loss"][-1]) / 2, rel=0.05)
     assert results["config"]["steps"] == 300
-    for name in ("shares.png", "entropy.png", "projections.png"):
+    for name in ("shares.png", "entropy.png", "projections.png", "gradients.png"):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
 
 
 @pytest.mark.parametrize("argv, match", [
-    (["--preset", "E9"], "preset='E9' is not valid"),
+    (["--preset", "E9"], "--preset 'E9' is not valid"),
+    (["protocol=E9"], "protocol='E9' is not valid"),
+    (["rng=mt"], "rng='mt' is not valid"),
     (["seeds=0"], "seeds=0 must be positive"),
     (["stepz=10"], "unknown config key 'stepz'"),
     (["method=adam"], "method='adam' is not valid"),
@@ -224,8 +225,6 @@ def test_flow_cli_bad_input_exits_2_with_one_line(argv, match, tmp_path, capsys)
 
 def test_e4_entropy_decreases_with_condition_number():
     """E4's draws (seed 0), all kappas batched; lr 3e-2 x 1e4 steps covers the same time t = 300 as the protocol."""
-    from softdiff.studies.value_flow.dynamics import preset_cases
-
     cases = preset_cases("E4", num_seeds=1, seed=0)
     X = torch.cat([c.kwargs["design"] for c in cases])
     conds = torch.linalg.cond(X)
@@ -241,10 +240,111 @@ def test_e4_entropy_decreases_with_condition_number():
 
 def test_stiff_flow_raises_a_clear_error():
     """E2's l1 map under logistic loss is non-smooth where shares hit 0: the adaptive solver gives up cleanly."""
-    from softdiff.studies.value_flow.dynamics import FlowIntegrationError, preset_cases, run_case
     from softdiff.errors import SoftdiffError
 
     case = {c.label: c for c in preset_cases("E2", 1, 0)}["logistic/l1"]
     with pytest.raises(FlowIntegrationError, match="use method='gd'") as info:
         run_case(case, method="flow", steps=20_000, max_ode_steps=300)
     assert isinstance(info.value, SoftdiffError)  # the CLI prints it as one line
+
+
+def test_relu_norm_is_one_map_across_flow_attention_and_activations():
+    """The flow's relu_norm, attention's relu_norm and the activation relu_norm / m are the same map, and it is
+    the notebook's ``max(0, z) / (sum max(0, z) + 1e-10)`` (all-negative rows give 0)."""
+    from softdiff.nets.activations import relu_norm, relu_normalize
+    from softdiff.nets.attention import ATTENTION_NORMALIZATIONS
+
+    z = rn(4, 7, seed=51)
+    z[0] = -z[0].abs()  # a row with no active unit
+    ref = np.maximum(0, z.numpy()) / (np.maximum(0, z.numpy()).sum(-1, keepdims=True) + 1e-10)
+    flow = NORMALISATIONS["relu_norm"].forward(z)
+    assert np.array_equal(flow.numpy(), relu_normalize(z).numpy())
+    assert np.allclose(flow.numpy(), ref, rtol=1e-15, atol=0) and (flow[0] == 0).all()
+    assert torch.equal(ATTENTION_NORMALIZATIONS["relu_norm"](z), flow)
+    assert torch.allclose(relu_norm(z), 7 * flow, rtol=1e-15)
+
+
+def _np_softmax(z):
+    e = np.exp(z - z.max())
+    return e / e.sum()
+
+
+def test_e1_numpy_rng_follows_the_notebook_update_step_by_step():
+    """rng=numpy seed=123: the notebook's draws (W, a = 0 * randn, beta) and its update, written here in NumPy."""
+    rs = np.random.RandomState(123)
+    W, a, beta = 0.1 * rs.randn(8, 8), 0 * rs.randn(8), rs.randn(8)
+    beta = beta / np.linalg.norm(beta)
+    ref_a, ref_W = [a.copy()], [W.copy()]
+    for _ in range(40):
+        s = _np_softmax(a)
+        c = 1.0 / (1.0 + np.exp(beta @ (W @ s)))
+        v = -c * (W.T @ beta)
+        gW, ga = -c * np.outer(beta, s), s * v - s * (s @ v)
+        W, a = W - 0.1 * gW, a - 0.1 * ga
+        ref_a.append(a.copy()), ref_W.append(W.copy())
+    case = preset_cases("E1", num_seeds=1, seed=123, rng="numpy")[0]
+    hist = run_case(case, steps=40, record_every=1)
+    assert np.abs(hist.a[:, 0].numpy() - np.array(ref_a)).max() < 1e-14
+    assert np.abs(hist.V[0].numpy() - ref_W[-1]).max() < 1e-14
+    assert np.abs(hist.a[-1, 0].numpy()).max() > 1e-4  # the logits did move
+    assert preset_cases("E1", 1, None, "numpy")[0].kwargs["V0"].equal(case.kwargs["V0"])  # default seed = 123
+
+
+def test_e2_numpy_rng_reseeds_before_drawing_v():
+    """The notebook reseeds 42 before V, so V's first row is 0.1 x beta*'s raw draw; a = 1 + 0.1 N."""
+    rs = np.random.RandomState(42)
+    raw = rs.randn(10)
+    case = preset_cases("E2", 1, None, "numpy")[0]
+    V0, a0, beta = (case.kwargs[k][0].numpy() for k in ("V0", "a0", "target"))
+    assert np.array_equal(V0[0], 0.1 * raw) and np.allclose(beta, raw / np.linalg.norm(raw), rtol=0, atol=1e-16)
+    rs = np.random.RandomState(42)
+    rs.randn(10, 10)
+    assert np.array_equal(a0, np.ones(10) + rs.randn(10) * 0.1)
+
+
+def test_e5_numpy_rng_matches_the_notebook_with_transposed_values():
+    """The notebook's V is (d, k) with logits V^T s; softdiff's V0 is its transpose; 30 steps agree."""
+    rs = np.random.RandomState(123)
+    V, a = 0.1 * rs.randn(10, 10), 0 * rs.randn(10)
+    p = _np_softmax(10 * rs.rand(10))
+    for _ in range(30):
+        s = _np_softmax(a)
+        q = _np_softmax(V.T @ s)
+        gs = V @ (q - p)
+        V, a = V - 0.1 * np.outer(s, q - p), a - 0.1 * (s * gs - s * (s @ gs))
+    hist = run_case(preset_cases("E5", 1, None, "numpy")[0], steps=30, record_every=30)
+    assert np.abs(hist.V[0].numpy() - V.T).max() < 1e-14 and np.abs(hist.a_final[0].numpy() - a).max() < 1e-14
+
+
+@pytest.mark.parametrize("rng", ["torch", "numpy"])
+def test_e4_design_has_linear_singular_values(rng):
+    for kind, expected in (("linear", np.linspace), ("geometric", np.geomspace)):
+        for case, kappa in zip(preset_cases("E4", 2, None, rng, kind), range(1, 6)):
+            sv = torch.linalg.svdvals(case.kwargs["design"]).numpy()  # (2, 20), descending
+            assert np.allclose(sv, expected(1, 1 / kappa, 20), rtol=1e-12, atol=1e-13), (kind, kappa)
+
+
+def test_median_of_even_length_is_the_mean_of_the_two_middle_values():
+    from softdiff.studies.value_flow.summaries import median
+
+    x = torch.tensor([[4.0, 1.0, 3.0, 2.0], [1.0, 1.0, 5.0, 9.0]], dtype=torch.float64)
+    assert median(x).tolist() == [2.5, 3.0]
+    assert median(torch.tensor([3.0, 1.0, 2.0])).item() == 2.0
+    odd = rn(7, 9, seed=61)
+    assert torch.equal(median(odd), odd.median(-1).values)
+
+
+def test_endings_are_counted_on_the_normalised_shares():
+    from softdiff.studies.value_flow.summaries import endings
+
+    s = torch.tensor([[0.995, 0.005, 0.0], [0.51, 0.49, 0.0], [0.6, 0.3, 0.1], [3.16, -2.16, 0.0]])
+    assert endings(s) == {"one-hot": 1, "two-sparse": 2, "other": 1}  # 3.16 / 5.32 is not one-hot
+
+
+def test_history_records_both_gradient_norms():
+    V, a, target, _ = problem_inputs("logistic")
+    hist = value_softmax_flow(V, a, "logistic", target, lr=0.1, steps=3, record_every=3)
+    problem = ValueSoftmaxProblem(get_normalisation("softmax"), get_loss("logistic"), target, None)
+    _, _, gV, ga = problem.grads(V, a)
+    assert torch.allclose(hist.grad_norm_V[0], gV.flatten(1).norm(dim=-1), rtol=1e-14)
+    assert torch.allclose(hist.grad_norm_a[0], ga.norm(dim=-1), rtol=1e-14)

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from softdiff.nets.activations import relu_normalize
+from softdiff.nets.activations import EPS, relu_normalize
 
 
 def _softmax(logits: Tensor) -> Tensor:
@@ -20,8 +20,15 @@ def _sigmoid(logits: Tensor) -> Tensor:
     return torch.sigmoid(logits - math.log(logits.shape[-1]))
 
 
+def _sigmoid_norm(logits: Tensor) -> Tensor:
+    s = torch.sigmoid(logits)
+    return s / (s.sum(-1, keepdim=True) + EPS)
+
+
 # relu_norm is unscaled here (rows on the simplex, like softmax); the activation of the same name is m times it.
-ATTENTION_NORMALIZATIONS = {"softmax": _softmax, "sigmoid": _sigmoid, "relu_norm": relu_normalize}
+# Masked logits are -inf, which every map sends to weight 0.
+ATTENTION_NORMALIZATIONS = {"softmax": _softmax, "sigmoid": _sigmoid, "sigmoid_norm": _sigmoid_norm,
+                            "relu_norm": relu_normalize}
 
 
 class ValueSoftmaxAttention(nn.Module):
@@ -30,10 +37,11 @@ class ValueSoftmaxAttention(nn.Module):
     ``softmax`` without probabilities requested runs ``F.scaled_dot_product_attention`` (the fused path);
     ``forward(x, return_probs=True)`` or ``record_probs = True`` computes the probabilities explicitly
     (the probes read ``last_probs``). ``num_special_tokens`` marks register/sink tokens at positions 0..R-1.
+    ``causal=True`` lets query ``i`` see keys ``0..i`` only (weight exactly 0 on later keys, for every map).
     """
 
     def __init__(self, dim: int, num_heads: int = 4, normalization: str = "softmax", qkv_bias: bool = True,
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, causal: bool = False):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"dim={dim} must be divisible by num_heads={num_heads}")
@@ -41,6 +49,7 @@ class ValueSoftmaxAttention(nn.Module):
             raise ValueError(f"unknown attention normalization {normalization!r}; "
                              f"choose one of: {', '.join(ATTENTION_NORMALIZATIONS)}")
         self.num_heads, self.head_dim, self.normalization = num_heads, dim // num_heads, normalization
+        self.causal = causal
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
         self.dropout = dropout
@@ -51,13 +60,17 @@ class ValueSoftmaxAttention(nn.Module):
     def attention_probs(self, q: Tensor, k: Tensor) -> Tensor:
         """Normalised attention weights (B, heads, N, N) from per-head queries and keys."""
         logits = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)
+        if self.causal:
+            n_q, n_k = logits.shape[-2:]
+            later = torch.ones(n_q, n_k, dtype=torch.bool, device=logits.device).triu(1)
+            logits = logits.masked_fill(later, float("-inf"))
         return ATTENTION_NORMALIZATIONS[self.normalization](logits)
 
     def forward(self, x: Tensor, return_probs: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         q, k, v = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.num_heads)
         drop = self.dropout if self.training else 0.0
         if self.normalization == "softmax" and not (return_probs or self.record_probs):
-            out, probs = F.scaled_dot_product_attention(q, k, v, dropout_p=drop), None
+            out, probs = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=self.causal), None
         else:
             probs = self.attention_probs(q, k)
             out = F.dropout(probs, drop, self.training) @ v

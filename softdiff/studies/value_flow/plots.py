@@ -1,4 +1,4 @@
-"""PNG plots of value-softmax flow histories: shares (log-log), entropy, value projections, one panel per case."""
+"""PNG plots of value-softmax flow histories: shares (log-log), entropy, value projections, gradient norms."""
 from __future__ import annotations
 
 import math
@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from softdiff.studies.value_flow.dynamics import FlowHistory  # noqa: E402
+from softdiff.studies.value_flow.history import FlowHistory  # noqa: E402
 from softdiff.safe_io import save_figure  # noqa: E402
 
 
@@ -111,8 +111,26 @@ def plot_projections(histories: dict[str, FlowHistory], path: Path, title: str, 
     return _case_panels(histories, path, f"{title}: value projections (seed {seed_index})", draw)
 
 
+def plot_gradients(histories: dict[str, FlowHistory], path: Path, title: str) -> Path:
+    """``||grad V||`` and ``||grad a||`` against the step, log-log: the seed mean bold, single seeds thin."""
+
+    def draw(ax, hist: FlowHistory) -> None:
+        x, keep = _x(hist)
+        for name, label, color in (("grad_norm_V", "||grad V||", "tab:blue"), ("grad_norm_a", "||grad a||", "tab:green")):
+            g = getattr(hist, name).detach().cpu().numpy()[keep]
+            g = g if g.ndim == 2 else g[:, None]
+            ax.plot(x, g, color=color, lw=0.5, alpha=0.3)
+            ax.plot(x, g.mean(1), color=color, lw=1.8, label=label)
+        ax.set_yscale("log")
+        ax.set_ylabel("gradient norm", fontsize=8)
+        ax.legend(fontsize=7)
+
+    return _case_panels(histories, path, f"{title}: gradient norms (bold: mean over seeds)", draw)
+
+
 def plot_all(histories: dict[str, FlowHistory], out_dir: Path, title: str) -> Sequence[Path]:
-    """Write shares.png, entropy.png and projections.png into ``out_dir``."""
+    """Write shares.png, entropy.png, projections.png and gradients.png into ``out_dir``."""
     return [plot_shares(histories, out_dir / "shares.png", title),
             plot_entropy(histories, out_dir / "entropy.png", title),
-            plot_projections(histories, out_dir / "projections.png", title)]
+            plot_projections(histories, out_dir / "projections.png", title),
+            plot_gradients(histories, out_dir / "gradients.png", title)]
