@@ -82,8 +82,11 @@ def _get(cfg, dotted: str):
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_shipped_configs_load_the_values_they_set(path):
-    schema = {"compare": CompareConfig, "ntk": NTKStudyConfig, "regress": RegressConfig}.get(path.parent.name,
-                                                                                            TrainConfig)
+    from softdiff.studies.sinks.core import SinksConfig
+    from softdiff.studies.value_flow.cli import FlowConfig
+
+    schema = {"compare": CompareConfig, "ntk": NTKStudyConfig, "regress": RegressConfig, "flow": FlowConfig,
+              "sinks": SinksConfig}.get(path.parent.name, TrainConfig)
     cfg = load_config(schema, path)
     # Every key the file sets has the file's value (read here by plain YAML); every other key its default.
     written, loaded = _flat(yaml.safe_load(path.read_text())), _flat(dataclasses.asdict(cfg))
@@ -112,7 +115,7 @@ def test_shipped_configs_resolve_from_any_folder(tmp_path, monkeypatch):
         resolve_config_path("configs/nope.yaml")
 
 
-@pytest.mark.parametrize("command", ["train", "sample", "eval", "compare", "ntk", "regress", "flow", "probe"])
+@pytest.mark.parametrize("command", ["train", "sample", "eval", "compare", "ntk", "regress", "flow", "sinks", "probe"])
 def test_every_command_follows_the_one_convention(command, capsys):
     from softdiff.cli import COMMANDS
 

@@ -1,4 +1,5 @@
-"""``softdiff ntk``: the NTK width study of two-layer softmax / relu / exp networks."""
+"""``softdiff ntk``: NTK width study: drift, kernel spectra and network-vs-kernel gap of two-layer softmax / relu / exp
+networks as the width grows (theory: docs/theory.md, section 1)."""
 from __future__ import annotations
 
 import time
@@ -16,14 +17,13 @@ from softdiff.studies.ntk.study import NTKStudyConfig, run_width_study
 DEFAULT_PRESET = "default"
 
 
+EXAMPLES = ["softdiff ntk                                      # widths 64..8192, a few minutes on CPU",
+            "softdiff ntk --preset quick --output-dir runs/ntk_quick",
+            "softdiff ntk 'widths=[64,256,1024]' steps=200 'activations=[softmax,relu]' --quiet"]
+
+
 def build_parser():
-    p = command_parser(
-        "softdiff ntk", "NTK width study: drift, kernel spectra and network-vs-kernel gap of two-layer softmax / "
-        "relu / exp networks as the width grows (theory: docs/theory.md, section 1).",
-        ["softdiff ntk                                      # widths 64..8192, a few minutes on CPU",
-         "softdiff ntk --preset quick --output-dir runs/ntk_quick",
-         "softdiff ntk 'widths=[64,256,1024]' steps=200 'activations=[softmax,relu]' --quiet"],
-        presets="ntk", default_preset=DEFAULT_PRESET, output_help="report folder (default: the config's output_dir)")
+    p = command_parser("softdiff ntk", " ".join(__doc__.split(": ", 1)[1].split()), EXAMPLES, "ntk", DEFAULT_PRESET)
     add_overrides(p, "steps=200")
     return p
 

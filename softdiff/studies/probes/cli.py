@@ -97,13 +97,14 @@ class ProbeConfig:
         check_device("device", self.device)
 
 
+EXAMPLES = ["softdiff probe runs/digits                      # writes runs/digits/probe/",
+            "softdiff probe runs/softmax runs/sigmoid --output-dir probes num_samples=128",
+            "softdiff probe runs/digits --no-ema timesteps=[10,500,900] --quiet"]
+
+
 def parser():
-    p = command_parser(
-        "softdiff probe", "Attention sink / massive-activation probes of one or two trained runs.",
-        ["softdiff probe runs/digits                      # writes runs/digits/probe/",
-         "softdiff probe runs/softmax runs/sigmoid --output-dir probes num_samples=128",
-         "softdiff probe runs/digits --no-ema timesteps=[10,500,900] --quiet"],
-        output_help="where probe.json and probe_heatmaps.png go (default: RUN_DIR/probe)")
+    p = command_parser("softdiff probe", "Attention sink / massive-activation probes of one or two trained runs.",
+                       EXAMPLES, output_help="where probe.json and probe_heatmaps.png go (default: RUN_DIR/probe)")
     p.add_argument("runs", nargs="*", metavar="RUN_DIR", help="one or two trained run folders")
     p.add_argument("--no-ema", action="store_true", help="probe the live weights model/ instead of model_ema/")
     p.add_argument("--timesteps", type=int, nargs="+", help="same as timesteps=[...]")

@@ -10,15 +10,16 @@ from softdiff.studies.softmax_regression.study import RegressConfig, run_study
 DEFAULT_PRESET = "default"
 
 
+EXAMPLES = ["softdiff regress                                  # four instances up to n=20000, about a minute",
+            "softdiff regress --preset quick --output-dir runs/regress_quick",
+            "softdiff regress 'methods=[newton,approx_newton]' tol=1e-10 seed=3",
+            "softdiff regress --config my_instances.yaml --quiet"]
+DESCRIPTION = ("Softmax regression (docs/theory.md, section 2): Newton, approximate Newton, Newton-CG and gradient "
+               "descent against scipy's L-BFGS-B, BFGS and trust-ncg on generated instances.")
+
+
 def parser():
-    p = command_parser(
-        "softdiff regress", "Softmax regression (docs/theory.md, section 2): Newton, approximate Newton, Newton-CG "
-        "and gradient descent against scipy's L-BFGS-B, BFGS and trust-ncg on generated instances.",
-        ["softdiff regress                                  # four instances up to n=20000, about a minute",
-         "softdiff regress --preset quick --output-dir runs/regress_quick",
-         "softdiff regress 'methods=[newton,approx_newton]' tol=1e-10 seed=3",
-         "softdiff regress --config my_instances.yaml --quiet"],
-        presets="regress", default_preset=DEFAULT_PRESET, output_help="report folder (default: the config's output_dir)")
+    p = command_parser("softdiff regress", DESCRIPTION, EXAMPLES, "regress", DEFAULT_PRESET)
     add_overrides(p, "tol=1e-10")
     return p
 

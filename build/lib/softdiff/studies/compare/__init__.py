@@ -1,1 +1,0 @@
-"""The comparison runner: many runs (activations x seeds) -> one report."""

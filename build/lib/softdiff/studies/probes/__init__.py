@@ -1,1 +1,0 @@
-"""Attention-sink and massive-activation probes of trained score networks."""
