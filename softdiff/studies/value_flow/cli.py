@@ -60,7 +60,7 @@ def parser():
          "softdiff flow --preset E1 rng=numpy seed=123 seeds=1      # the authors' notebook draw",
          "softdiff flow --preset E2 seeds=8 --quiet",
          "softdiff flow --preset E4_geometric seeds=8",
-         "softdiff flow --preset E5 method=flow                      # the ODE to the same time"],
+         "softdiff flow --preset E1 seeds=8 method=flow              # the gradient-flow ODE to t = steps * lr"],
         presets="flow", default_preset=DEFAULT_PRESET, output_help="where results.json and the PNGs go")
     add_overrides(p, "seeds=8")
     return p

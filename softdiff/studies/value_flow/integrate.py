@@ -116,8 +116,8 @@ def _ode(problem: ValueSoftmaxProblem, ref: Tensor, V: Tensor, a: Tensor, t_max,
     except AssertionError as err:  # torchdiffeq signals a solver failure with a bare assert
         raise FlowIntegrationError(
             f"the flow ODE ({ode_method}) gave up for normalization={meta['normalization']!r}, "
-            f"loss={meta['loss']!r}: {err}; non-smooth maps (l1, relu_norm) whose shares hit 0 can make it stiff, "
-            "so use method='gd' or raise max_ode_steps.") from None
+            f"loss={meta['loss']!r}: {err}; the dynamics are stiff there (non-smooth maps whose shares hit 0, or "
+            "long horizons such as E5's), so use method='gd' or raise max_ode_steps.") from None
     records = [snapshot(problem, ref, Vs[i], As[i]) for i in range(len(ts))]
     return stack_history(records, ts, ts, Vs[-1].clone(), As[-1].clone(), batched, meta)
 
