@@ -38,9 +38,11 @@ def resolve_config_path(path: str | Path) -> Path:
     shipped = CONFIG_DIR.joinpath(*parts) if parts and not path.is_absolute() else None
     if shipped is not None and shipped.suffix == ".yaml" and shipped.is_file():
         return shipped
-    names = [str(p.relative_to(CONFIG_DIR.parent)) for p in sorted(CONFIG_DIR.rglob("*.yaml"))]
-    raise ConfigError(f"config file '{path}' does not exist; pass an existing YAML file or a shipped config: "
-                      f"{', '.join(names)}.")
+    folder = CONFIG_DIR.joinpath(*parts[:-1]) if shipped is not None else CONFIG_DIR
+    folder = folder if folder.is_dir() else CONFIG_DIR
+    names = [str(p.relative_to(CONFIG_DIR.parent)) for p in sorted(folder.glob("*.yaml"))]
+    raise ConfigError(f"config file '{path}' does not exist; pass an existing YAML file or a shipped config such "
+                      f"as {', '.join(names)} (each command's --help lists its presets).")
 
 
 def _sibling_keys(schema, full_key: str) -> str:
