@@ -3,14 +3,12 @@ networks as the width grows (theory: docs/theory.md, section 1)."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Sequence
 
 import torch
 
-from softdiff.command_line import add_overrides, command_parser, config_path, overrides, parse
-from softdiff.config import load_config, save_config
-from softdiff.safe_io import check_output_dir
+from softdiff.command_line import add_overrides, command_parser, load_with_output, parse
+from softdiff.config import save_config
 from softdiff.studies.ntk.report import write_report
 from softdiff.studies.ntk.study import NTKStudyConfig, run_width_study
 
@@ -30,12 +28,10 @@ def build_parser():
 
 def main(argv: Sequence[str]) -> int:
     args = parse(build_parser(), argv)
-    cfg = load_config(NTKStudyConfig, config_path(args, "ntk", DEFAULT_PRESET), overrides(args))
-    check_output_dir("--output-dir" if args.output_dir else "output_dir", cfg.output_dir)
+    cfg, out_dir = load_with_output(args, NTKStudyConfig, "ntk", DEFAULT_PRESET, "runs/ntk")
     torch.set_num_threads(min(torch.get_num_threads(), 2))
     start = time.perf_counter()
     results = run_width_study(cfg, progress=not args.quiet)
-    out_dir = Path(cfg.output_dir)
     paths = write_report(results, out_dir)
     save_config(cfg, out_dir / "config.yaml")
     print(f"ntk width study finished in {time.perf_counter() - start:.1f} s")
