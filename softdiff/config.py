@@ -13,6 +13,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Sequence, TypeVar
 
+import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -86,7 +87,7 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequ
             raise ConfigError(f"override '{item}' must look like key.sub=value (e.g. train.steps=2000).")
         try:
             layers.append((OmegaConf.from_dotlist([item]), f"override '{item}'"))
-        except OmegaConfBaseException as err:
+        except (OmegaConfBaseException, yaml.YAMLError) as err:
             raise ConfigError(f"override '{item}' could not be parsed: {str(err).splitlines()[0]}.") from None
     cfg = base
     for layer, source in layers:

@@ -7,7 +7,8 @@ import torch
 
 from softdiff.cli import run_main
 from softdiff.studies.compare.cli import main
-from softdiff.studies.compare.report import REPORT_SECTIONS, mean_std, winners
+from softdiff.studies.compare.report import REPORT_SECTIONS
+from softdiff.studies.compare.statistics import mean_std, winners
 from softdiff.training.checkpoints import load_ema_weights
 from softdiff.training.models import load_trained
 
@@ -110,7 +111,7 @@ def test_winner_and_significance_rules():
     summary = {"softmax": {"w2": mean_std([1.0, 1.2, 1.1]), "confidence": mean_std([0.9, 0.91])},
                "relu": {"w2": mean_std([2.0, 2.1, 2.2]), "confidence": mean_std([0.5, 0.99])},
                "exp": {"w2": mean_std([math.nan]), "confidence": mean_std([0.1, 0.1])}}
-    w = winners(summary, ["w2", "confidence"])
+    w = winners(summary, ["w2", "confidence"], {"confidence"})
     assert w["w2"]["winner"] == "softmax" and w["w2"]["runner_up"] == "relu" and w["w2"]["significant"] is True
     assert w["w2"]["gap"] == pytest.approx(1.0)
     assert w["confidence"]["winner"] == "softmax" and w["confidence"]["significant"] is False  # higher is better

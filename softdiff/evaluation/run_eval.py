@@ -46,6 +46,7 @@ class EvalSettings:
     score_timesteps: list[int] = field(default_factory=lambda: [10, 50, 100, 250, 500, 750])
     feature_classifier: str = "features/digits_classifier.safetensors"  # trained on first use if missing
     inception_download: bool = False  # inception_fid / inception_kid: fetch the Inception weights if not cached
+    reference_seed: int = HELD_OUT_SEED  # draws the true points (2-D sets) or splits the images metrics compare to
 
 
 def applicable_metrics(dataset: Dataset, settings: EvalSettings) -> list[str]:
@@ -79,7 +80,7 @@ class RunEvaluator:
         self.process = process_from_scheduler_config(scheduler_config)
         self.metrics = applicable_metrics(dataset, settings)
         n = settings.num_samples
-        g = torch.Generator().manual_seed(HELD_OUT_SEED)
+        g = torch.Generator().manual_seed(settings.reference_seed)
         if dataset.kind == "vector":
             self.reference = dataset.sample(n, g)[0]
             self.held_out = dataset.sample(settings.likelihood_samples, g)[0]

@@ -1,21 +1,19 @@
-"""A comparison's summary statistics, winners, plots and ``report.md``."""
+"""A comparison's ``report.md`` and ``results.json``: tables with bootstrap intervals, paired differences to the
+best arm, winners, tuning, budgets, the scaling sweep and the runs."""
 from __future__ import annotations
 
+import json
 import math
+import time
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torchvision.utils import make_grid  # noqa: E402
-
-from softdiff.studies.probes.attention import PROBE_SUMMARY  # noqa: E402
-from softdiff.evaluation.run_eval import HIGHER_IS_BETTER  # noqa: E402
-from softdiff.safe_io import save_figure, write_text  # noqa: E402
-from softdiff.tables import fmt  # noqa: E402
+from softdiff.evaluation.run_eval import HIGHER_IS_BETTER
+from softdiff.safe_io import finite_json, write_json, write_text
+from softdiff.studies.compare.statistics import mean_std, paired_differences, summarize, winners
+from softdiff.studies.probes.attention import PROBE_SUMMARY
+from softdiff.tables import fmt
 
 REPORT_SECTIONS = ("## Setup", "## Results", "## Winners", "## Plots", "## Runs")
 
@@ -34,76 +32,6 @@ def identical_activations(runs: list[dict]) -> list[str]:
                     warnings.append(f"seed {seed}: {a['activation']} and {b['activation']} gave bit-identical metrics, "
                                     "so the activation does not affect the trained model; check the architecture.")
     return warnings
-
-
-def mean_std(values: list[float]) -> dict[str, float]:
-    """Mean and sample standard deviation (0 for a single value) of the finite values; NaN if none."""
-    finite = [v for v in values if v is not None and math.isfinite(v)]
-    if not finite:
-        return {"mean": math.nan, "std": math.nan, "n": 0}
-    std = float(np.std(finite, ddof=1)) if len(finite) > 1 else 0.0
-    return {"mean": float(np.mean(finite)), "std": std, "n": len(finite)}
-
-
-def summarize(runs: list[dict], activations: list[str], metrics: list[str]) -> dict[str, dict[str, dict]]:
-    """``{activation: {metric: {"mean", "std", "n"}}}`` over seeds."""
-    return {act: {m: mean_std([r["metrics"].get(m, math.nan) for r in runs if r["activation"] == act])
-                  for m in metrics} for act in activations}
-
-
-def winners(summary: dict, metrics: list[str]) -> dict[str, dict]:
-    """Per metric: the best activation, the runner-up, and whether the gap exceeds the seed spread.
-
-    The gap counts as real when ``|mean_1 - mean_2| > std_1 + std_2`` (both over seeds); with one seed the
-    spread is unknown and ``significant`` is None.
-    """
-    out = {}
-    for m in metrics:
-        ranked = [(a, s[m]) for a, s in summary.items() if math.isfinite(s[m]["mean"])]
-        if not ranked:
-            continue
-        ranked.sort(key=lambda item: item[1]["mean"], reverse=m in HIGHER_IS_BETTER)
-        best, stats = ranked[0]
-        entry = {"winner": best, "higher_is_better": m in HIGHER_IS_BETTER, "runner_up": None, "gap": None,
-                 "spread": None, "significant": None}
-        if len(ranked) > 1:
-            second, s2 = ranked[1]
-            gap, spread = abs(stats["mean"] - s2["mean"]), stats["std"] + s2["std"]
-            entry.update(runner_up=second, gap=gap, spread=spread,
-                         significant=None if min(stats["n"], s2["n"]) < 2 else bool(gap > spread))
-        out[m] = entry
-    return out
-
-
-def _band(ax, steps, values, label):
-    arr = np.array(values, dtype=float)
-    mean, std = np.nanmean(arr, 0), (np.nanstd(arr, 0, ddof=1) if len(arr) > 1 else np.zeros(arr.shape[1]))
-    (line,) = ax.plot(steps, mean, label=label)
-    ax.fill_between(steps, mean - std, mean + std, alpha=0.25, color=line.get_color())
-
-
-def plot_run_curves(runs: list[dict], activations: list[str], path: Path, key: str = "loss",
-                    ylabel: str = "training loss (mean over log window)",
-                    title: str = "training loss, mean ± std over seeds", yscale: str = "log") -> bool:
-    """A per-step record of every run (``run[key]`` = [[step, value], ...]), mean ± std over seeds, one line per
-    activation; False if no run has it."""
-    fig, ax = plt.subplots(figsize=(6, 4))
-    drawn = False
-    for act in activations:
-        curves = [r[key] for r in runs if r["activation"] == act and r.get(key)]
-        if not curves:
-            continue
-        n = min(len(c) for c in curves)
-        steps = [s for s, _ in curves[0][:n]]
-        _band(ax, steps, [[v for _, v in c[:n]] for c in curves], act)
-        drawn = True
-    if drawn:
-        ax.set(xlabel="step", ylabel=ylabel, yscale=yscale, title=title)
-        ax.legend()
-        fig.tight_layout()
-        save_figure(fig, path, dpi=110)
-    plt.close(fig)
-    return drawn
 
 
 def diagnostics_summary(runs: list[dict], activations: list[str]) -> dict[str, dict[str, dict]]:
@@ -149,72 +77,24 @@ def diagnostics_lines(diagnostics: dict[str, dict[str, dict]]) -> list[str]:
     return lines
 
 
-def plot_metric_vs_steps(runs: list[dict], activations: list[str], metrics: list[str], path: Path,
-                         floors: dict[str, float] | None = None) -> bool:
-    """Each sample metric at each evaluated checkpoint, mean +- std over seeds, with the noise floor as a
-    dashed line; False if nothing to plot."""
-    shown = [m for m in metrics if any(len([h for h in r["history"] if m in h]) > 1 for r in runs)]
-    if not shown:
-        return False
-    fig, axes = plt.subplots(1, len(shown), figsize=(4.2 * len(shown), 3.6), squeeze=False)
-    for ax, m in zip(axes[0], shown):
-        for act in activations:
-            hists = [[h for h in r["history"] if m in h] for r in runs if r["activation"] == act]
-            hists = [h for h in hists if h]
-            if not hists:
-                continue
-            n = min(len(h) for h in hists)
-            _band(ax, [h["step"] for h in hists[0][:n]], [[h[m] for h in hist[:n]] for hist in hists], act)
-        floor = (floors or {}).get(m)
-        if floor is not None and math.isfinite(floor):
-            ax.axhline(floor, color="k", ls="--", lw=1, label="noise floor")
-        values = [h[m] for r in runs for h in r["history"] if m in h and math.isfinite(h[m])]
-        positive = all(v > 0 for v in values + ([floor] if floor is not None and math.isfinite(floor) else []))
-        ax.set(xlabel="step", ylabel=m, title=f"{m} ({'higher' if m in HIGHER_IS_BETTER else 'lower'} is better)",
-               yscale="log" if positive else "linear")
-    axes[0][0].legend()
-    fig.tight_layout()
-    save_figure(fig, path, dpi=110)
-    plt.close(fig)
-    return True
+def point_statistics(runs: list[dict], activations: list[str], metrics: list[str]) -> dict:
+    """Summary (mean, std, interval), paired differences to the best arm, and winners of one set of runs."""
+    summary = summarize(runs, activations, metrics)
+    paired = paired_differences(runs, activations, metrics, summary, HIGHER_IS_BETTER)
+    return {"summary": summary, "paired": paired, "winners": winners(summary, metrics, HIGHER_IS_BETTER, paired)}
 
 
-def plot_samples(samples: dict[str, np.ndarray], kind: str, path: Path, reference: np.ndarray | None = None,
-                 data_range=(-4.0, 4.0)) -> None:
-    """One panel per activation: a scatter over the true data (2-D) or an image grid."""
-    acts = list(samples)
-    fig, axes = plt.subplots(1, len(acts), figsize=(3.6 * len(acts), 3.8), squeeze=False)
-    for ax, act in zip(axes[0], acts):
-        x = samples[act]
-        if kind == "image":
-            imgs = torch.as_tensor(np.asarray(x[:64, :1], dtype=np.float32))  # first channel, in gray
-            grid = make_grid(imgs, nrow=int(math.ceil(math.sqrt(len(imgs)))), padding=1, pad_value=0.5)
-            ax.imshow(grid[0].numpy(), cmap="gray", vmin=0, vmax=1)
-            ax.set_xticks([]), ax.set_yticks([])
-        else:
-            if reference is not None:
-                ax.scatter(reference[:, 0], reference[:, 1], s=2, c="tab:gray", alpha=0.3, label="data")
-            ax.scatter(x[:, 0], x[:, 1], s=2, c="tab:blue", alpha=0.6, label="samples")
-            ax.set(xlim=data_range, ylim=data_range, aspect="equal", xlabel="$x_1$", ylabel="$x_2$")
-        ax.set_title(act)
-    if kind != "image" and reference is not None:
-        axes[0][0].legend(loc="upper right", markerscale=4, fontsize=7)
-    fig.tight_layout()
-    save_figure(fig, path, dpi=110)
-    plt.close(fig)
+def _interval(ci) -> str:
+    return f"[{fmt(ci[0])}, {fmt(ci[1])}]"
 
 
-def write_report(path: Path, title: str, setup: dict, activations: list[str], metrics: list[str], summary: dict,
-                 floors: dict, wins: dict, plots: list[str], runs: list[dict],
-                 diagnostics: list[str] = ()) -> None:
-    """``report.md``: setup, the mean ± std table with the noise floor, winners, plots and the run list."""
-    lines = [f"# {title}", "", "## Setup", ""]
-    lines += [f"- {k}: {v}" for k, v in setup.items()]
-    lines += ["", "## Results", "", "Mean ± std over seeds; the last row is the noise floor (the metric between two "
-              "independent draws of the true data, i.e. what a perfect model would score at this sample size).", ""]
+def results_lines(activations: list[str], metrics: list[str], stats: dict, floors: dict) -> list[str]:
+    """The mean ± std table with the noise floor, then the 95% intervals of the means and the paired differences."""
+    summary, wins, paired = stats["summary"], stats["winners"], stats["paired"]
     arrows = {m: "↑" if m in HIGHER_IS_BETTER else "↓" for m in metrics}
-    lines.append("| activation | " + " | ".join(f"{m} {arrows[m]}" for m in metrics) + " |")
-    lines.append("|---|" + "---|" * len(metrics))
+    head = ["| activation | " + " | ".join(f"{m} {arrows[m]}" for m in metrics) + " |", "|---|" + "---|" * len(metrics)]
+    lines = ["Mean ± std over seeds; the last row is the noise floor (the metric between two independent draws of "
+             "the true data, i.e. what a perfect model would score at this sample size).", "", *head]
     for act in activations:
         cells = []
         for m in metrics:
@@ -223,36 +103,232 @@ def write_report(path: Path, title: str, setup: dict, activations: list[str], me
             cells.append(f"**{cell}**" if wins.get(m, {}).get("winner") == act else cell)
         lines.append(f"| {act} | " + " | ".join(cells) + " |")
     lines.append("| *noise floor* | " + " | ".join(fmt(floors.get(m)) for m in metrics) + " |")
-    alerts = identical_activations(runs)
-    if alerts:
-        lines += ["", "**Warning:** the comparison is void where activations made no difference:", ""]
-        lines += [f"- {a}" for a in alerts]
-    lines += ["", "## Winners", ""]
+    n = max((summary[a][m]["n"] for a in activations for m in metrics), default=0)
+    caveat = {1: "; one seed: no interval", 2: "; with 2 seeds an interval is the seeds' range",
+              3: "; with 3 seeds an interval is the seeds' range, which covers the true mean about 75% of the time"}
+    lines += ["", f"95% bootstrap intervals of the mean over {n} seed(s) (expanded percentile{caveat.get(n, '')}):",
+              "", *head]
+    for act in activations:
+        lines.append(f"| {act} | " + " | ".join(_interval(summary[act][m]["ci95"]) for m in metrics) + " |")
+    lines += ["", "Paired differences to the best arm (this arm minus the best, per shared seed): mean [95% bootstrap "
+              "interval]; ✓ marks an interval that excludes zero, i.e. the best arm is clearly better.", "", *head]
+    for act in activations:
+        cells = []
+        for m in metrics:
+            p = paired[act].get(m)
+            if p is None or not p["n"]:
+                cells.append("n/a")
+            elif p["against"] == act:
+                cells.append("best")
+            else:
+                cells.append(f"{fmt(p['diff'])} {_interval(p['ci95'])}" + (" ✓" if p["clear"] else ""))
+        lines.append(f"| {act} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def winner_lines(metrics: list[str], wins: dict) -> list[str]:
+    """One verdict per metric: clear when the runner-up's paired interval excludes zero; the older rule (gap
+    against the sum of the seed stds) in parentheses."""
+    lines = []
     for m in metrics:
         w = wins.get(m)
         if w is None:
             lines.append(f"- {m}: no finite values")
             continue
         if w["runner_up"] is None:
-            verdict = "only one activation"
-        elif w["gap"] == 0:
+            lines.append(f"- {m}: **{w['winner']}** (only one activation with finite values).")
+            continue
+        if w["gap"] == 0:
             lines.append(f"- {m}: tie between {w['winner']} and {w['runner_up']} (identical means).")
             continue
-        elif w["significant"] is None:
-            verdict = "one seed, so the seed spread is unknown"
-        elif w["significant"]:
-            verdict = f"the gap {fmt(w['gap'])} exceeds the seed spread {fmt(w['spread'])}"
+        if w["clear"] is None:
+            verdict = "fewer than two shared seeds, so no interval"
+        elif w["clear"]:
+            verdict = f"clear: the paired difference's interval {_interval(w['paired_ci95'])} excludes zero"
         else:
-            verdict = f"the gap {fmt(w['gap'])} is within the seed spread {fmt(w['spread'])}: not a clear win"
-        runner = f" over {w['runner_up']}" if w["runner_up"] else ""
-        lines.append(f"- {m}: **{w['winner']}**{runner}; {verdict}.")
-    lines += ["", *diagnostics, "## Plots", ""]
-    lines += [f"![{Path(p).stem}]({p})" for p in plots]
-    lines += ["", "## Runs", "", "| activation | seed | final loss | train s | run dir | status |",
-              "|---|---|---|---|---|---|"]
+            verdict = f"not clear: the paired difference's interval {_interval(w['paired_ci95'])} includes zero"
+        if w["significant"] is not None:
+            rule = "exceeds" if w["significant"] else "is within"
+            verdict += f" (the gap {fmt(w['gap'])} {rule} the seed spread {fmt(w['spread'])})"
+        lines.append(f"- {m}: **{w['winner']}** over {w['runner_up']}; {verdict}.")
+    return lines
+
+
+def tuning_lines(tuning: dict, activations: list[str], cfg) -> list[str]:
+    """The chosen setting per arm and every trial's validation score."""
+    first = tuning[activations[0]]
+    metric, trials = first["metric"], first["trials"]
+    better = "higher" if metric in HIGHER_IS_BETTER else "lower"
+    lines = [f"Each arm trained every trial on {cfg.tune.budget:g} of the final budget with seed(s) "
+             f"{', '.join(map(str, cfg.tune.seed_list))} and kept the setting with the best validation {metric} "
+             f"({better} is better; mean over those seeds, scored on reference points apart from the final "
+             f"evaluation's and sampled with seed {cfg.tune.sampling_seed}; a trial with a failed or non-finite seed "
+             "is never chosen; exact ties go to the trial listed first).", "",
+             "| trial | " + " | ".join(activations) + " |", "|---|" + "---|" * len(activations)]
+    for i, trial in enumerate(trials):
+        label = ", ".join(f"{k}={v}" for k, v in trial["settings"].items()) or "(shared)"
+        cells = []
+        for act in activations:
+            t = tuning[act]["trials"][i]
+            cell = fmt(t["score"]) + (" (failed)" if t["errors"] else "")
+            cells.append(f"**{cell}**" if tuning[act]["best_trial"] == i else cell)
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", "Chosen: " + "; ".join(
+        f"{act} " + (", ".join(f"{k}={v}" for k, v in tuning[act]["best"].items()) or "none finite: shared setting")
+        for act in activations) + "."]
+    return lines
+
+
+def budget_lines(cfg, budget: dict | None, runs: list[dict], activations: list[str]) -> list[str]:
+    """Steps and measured training seconds per arm (and, with budget.mode=time, the timed seconds per step)."""
+    lines = ["| activation | steps | s / step (timed) | training s per run (mean ± std) |", "|---|---|---|---|"]
+    for act in activations:
+        mine = [r for r in runs if r["activation"] == act]
+        steps = sorted({r.get("steps") for r in mine if r.get("steps")})
+        seconds = mean_std([r.get("train_seconds") for r in mine])
+        per_step = (budget or {}).get(act, {}).get("seconds_per_step")
+        lines.append(f"| {act} | {', '.join(map(str, steps)) or 'n/a'} | "
+                     f"{fmt(per_step) if per_step else '—'} | {fmt(seconds['mean'])} ± {fmt(seconds['std'])} |")
+    if cfg.budget.mode == "time":
+        lines = [f"Equal time: every final run was sized to train {fmt(cfg.budget.seconds)} s: its steps are the "
+                 f"budget over its arm's seconds per step, timed on {cfg.budget.probe_steps} steps after as many "
+                 "warm-up steps with the same threads a run gets. Runs in parallel processes share the cores, so "
+                 "their measured seconds can exceed the budget alike for every arm.", "", *lines]
+    return lines
+
+
+def run_lines(runs: list[dict]) -> list[str]:
+    lines = ["| activation | seed | settings | steps | final loss | train s | run dir | status |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in runs:
         final_loss = r["loss"][-1][1] if r["loss"] else math.nan
         status = f"failed: {r['error']}" if r.get("error") else "ok"
-        lines.append(f"| {r['activation']} | {r['seed']} | {fmt(final_loss)} | {fmt(r.get('train_seconds'))} | "
-                     f"{r['run_dir']} | {status} |")
-    write_text(path, "\n".join(lines) + "\n")
+        settings = ", ".join(f"{k}={v}" for k, v in (r.get("settings") or {}).items()) or "shared"
+        lines.append(f"| {r['activation']} | {r['seed']} | {settings} | {r.get('steps', 'n/a')} | {fmt(final_loss)} | "
+                     f"{fmt(r.get('train_seconds'))} | {r['run_dir']} | {status} |")
+    return lines
+
+
+def _point_plots(cfg, point: dict, metrics: list[str], out: Path) -> list[str]:
+    """The plots of one point, written into its folder; their paths relative to ``out``."""
+    from softdiff.studies.compare.plots import plot_metric_vs_steps, plot_run_curves, plot_samples
+
+    folder, runs, acts = point["folder"], point["runs"], cfg.activations
+    made = []
+    if plot_run_curves(runs, acts, folder / "loss_curves.png"):
+        made.append(folder / "loss_curves.png")
+    if plot_metric_vs_steps(runs, acts, metrics, folder / "metric_vs_steps.png", point["floors"]):
+        made.append(folder / "metric_vs_steps.png")
+    if plot_run_curves(runs, acts, folder / "ntk_drift.png", key="ntk_drift", ylabel="relative NTK drift",
+                       yscale="linear", title="NTK drift on a fixed probe batch, mean ± std over seeds"):
+        made.append(folder / "ntk_drift.png")
+    panel = {}
+    for act in acts:
+        first = next((r for r in runs if r["activation"] == act and not r.get("error")), None)
+        if first is not None:
+            panel[act] = np.load(Path(first["run_dir"]) / "eval_samples.npy", allow_pickle=False)
+    dataset = point["dataset"]
+    if panel:
+        reference = point["evaluator"].reference.numpy() if dataset.kind == "vector" else None
+        plot_samples(panel, dataset.kind, folder / "samples.png", reference, dataset.data_range)
+        made.append(folder / "samples.png")
+    return [str(p.relative_to(out)) for p in made]
+
+
+def _setup(cfg, command: str, commit: str, t0: float) -> dict:
+    from softdiff.studies.compare.runner import objective_summary
+
+    b = cfg.base_train_config(cfg.sweep_points()[-1])
+    budget = (f"{fmt(cfg.budget.seconds)} s of training per run (steps sized per arm)" if cfg.budget.mode == "time"
+              else f"{b.train.steps} steps")
+    setup = {"command": f"`{command}`" if command else "(library call)", "commit": commit, "data": b.data.name,
+             "model": f"{b.model.type} (base config {cfg.base_config})",
+             "train overrides": ", ".join(cfg.train_overrides) or "none",
+             "budget": f"{budget}, batch {b.train.batch_size}, lr {b.train.lr}"
+                       f"{' (the shared setting; tuned per arm)' if cfg.tune.enabled else ''}, AdamW, "
+                       f"EMA {b.train.ema_decay}, {objective_summary(b.diffusion)}",
+             "evaluation": f"{cfg.eval.scheduler} with {cfg.eval.steps} steps, {cfg.eval.num_samples} samples "
+                           f"(sampling seed {cfg.eval.seed}), EMA weights",
+             "seeds": ", ".join(map(str, cfg.seeds))}
+    if cfg.tune.enabled:
+        space = [f"{k} in {list(v)}" for k, v in cfg.tune.grid.items()]
+        space += [f"{k} log-uniform in {list(v)} ({cfg.tune.draws} draws)" for k, v in cfg.tune.log_uniform.items()]
+        setup["tuning"] = (f"{len(cfg.tune.trials())} trials per arm ({'; '.join(space)}), {cfg.tune.budget:g} of "
+                           f"the budget, {cfg.tune.seeds} seed(s)")
+    if cfg.sweep.key:
+        setup["sweep"] = f"{cfg.sweep.key} over {list(cfg.sweep.values)}"
+    setup["wall time"] = f"{time.perf_counter() - t0:.0f} s"
+    return setup
+
+
+def _point_payload(cfg, point: dict, metrics: list[str]) -> dict:
+    """What results.json records of one point (its runs are listed once, at the top level)."""
+    stats = point_statistics(point["runs"], cfg.activations, metrics)
+    payload = {**stats, "noise_floor": point["floors"],
+               "diagnostics": diagnostics_summary(point["runs"], cfg.activations)}
+    if point["tuning"] is not None:
+        payload["tuning"] = point["tuning"]
+    if point["shared_runs"] is not None:
+        payload["shared"] = point_statistics(point["shared_runs"], cfg.activations, metrics)
+    if point["budget"] is not None:
+        payload["budget"] = point["budget"]
+    return payload
+
+
+def write_outputs(cfg, out: Path, points: list[dict], command: str, commit: str, t0: float, log=print) -> None:
+    """``report.md``, ``results.json`` and the plots of a finished comparison."""
+    from softdiff.studies.compare.plots import plot_scaling
+
+    metrics = points[-1]["evaluator"].metrics
+    payloads = [_point_payload(cfg, p, metrics) for p in points]
+    setup = _setup(cfg, command, commit, t0)
+    sweep = bool(cfg.sweep.key)
+    lines = [f"# {cfg.title}", "", "## Setup", "", *[f"- {k}: {v}" for k, v in setup.items()], "", "## Results", ""]
+    plots = []
+    for point, payload in zip(points, payloads):
+        acts = cfg.activations
+        if sweep:
+            lines += [f"### {point['point'][0]}", ""]
+        lines += results_lines(acts, metrics, payload, point["floors"])
+        alerts = identical_activations(point["runs"])
+        if alerts:
+            lines += ["", "**Warning:** the comparison is void where activations made no difference:", ""]
+            lines += [f"- {a}" for a in alerts]
+        if point["shared_runs"] is not None:
+            lines += ["", "At the shared setting (every arm at the base config's values, the same seeds):", ""]
+            lines += results_lines(acts, metrics, payload["shared"], point["floors"])[:len(acts) + 5]
+        lines += [""]
+        plots += _point_plots(cfg, point, metrics, out)
+    if sweep and plot_scaling(cfg.sweep.key, list(cfg.sweep.values), [p["summary"] for p in payloads],
+                              cfg.activations, metrics, out / "scaling.png"):
+        plots.insert(0, "scaling.png")
+    lines += ["## Winners", ""]
+    for point, payload in zip(points, payloads):
+        lines += ([f"{point['point'][0]}:", ""] if sweep else []) + winner_lines(metrics, payload["winners"]) + [""]
+        if point["shared_runs"] is not None:
+            lines += ["At the shared setting:", ""] + winner_lines(metrics, payload["shared"]["winners"]) + [""]
+    if any(p["tuning"] for p in points):
+        lines += ["## Tuning", ""]
+        for point in points:
+            lines += ([f"{point['point'][0]}:", ""] if sweep else []) + tuning_lines(point["tuning"], cfg.activations,
+                                                                                     cfg) + [""]
+    lines += ["## Budget", ""]
+    for point in points:
+        lines += ([f"{point['point'][0]}:", ""] if sweep else []) + budget_lines(cfg, point["budget"], point["runs"],
+                                                                                 cfg.activations) + [""]
+    lines += diagnostics_lines(payloads[-1]["diagnostics"])
+    lines += ["## Plots", "", *[f"![{Path(p).stem}]({p})" for p in plots], "", "## Runs", ""]
+    all_runs = [r for p in points for r in p["runs"]]
+    lines += run_lines(all_runs)
+    write_text(out / "report.md", "\n".join(lines) + "\n")
+
+    last = payloads[-1]
+    result = {"runs": [{**r, **({"sweep_point": p["point"][0]} if sweep else {})} for p in points for r in p["runs"]],
+              **{k: v for k, v in last.items() if k not in ("shared",)}, "setup": setup}
+    if "shared" in last:
+        result["shared"] = {**last["shared"], "runs": points[-1]["shared_runs"]}
+    if sweep:
+        result["sweep"] = {"key": cfg.sweep.key, "values": list(cfg.sweep.values),
+                           "points": [{"value": v, **pl} for v, pl in zip(cfg.sweep.values, payloads)]}
+    write_json(out / "results.json", finite_json(result), indent=2)
+    log(f"wrote {out / 'report.md'}, {out / 'results.json'} and {len(plots)} plots")

@@ -2,8 +2,13 @@
 activation on this data at this budget? Trains every (activation, seed) with the same architecture and budget,
 evaluates them identically, and writes ``report.md``, ``results.json`` and plots into one folder.
 
-Runs go to ``OUTPUT/runs/<activation>-seed<k>/``; a run whose ``result.json`` matches the current settings is
-not redone, and an interrupted training resumes from its latest checkpoint.
+With a ``tune`` section each activation first trains every trial setting on a short budget and keeps its best
+one (on a validation metric); with ``budget.mode=time`` every arm trains for the same seconds; with a ``sweep``
+all of it is repeated at each value of one training key.
+
+Runs go to ``OUTPUT/runs/<activation>-seed<k>/`` (tuning trials to ``OUTPUT/tune/<activation>/``, shared-setting
+runs to ``OUTPUT/runs_shared/``, sweep points to ``OUTPUT/points/<key>=<value>/``); a run whose ``result.json``
+matches the current settings is not redone, and an interrupted training resumes from its latest checkpoint.
 """
 from __future__ import annotations
 
@@ -14,96 +19,30 @@ import os
 import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Sequence
 
-from softdiff.config import load_config, to_yaml
-from softdiff.errors import ConfigError, check_choice, check_positive
+from softdiff.config import to_yaml
+from softdiff.errors import ConfigError
 from softdiff.evaluation.run_eval import EvalSettings
-
-DEFAULT_ACTIVATIONS = ["softmax", "relu", "gelu", "exp"]
-
-
-@dataclass
-class CompareConfig:
-    title: str = "softmax vs ReLU / GELU / exp score nets"
-    base_config: str = "configs/toy2d.yaml"    # the training config every run starts from
-    train_overrides: list[str] = field(default_factory=list)  # dotted overrides applied to every run
-    activations: list[str] = field(default_factory=lambda: list(DEFAULT_ACTIVATIONS))
-    num_seeds: int = 3                          # seeds seed_offset .. seed_offset + num_seeds - 1
-    seed_offset: int = 0
-    output_dir: str = "runs/compare_toy"
-    workers: int = 0                            # parallel processes (0: as many as cores allow)
-    threads_per_worker: int = 1                 # torch threads in each process
-    ntk_every: int = 0                          # record each run's NTK drift every this many steps (0: off)
-    probes: bool = True                         # attention-sink probes of each trained run (attention models only)
-    eval: EvalSettings = field(default_factory=EvalSettings)
-
-    def validate(self) -> None:
-        from softdiff.diffusion.schedulers import SCHEDULERS
-        from softdiff.evaluation.run_eval import IMAGE_METRICS, INCEPTION_METRICS, VECTOR_METRICS
-
-        if not self.activations:
-            raise ConfigError("activations is empty; list at least one, e.g. [softmax, relu].")
-        if len(set(self.activations)) != len(self.activations):
-            raise ConfigError(f"activations={self.activations} lists an activation twice.")
-        check_positive("num_seeds", self.num_seeds)
-        check_positive("workers", self.workers, allow_zero=True)
-        check_positive("threads_per_worker", self.threads_per_worker)
-        check_positive("ntk_every", self.ntk_every, allow_zero=True)
-        check_choice("eval.scheduler", self.eval.scheduler, SCHEDULERS)
-        for key, value in [("eval.steps", self.eval.steps), ("eval.num_samples", self.eval.num_samples),
-                           ("eval.likelihood_samples", self.eval.likelihood_samples),
-                           ("eval.ode_tol", self.eval.ode_tol),
-                           ("eval.ode_max_steps", self.eval.ode_max_steps)]:
-            check_positive(key, value)
-        if self.eval.num_samples < 2:
-            raise ConfigError(f"eval.num_samples={self.eval.num_samples} must be at least 2 (MMD and FID need two).")
-        check_positive("eval.every", self.eval.every, allow_zero=True)
-        for name in self.eval.metrics:
-            check_choice("eval.metrics", name, (*VECTOR_METRICS, *IMAGE_METRICS, *INCEPTION_METRICS))
-        if not (math.isfinite(self.eval.ode_tol) and self.eval.ode_tol < 1):
-            raise ConfigError(f"eval.ode_tol={self.eval.ode_tol} must be a finite number in (0, 1).")
-        base = self.base_train_config()
-        if self.eval.steps > base.diffusion.num_train_timesteps:
-            raise ConfigError(f"eval.steps={self.eval.steps} must be at most the base config's "
-                              f"diffusion.num_train_timesteps={base.diffusion.num_train_timesteps}.")
-        allowed = _allowed_activations(base.model.type)
-        for act in self.activations:
-            if act not in allowed:
-                raise ConfigError(f"activations: {act!r} is not valid for model.type={base.model.type}; choose "
-                                  f"from: {', '.join(allowed)}.")
-
-    def base_train_config(self):
-        from softdiff.training import load_train_config
-
-        return load_train_config(self.base_config, self.train_overrides)
-
-    @property
-    def seeds(self) -> list[int]:
-        return list(range(self.seed_offset, self.seed_offset + self.num_seeds))
+from softdiff.studies.compare.config import CompareConfig, load_compare_config, setting_overrides  # noqa: F401
 
 
-def _allowed_activations(model_type: str) -> tuple[str, ...]:
-    from softdiff.nets import ACTIVATIONS
-    from softdiff.nets.two_layer import TWO_LAYER_ACTIVATIONS
-
-    return TWO_LAYER_ACTIVATIONS if model_type == "TwoLayerScoreNet" else tuple(ACTIVATIONS)
-
-
-def run_overrides(cfg: CompareConfig, activation: str, seed: int, run_dir: Path) -> list[str]:
-    """The overrides that turn the base config into one run: same everything but activation and seed."""
-    extra = [f"model.activation={activation}", f"train.seed={seed}", f"output_dir={run_dir}"]
+def run_overrides(cfg: CompareConfig, activation: str, seed: int, run_dir: Path, point: Sequence[str] = (),
+                  settings: dict | None = None, steps: int | None = None, eval_every: int | None = None) -> list[str]:
+    """The overrides that turn the base config into one run: the sweep point, the arm's settings, its step
+    budget, then activation and seed; everything else is the same for every run."""
+    every = cfg.eval.every if eval_every is None else eval_every
+    steps = steps or cfg.base_train_config(point, settings).train.steps
+    extra = [f"train.steps={steps}", f"model.activation={activation}", f"train.seed={seed}", f"output_dir={run_dir}"]
     if cfg.ntk_every:
         extra.append(f"diagnostics.ntk_every={cfg.ntk_every}")
-    if cfg.eval.every:
+    if every:
         # Keep a checkpoint at every evaluation step (their EMA weights give the metric-vs-steps curves).
-        steps = cfg.base_train_config().train.steps
-        extra += [f"train.checkpoint_every={cfg.eval.every}",
-                  f"train.checkpoints_total_limit={steps // cfg.eval.every + 1}"]
-    return [*cfg.train_overrides, *extra]
+        extra += [f"train.checkpoint_every={every}", f"train.checkpoints_total_limit={steps // every + 1}"]
+    return [*cfg.train_overrides, *point, *setting_overrides(settings), *extra]
 
 
 def _fingerprint(train_yaml: str, settings: EvalSettings) -> str:
@@ -193,6 +132,7 @@ def run_one(job: dict) -> dict:
                   callbacks=NTKDriftCallback.from_config(cfg))
         except TrainingError as err:  # e.g. a non-finite loss: a result in itself, recorded and reported
             record = {"activation": job["activation"], "seed": job["seed"], "run_dir": str(run_dir),
+                      "settings": job.get("settings") or {}, "steps": cfg.train.steps,
                       "fingerprint": fingerprint, "metrics": {}, "history": [], "loss": _read_log(run_dir, "loss"),
                       "error": str(err), "train_seconds": None, "total_seconds": time.perf_counter() - t0}
             write_json(result_path, finite_json(record), indent=2)
@@ -220,7 +160,8 @@ def run_one(job: dict) -> dict:
     with atomic_path(run_dir / "eval_samples.npy") as tmp:
         np.save(tmp, samples[:keep].numpy())
     record = {"activation": job["activation"], "seed": job["seed"], "run_dir": str(run_dir),
-              "fingerprint": fingerprint, "metrics": metrics, "history": history, "loss": _read_log(run_dir, "loss"),
+              "settings": job.get("settings") or {}, "steps": cfg.train.steps, "fingerprint": fingerprint,
+              "metrics": metrics, "history": history, "loss": _read_log(run_dir, "loss"),
               "ntk_drift": _read_log(run_dir, "ntk_drift"),
               "probes": probe_summary(run_dir) if job.get("probes") else None,
               "train_seconds": summary.get("wall_time"), "eval_seconds": time.perf_counter() - t1,
@@ -246,11 +187,6 @@ def _git_commit() -> str:
         return "unknown"
 
 
-def load_compare_config(path: str | Path | None, overrides: Sequence[str] = ()) -> CompareConfig:
-    """Defaults, then the YAML file, then dotted overrides; validated (including the base training config)."""
-    return load_config(CompareConfig, path, overrides)
-
-
 def run_comparison(cfg: CompareConfig, command: str = "", log=print) -> Path:
     """Run (or resume) every job of ``cfg``, then write the report folder; returns it. The folder is locked
     while this runs (a second comparison into it stops at once)."""
@@ -271,44 +207,12 @@ def objective_summary(d) -> str:
     return f"{what}, t ~ {density}, loss weighting {d.loss_weighting}"
 
 
-def _run_comparison(cfg: CompareConfig, command, log, t0: float, commit: str, out: Path) -> Path:
-    import numpy as np
 
-    from softdiff.data import make_dataset
-    from softdiff.diffusion.schedulers import training_scheduler_config
-    from softdiff.studies.compare.report import (
-        diagnostics_lines,
-        diagnostics_summary,
-        plot_metric_vs_steps,
-        plot_run_curves,
-        plot_samples,
-        summarize,
-        winners,
-        write_report,
-    )
-    from softdiff.evaluation.run_eval import RunEvaluator
-    from softdiff.safe_io import finite_json, write_json, write_text
 
-    write_text(out / "compare_config.yaml", to_yaml(cfg))
-    base = cfg.base_train_config()
-    dataset = make_dataset(base.data.name, base.data.root, base.data.download, base.data.path, base.data.image_size,
-                           base.data.channels)
-    d = base.diffusion
-    scheduler_config = training_scheduler_config(d.beta_schedule, d.prediction_type, d.num_train_timesteps,
-                                                 d.ou_t_min, d.ou_t_max)
-    evaluator = RunEvaluator(dataset, cfg.eval, scheduler_config)  # trains the feature classifier if missing
-    floors = evaluator.noise_floors()
-
-    jobs = []
-    for act in cfg.activations:
-        for seed in cfg.seeds:
-            run_dir = out / "runs" / f"{act}-seed{seed}"
-            jobs.append({"activation": act, "seed": seed, "run_dir": str(run_dir), "base_config": cfg.base_config,
-                         "overrides": run_overrides(cfg, act, seed, run_dir), "eval": asdict(cfg.eval),
-                         "threads": cfg.threads_per_worker, "probes": cfg.probes})
-    workers = cfg.workers or max(1, min(len(jobs), (os.cpu_count() or 1) // cfg.threads_per_worker))
-    log(f"compare: {len(jobs)} runs ({', '.join(cfg.activations)} x {cfg.num_seeds} seeds) on {workers} "
-        f"process(es) -> {out}")
+def execute(jobs: list[dict], workers: int, log, what: str = "runs") -> list[dict]:
+    """Run every job (in ``workers`` processes), logging each as it ends; the records in job order."""
+    if not jobs:
+        return []
     results: list[dict] = []
 
     def done(record: dict) -> None:
@@ -316,54 +220,120 @@ def _run_comparison(cfg: CompareConfig, command, log, t0: float, commit: str, ou
         shown = ", ".join(f"{k}={v:.4g}" for k, v in record["metrics"].items() if "@" not in k)
         state = "reused" if record.get("reused") else f"{record['total_seconds']:.0f} s"
         shown = f"FAILED: {record['error']}" if record.get("error") else shown
-        log(f"[{len(results)}/{len(jobs)}] {record['activation']} seed {record['seed']} ({state}): {shown}")
+        label = record["activation"] + (f" {record['trial']}" if record.get("trial") else "")
+        log(f"[{what} {len(results)}/{len(jobs)}] {label} seed {record['seed']} ({state}): {shown}")
 
+    workers = max(1, min(workers, len(jobs)))
     if workers == 1:
         for job in jobs:
-            done(run_one(job))
+            done({**run_one(job), "trial": job.get("trial")})
     else:
         with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-            for record in pool.map(run_one, jobs):
-                done(record)
-    order = {(j["activation"], j["seed"]): i for i, j in enumerate(jobs)}
-    results.sort(key=lambda r: order[(r["activation"], r["seed"])])
+            for job, record in zip(jobs, pool.map(run_one, jobs)):
+                done({**record, "trial": job.get("trial")})
+    return results
 
-    metrics = evaluator.metrics
-    summary = summarize(results, cfg.activations, metrics)
-    wins = winners(summary, metrics)
-    plots = ["loss_curves.png"]
-    plot_run_curves(results, cfg.activations, out / "loss_curves.png")  # the training loss by default
-    if plot_metric_vs_steps(results, cfg.activations, metrics, out / "metric_vs_steps.png", floors):
-        plots.append("metric_vs_steps.png")
-    if plot_run_curves(results, cfg.activations, out / "ntk_drift.png", key="ntk_drift",
-                       ylabel="relative NTK drift", yscale="linear",
-                       title="NTK drift on a fixed probe batch, mean ± std over seeds"):
-        plots.append("ntk_drift.png")
-    diagnostics = diagnostics_summary(results, cfg.activations)
-    panel = {}
+
+def _job(cfg: CompareConfig, activation: str, seed: int, run_dir: Path, point, settings, steps, eval_settings,
+         probes: bool, eval_every: int | None = None, trial: str | None = None) -> dict:
+    return {"activation": activation, "seed": seed, "run_dir": str(run_dir), "base_config": cfg.base_config,
+            "overrides": run_overrides(cfg, activation, seed, run_dir, point, settings, steps, eval_every),
+            "eval": asdict(eval_settings), "threads": cfg.threads_per_worker, "probes": probes,
+            "settings": settings or {}, "trial": trial}
+
+
+def tune_arms(cfg: CompareConfig, folder: Path, point, budget, metric: str, higher_is_better: bool, workers: int,
+              log) -> dict[str, dict]:
+    """Train and score every trial of every arm; ``{activation: {"best": settings, "trials": [...]}}``."""
+    from softdiff.studies.compare.tuning import select_best, trial_name, trial_score, validation_settings
+
+    tune = cfg.tune
+    settings_list = tune.trials()
+    validation = validation_settings(cfg.eval, tune, metric)
+    jobs = []
     for act in cfg.activations:
-        first = next((r for r in results if r["activation"] == act and not r.get("error")), None)
-        if first is not None:
-            panel[act] = np.load(Path(first["run_dir"]) / "eval_samples.npy", allow_pickle=False)
-    reference = evaluator.reference.numpy() if dataset.kind == "vector" else None
-    if panel:
-        plot_samples(panel, dataset.kind, out / "samples.png", reference, dataset.data_range)
-        plots.append("samples.png")
+        for i, settings in enumerate(settings_list):
+            name = trial_name(i, settings)
+            steps = budget.steps(act, settings, share=tune.budget)
+            for seed in tune.seed_list:
+                run_dir = folder / "tune" / act / f"{name}-seed{seed}"
+                jobs.append(_job(cfg, act, seed, run_dir, point, settings, steps, validation, probes=False,
+                                 eval_every=0, trial=name))
+    log(f"tune: {len(settings_list)} trial(s) x {len(cfg.activations)} arm(s) x {tune.seeds} seed(s) on "
+        f"{tune.budget:g} of the budget, selected on validation {metric}")
+    records = execute(jobs, workers, log, what="tune")
+    out = {}
+    for act in cfg.activations:
+        trials = []
+        for i, settings in enumerate(settings_list):
+            mine = [r for r in records if r["activation"] == act and r["trial"] == trial_name(i, settings)]
+            trials.append({"name": trial_name(i, settings), "settings": settings, "score": trial_score(mine, metric),
+                           "seeds": {r["seed"]: r["metrics"].get(metric, math.nan) for r in mine},
+                           "steps": mine[0]["steps"] if mine else None,
+                           "errors": [r["error"] for r in mine if r.get("error")]})
+        best = select_best([t["score"] for t in trials], higher_is_better)
+        if best is None:
+            log(f"tune: every trial of {act} failed or scored NaN; its final runs use the shared setting")
+        out[act] = {"best": settings_list[best] if best is not None else {}, "best_trial": best, "metric": metric,
+                    "trials": trials}
+    return out
 
-    b = base
-    setup = {"command": f"`{command}`" if command else "(library call)", "commit": commit,
-             "data": b.data.name, "model": f"{b.model.type} (base config {cfg.base_config})",
-             "train overrides": ", ".join(cfg.train_overrides) or "none",
-             "budget": f"{b.train.steps} steps, batch {b.train.batch_size}, lr {b.train.lr}, AdamW, "
-                       f"EMA {b.train.ema_decay}, {objective_summary(b.diffusion)}",
-             "evaluation": f"{cfg.eval.scheduler} with {cfg.eval.steps} steps, {cfg.eval.num_samples} samples "
-                           f"(sampling seed {cfg.eval.seed}), EMA weights",
-             "seeds": ", ".join(map(str, cfg.seeds)), "wall time": f"{time.perf_counter() - t0:.0f} s"}
-    write_report(out / "report.md", cfg.title, setup, cfg.activations, metrics, summary, floors, wins, plots,
-                 results, diagnostics_lines(diagnostics))
-    payload = {"runs": results, "summary": {a: {m: {"mean": s["mean"], "std": s["std"]} for m, s in ms.items()}
-                                            for a, ms in summary.items()},
-               "noise_floor": floors, "winners": wins, "diagnostics": diagnostics, "setup": setup}
-    write_json(out / "results.json", finite_json(payload), indent=2)
-    log(f"wrote {out / 'report.md'}, {out / 'results.json'} and {len(plots)} plots")
+
+def run_point(cfg: CompareConfig, folder: Path, point: Sequence[str], workers: int, log) -> dict:
+    """One comparison at one sweep point (or the only one): budget, tuning, final and shared-setting runs."""
+    from softdiff.data import make_dataset
+    from softdiff.diffusion.schedulers import training_scheduler_config
+    from softdiff.evaluation.run_eval import HIGHER_IS_BETTER, RunEvaluator
+    from softdiff.studies.compare.budget import StepBudget
+
+    base = cfg.base_train_config(point)
+    dataset = make_dataset(base.data.name, base.data.root, base.data.download, base.data.path, base.data.image_size,
+                           base.data.channels)
+    d = base.diffusion
+    scheduler_config = training_scheduler_config(d.beta_schedule, d.prediction_type, d.num_train_timesteps,
+                                                 d.ou_t_min, d.ou_t_max)
+    evaluator = RunEvaluator(dataset, cfg.eval, scheduler_config)  # trains the feature classifier if missing
+    metric = cfg.tune.metric or evaluator.metrics[0]
+    if cfg.tune.enabled and metric not in evaluator.metrics:
+        raise ConfigError(f"tune.metric={metric} does not apply to data.name={base.data.name}; choose from: "
+                          f"{', '.join(evaluator.metrics)}.")
+    budget = StepBudget(cfg, folder, point, log)
+    tuning = (tune_arms(cfg, folder, point, budget, metric, metric in HIGHER_IS_BETTER, workers, log)
+              if cfg.tune.enabled else None)
+    best = {act: (tuning[act]["best"] if tuning else {}) for act in cfg.activations}
+    jobs, shared_jobs = [], []
+    for act in cfg.activations:
+        steps = budget.steps(act, best[act])
+        for seed in cfg.seeds:
+            jobs.append(_job(cfg, act, seed, folder / "runs" / f"{act}-seed{seed}", point, best[act], steps,
+                             cfg.eval, cfg.probes))
+            if tuning and cfg.tune.report_shared and best[act]:  # an arm whose best is the shared setting reuses
+                shared_jobs.append(_job(cfg, act, seed, folder / "runs_shared" / f"{act}-seed{seed}", point, {},
+                                        budget.steps(act), cfg.eval, cfg.probes))
+    log(f"compare: {len(jobs) + len(shared_jobs)} runs ({', '.join(cfg.activations)} x {cfg.num_seeds} seeds"
+        f"{', tuned and at the shared setting' if shared_jobs else ''}) on {workers} process(es) -> {folder}")
+    records = execute(jobs + shared_jobs, workers, log)
+    runs, shared = records[:len(jobs)], records[len(jobs):]
+    if tuning and cfg.tune.report_shared:
+        tuned_at_shared = [r for r in runs if not best[r["activation"]]]
+        shared = sorted(shared + tuned_at_shared, key=lambda r: (cfg.activations.index(r["activation"]), r["seed"]))
+    return {"point": list(point), "folder": folder, "dataset": dataset, "evaluator": evaluator,
+            "floors": evaluator.noise_floors(), "runs": runs, "shared_runs": shared if cfg.tune.report_shared else None,
+            "tuning": tuning, "selection_metric": metric if tuning else None,
+            "budget": budget.table() if cfg.budget.mode == "time" else None}
+
+
+def _run_comparison(cfg: CompareConfig, command, log, t0: float, commit: str, out: Path) -> Path:
+    from softdiff.safe_io import write_text
+    from softdiff.studies.compare.report import write_outputs
+
+    write_text(out / "compare_config.yaml", to_yaml(cfg))
+    workers = cfg.workers or max(1, (os.cpu_count() or 1) // cfg.threads_per_worker)  # execute() caps it per batch
+    points = []
+    for point in cfg.sweep_points():
+        folder = out / "points" / point[0] if point else out
+        if point:
+            log(f"sweep: {point[0]}")
+        points.append(run_point(cfg, folder, point, workers, log))
+    write_outputs(cfg, out, points, command, commit, t0, log)
     return out
