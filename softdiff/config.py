@@ -39,6 +39,11 @@ def resolve_config_path(path: str | Path) -> Path:
     shipped = CONFIG_DIR.joinpath(*parts) if parts and not path.is_absolute() else None
     if shipped is not None and shipped.suffix == ".yaml" and shipped.is_file():
         return shipped
+    if shipped is not None and len(parts) == 1 and "_" in path.stem:  # the flat names of older releases
+        folder_name, _, stem = path.stem.partition("_")              # configs/compare_toy.yaml -> compare/toy
+        nested = CONFIG_DIR / folder_name / f"{stem}{path.suffix}"
+        if path.suffix == ".yaml" and nested.is_file():
+            return nested
     folder = CONFIG_DIR.joinpath(*parts[:-1]) if shipped is not None else CONFIG_DIR
     folder = folder if folder.is_dir() else CONFIG_DIR
     names = [str(p.relative_to(CONFIG_DIR.parent)) for p in sorted(folder.glob("*.yaml"))]

@@ -93,7 +93,7 @@ def test_shipped_configs_load_the_values_they_set(path):
     defaults = _flat(dataclasses.asdict(schema()))
     assert written and set(written) <= set(loaded)
     for key, value in loaded.items():
-        assert value == written.get(key, defaults[key]), key
+        assert value == (written[key] if key in written else defaults[key]), key
     if schema is CompareConfig:  # and the runs' training config carries each override
         base = cfg.base_train_config()
         for item in cfg.train_overrides:

@@ -117,7 +117,7 @@ class RunEvaluator:
             for name in self.metrics:
                 if name in SAMPLE_METRICS:
                     floors[name] = noise_floor(lambda a, b: self._sample_metric(name, a, b), sampler, n,
-                                               seed=HELD_OUT_SEED + 1, repeats=3)
+                                               seed=self.settings.reference_seed + 1, repeats=3)
             mix = self.dataset.analytic
             if mix is not None and "mixture_loglik" in self.metrics:
                 floors["mixture_loglik"] = mixture_log_likelihood(mix, self.reference)
@@ -189,7 +189,7 @@ class RunEvaluator:
             alphas, sigmas = process.alpha_sigma(ts)
             score = model_score_fn(model, self.scheduler_config)
             errs = score_error(lambda x, t: score(x.float(), t.float()), self.dataset.analytic, alphas, sigmas, ts,
-                               n=512, seed=HELD_OUT_SEED + 2)
+                               n=512, seed=self.settings.reference_seed + 2)
             # Times sigma^2: the epsilon-prediction error |eps_hat - eps*|^2 / D, comparable across noise levels.
             scaled = errs * sigmas**2
             out["score_error"] = float(scaled.mean())

@@ -301,13 +301,16 @@ def run_point(cfg: CompareConfig, folder: Path, point: Sequence[str], workers: i
     tuning = (tune_arms(cfg, folder, point, budget, metric, metric in HIGHER_IS_BETTER, workers, log)
               if cfg.tune.enabled else None)
     best = {act: (tuning[act]["best"] if tuning else {}) for act in cfg.activations}
+    shared_yaml = to_yaml(cfg.base_train_config(point))
+    # An arm whose best setting is the shared one has its final runs serve as its shared-setting runs too.
+    at_shared = {act: to_yaml(cfg.base_train_config(point, best[act])) == shared_yaml for act in cfg.activations}
     jobs, shared_jobs = [], []
     for act in cfg.activations:
         steps = budget.steps(act, best[act])
         for seed in cfg.seeds:
             jobs.append(_job(cfg, act, seed, folder / "runs" / f"{act}-seed{seed}", point, best[act], steps,
                              cfg.eval, cfg.probes))
-            if tuning and cfg.tune.report_shared and best[act]:  # an arm whose best is the shared setting reuses
+            if tuning and cfg.tune.report_shared and not at_shared[act]:
                 shared_jobs.append(_job(cfg, act, seed, folder / "runs_shared" / f"{act}-seed{seed}", point, {},
                                         budget.steps(act), cfg.eval, cfg.probes))
     log(f"compare: {len(jobs) + len(shared_jobs)} runs ({', '.join(cfg.activations)} x {cfg.num_seeds} seeds"
@@ -315,7 +318,7 @@ def run_point(cfg: CompareConfig, folder: Path, point: Sequence[str], workers: i
     records = execute(jobs + shared_jobs, workers, log)
     runs, shared = records[:len(jobs)], records[len(jobs):]
     if tuning and cfg.tune.report_shared:
-        tuned_at_shared = [r for r in runs if not best[r["activation"]]]
+        tuned_at_shared = [r for r in runs if at_shared[r["activation"]]]
         shared = sorted(shared + tuned_at_shared, key=lambda r: (cfg.activations.index(r["activation"]), r["seed"]))
     return {"point": list(point), "folder": folder, "dataset": dataset, "evaluator": evaluator,
             "floors": evaluator.noise_floors(), "runs": runs, "shared_runs": shared if cfg.tune.report_shared else None,
