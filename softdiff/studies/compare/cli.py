@@ -12,10 +12,14 @@ DEFAULT_PRESET = "toy"
 
 def parser():
     p = command_parser(
-        "softdiff compare", "Train every (activation, seed) with the same budget, evaluate them identically, and "
-        "write report.md, results.json and plots into one folder (finished runs are reused, interrupted ones resume).",
+        "softdiff compare", "Train every (activation, seed) with the same budget (optionally each activation at its "
+        "own tuned setting, for equal seconds, or along a sweep), evaluate them identically, and write report.md, "
+        "results.json and plots into one folder (finished runs are reused, interrupted ones resume).",
         ["softdiff compare                                  # the toy study (8 Gaussians, 4 activations x 3 seeds)",
          "softdiff compare --preset paper --output-dir runs/paper",
+         "softdiff compare --preset toy_tuned                # each activation at its own best lr",
+         "softdiff compare 'tune.grid.train.lr=[1e-3,3e-3,1e-2]' budget.mode=time budget.seconds=20",
+         "softdiff compare --preset paper 'sweep.key=model.width' 'sweep.values=[64,256,1024]'",
          "softdiff compare --preset digits num_seeds=1 'activations=[softmax,relu]' workers=2",
          "softdiff compare --config my_compare.yaml --quiet"],
         presets="compare", default_preset=DEFAULT_PRESET,
