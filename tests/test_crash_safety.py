@@ -355,3 +355,36 @@ def test_accelerate_launch_of_two_processes_on_cpu_refuses_with_the_torchrun_com
     assert res.returncode != 0 and len(ours) == 1, res.stderr[-2000:]
     assert "asked for 2 processes" in ours[0] and "torchrun --standalone --nproc_per_node 2 train.py" in ours[0]
     assert not run.exists()
+
+
+def test_killing_a_comparison_ends_its_worker_processes(tmp_path):
+    """A comparison killed with SIGKILL leaves no pool worker training on (and holding a run folder's lock)."""
+    import signal
+    import time
+
+    import psutil
+
+    out = tmp_path / "cmp"
+    argv = [sys.executable, "-m", "softdiff.cli", "compare", "--output-dir", str(out), "--workers", "2", "--quiet",
+            "activations=[softmax,relu]", "num_seeds=1", "eval.every=0", "eval.metrics=[w2]",
+            "train_overrides=[model.hidden_size=16,model.num_layers=1,train.steps=100000,train.log_every=10,"
+            "train.batch_size=16,sample.every=0]"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers = []
+    try:
+        deadline = time.time() + 120
+        while len(list(out.glob("runs/*/metrics.jsonl"))) < 2 and time.time() < deadline:
+            time.sleep(0.5)
+        workers = [p for p in psutil.Process(proc.pid).children(recursive=True) if "spawn_main" in " ".join(p.cmdline())]
+        assert len(workers) == 2 and len(list(out.glob("runs/*/metrics.jsonl"))) == 2  # both are training
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        gone, alive = psutil.wait_procs(workers, timeout=30)
+        assert not alive, [p.pid for p in alive]
+    finally:
+        for p in [*workers, *psutil.Process().children(recursive=True)]:  # orphans are no longer our children
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass

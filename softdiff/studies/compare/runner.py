@@ -17,6 +17,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
@@ -194,9 +195,25 @@ def run_comparison(cfg: CompareConfig, command: str = "", log=print) -> Path:
     from softdiff.training.run_lock import RunLock
 
     t0, commit = time.perf_counter(), _git_commit()  # the code that runs, not the one at the end
+    if cfg.tune.enabled and cfg.tune.metric:
+        check_selection_metric(cfg)
     out = check_output_dir("output_dir", cfg.output_dir)
     with RunLock(out, "compare folder"):
         return _run_comparison(cfg, command, log, t0, commit, out)
+
+
+def check_selection_metric(cfg: CompareConfig) -> None:
+    """``tune.metric`` must be one the evaluation computes on the data of every sweep point."""
+    from softdiff.data import make_dataset
+    from softdiff.evaluation.run_eval import applicable_metrics
+
+    for point in cfg.sweep_points():
+        d = cfg.base_train_config(point).data
+        applicable = applicable_metrics(make_dataset(d.name, d.root, d.download, d.path, d.image_size, d.channels),
+                                        cfg.eval)
+        if cfg.tune.metric not in applicable:
+            raise ConfigError(f"tune.metric={cfg.tune.metric} does not apply to data.name={d.name} with these "
+                              f"eval.metrics; choose from: {', '.join(applicable)}.")
 
 
 def objective_summary(d) -> str:
@@ -207,6 +224,16 @@ def objective_summary(d) -> str:
     return f"{what}, t ~ {density}, loss weighting {d.loss_weighting}"
 
 
+
+
+def _end_with_parent() -> None:
+    """Pool workers end when the comparison process ends, however it ends: a killed comparison leaves no worker
+    training on (and holding its run folder's lock) behind it. Linux only (prctl PR_SET_PDEATHSIG)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)
 
 
 def execute(jobs: list[dict], workers: int, log, what: str = "runs") -> list[dict]:
@@ -228,7 +255,8 @@ def execute(jobs: list[dict], workers: int, log, what: str = "runs") -> list[dic
         for job in jobs:
             done({**run_one(job), "trial": job.get("trial")})
     else:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                                 initializer=_end_with_parent) as pool:
             for job, record in zip(jobs, pool.map(run_one, jobs)):
                 done({**record, "trial": job.get("trial")})
     return results
@@ -294,9 +322,6 @@ def run_point(cfg: CompareConfig, folder: Path, point: Sequence[str], workers: i
                                                  d.ou_t_min, d.ou_t_max)
     evaluator = RunEvaluator(dataset, cfg.eval, scheduler_config)  # trains the feature classifier if missing
     metric = cfg.tune.metric or evaluator.metrics[0]
-    if cfg.tune.enabled and metric not in evaluator.metrics:
-        raise ConfigError(f"tune.metric={metric} does not apply to data.name={base.data.name}; choose from: "
-                          f"{', '.join(evaluator.metrics)}.")
     budget = StepBudget(cfg, folder, point, log)
     tuning = (tune_arms(cfg, folder, point, budget, metric, metric in HIGHER_IS_BETTER, workers, log)
               if cfg.tune.enabled else None)
