@@ -73,7 +73,16 @@ def test_the_tuner_picks_each_arms_known_best_lr_and_trains_the_final_seeds_ther
     # Selection saw only the validation metric: its own reference draw and sampling seed.
     assert all(j["eval"]["metrics"] == ["w2"] and j["eval"]["reference_seed"] != cfg.eval.reference_seed
                and j["eval"]["seed"] == cfg.tune.sampling_seed for j in tuning_jobs)
-    assert "## Tuning" in (tmp_path / "report.md").read_text()
+    report = (tmp_path / "report.md").read_text()
+    assert "## Tuning" in report and "beyond" not in report  # both optima lie inside the grid
+
+
+def test_a_best_setting_at_the_edge_of_the_grid_is_flagged(tmp_path, monkeypatch):
+    monkeypatch.setattr(runner, "run_one", FakeRuns(lr_objective))
+    cfg = config(tmp_path, "activations=[softmax,relu]", "num_seeds=1", "tune.grid.train.lr=[1e-3,3e-3,5e-3]")
+    runner.run_comparison(cfg, log=lambda *_: None)
+    report = (tmp_path / "report.md").read_text()
+    assert "relu chose the largest train.lr of the grid (0.005)" in report and "softmax chose" not in report
 
 
 def test_ties_go_to_the_trial_listed_first_and_failed_trials_are_never_chosen():

@@ -173,10 +173,27 @@ def tuning_lines(tuning: dict, activations: list[str], cfg) -> list[str]:
             cell = fmt(t["score"]) + (" (failed)" if t["errors"] else "")
             cells.append(f"**{cell}**" if tuning[act]["best_trial"] == i else cell)
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lines += ["", "Chosen: " + "; ".join(
+    lines += ["", *edge_notes(tuning, activations, cfg.tune.grid), "Chosen: " + "; ".join(
         f"{act} " + (", ".join(f"{k}={v}" for k, v in tuning[act]["best"].items()) or "none finite: shared setting")
         for act in activations) + "."]
     return lines
+
+
+def edge_notes(tuning: dict, activations: list[str], grid: dict) -> list[str]:
+    """A warning per numeric grid key whose chosen value is the smallest or largest listed: the best setting may
+    lie outside the grid."""
+    notes = []
+    for key, values in grid.items():
+        numeric = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if len(numeric) < 2 or len(numeric) != len(values):
+            continue
+        for act in activations:
+            chosen = tuning[act]["best"].get(key)
+            if chosen is not None and chosen in (min(numeric), max(numeric)):
+                side = "largest" if chosen == max(numeric) else "smallest"
+                notes.append(f"**Note:** {act} chose the {side} {key} of the grid ({chosen}); its best setting may "
+                             "lie beyond it, so widen the grid on that side.")
+    return [*notes, ""] if notes else []
 
 
 def budget_lines(cfg, budget: dict | None, runs: list[dict], activations: list[str]) -> list[str]:
