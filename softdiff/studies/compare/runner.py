@@ -280,8 +280,8 @@ def tune_arms(cfg: CompareConfig, folder: Path, point, budget, metric: str, high
     validation = validation_settings(cfg.eval, tune, metric)
     jobs = []
     for act in cfg.activations:
-        for i, settings in enumerate(settings_list):
-            name = trial_name(i, settings)
+        for settings in settings_list:
+            name = trial_name(settings)
             steps = budget.steps(act, settings, share=tune.budget)
             for seed in tune.seed_list:
                 run_dir = folder / "tune" / act / f"{name}-seed{seed}"
@@ -293,9 +293,9 @@ def tune_arms(cfg: CompareConfig, folder: Path, point, budget, metric: str, high
     out = {}
     for act in cfg.activations:
         trials = []
-        for i, settings in enumerate(settings_list):
-            mine = [r for r in records if r["activation"] == act and r["trial"] == trial_name(i, settings)]
-            trials.append({"name": trial_name(i, settings), "settings": settings, "score": trial_score(mine, metric),
+        for settings in settings_list:
+            mine = [r for r in records if r["activation"] == act and r["trial"] == trial_name(settings)]
+            trials.append({"name": trial_name(settings), "settings": settings, "score": trial_score(mine, metric),
                            "seeds": {r["seed"]: r["metrics"].get(metric, math.nan) for r in mine},
                            "steps": mine[0]["steps"] if mine else None,
                            "errors": [r["error"] for r in mine if r.get("error")]})

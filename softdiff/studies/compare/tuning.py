@@ -17,10 +17,10 @@ def validation_settings(eval_settings: EvalSettings, tune, metric: str) -> EvalS
                    every=0, num_samples=tune.num_samples or eval_settings.num_samples)
 
 
-def trial_name(index: int, settings: dict) -> str:
-    """A folder name for a trial, e.g. ``t01_lr=0.003``."""
-    parts = [f"{key.rsplit('.', 1)[-1]}={value}" for key, value in settings.items()]
-    return f"t{index:02d}" + ("_" + ",".join(parts) if parts else "")
+def trial_name(settings: dict) -> str:
+    """A trial's folder name, from its settings alone (so adding a value to the grid keeps the other trials'
+    folders), e.g. ``train.lr=0.003,model.sigma=0.1``."""
+    return ",".join(f"{key}={value}" for key, value in settings.items()) or "shared"
 
 
 def trial_score(records: list[dict], metric: str) -> float:
