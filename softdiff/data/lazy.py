@@ -48,6 +48,12 @@ class HFImages:
         return len(self.table)
 
     def name(self, i: int) -> str:
+        try:  # an image stored as a path (an image folder): name the file too
+            path = self.table.with_format("arrow")[int(i)].column(self.column)[0].as_py()["path"]
+        except (TypeError, KeyError, IndexError, AttributeError):
+            path = None
+        if path:
+            return f"image file '{path}' (row {i} of {self.where}, column '{self.column}')"
         return f"row {i} of {self.where} (column '{self.column}')"
 
     def load(self, i: int):
