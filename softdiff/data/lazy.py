@@ -48,8 +48,9 @@ class HFImages:
         return len(self.table)
 
     def name(self, i: int) -> str:
-        try:  # an image stored as a path (an image folder): name the file too
-            path = self.table.with_format("arrow")[int(i)].column(self.column)[0].as_py()["path"]
+        try:  # an image stored as a path, not as bytes (an image folder): name the file too
+            value = self.table.with_format("arrow")[int(i)].column(self.column)[0].as_py()
+            path = value["path"] if value["bytes"] is None else None
         except (TypeError, KeyError, IndexError, AttributeError):
             path = None
         if path:
