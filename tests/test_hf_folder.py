@@ -23,6 +23,12 @@ TINY = ["data.name=hf", "data.image_size=8", "model.hidden_size=16", "model.num_
         "train.checkpoint_every=3", "train.log_every=2", "sample.every=0", "sample.steps=2", "sample.num_samples=4"]
 
 
+@pytest.fixture(autouse=True)
+def hf_cache(tmp_path, monkeypatch):
+    """load_dataset (the reference, and the layouts left to it) writes its Arrow cache under the test's folder."""
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")
+
+
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
     """Runs compared bitwise use the same number of threads (it changes float summation order)."""
@@ -87,8 +93,8 @@ LAYOUTS = {"classes": classes, "nested_classes": nested_classes, "mixed_depths":
            "metadata_csv": metadata_csv, "metadata_jsonl": metadata_jsonl}
 
 
-def reference(root: Path, cache: Path, split: str = "train"):
-    return datasets.load_dataset("imagefolder", data_dir=str(root), split=split, cache_dir=str(cache))
+def reference(root: Path, split: str = "train"):
+    return datasets.load_dataset("imagefolder", data_dir=str(root), split=split)
 
 
 def pixels(table) -> torch.Tensor:
@@ -100,7 +106,7 @@ def pixels(table) -> torch.Tensor:
 def test_image_folder_is_the_imagefolder_builders_table(layout, tmp_path, monkeypatch):
     root = tmp_path / layout
     LAYOUTS[layout](root)
-    ref = reference(root, tmp_path / "cache")
+    ref = reference(root)
     ours = open_image_folder(root, "train")
     assert ours is not None, "the folder went to load_dataset"
     assert ours.features == ref.features and ours.column_names == ref.column_names
@@ -141,7 +147,7 @@ def test_other_layouts_are_left_to_load_dataset(extra, tmp_path):
         (root / ("notes.txt" if extra == "text_file" else "README.md")).write_text("notes\n")
     assert open_image_folder(root, "train") is None
     for split in ("train", "test") if extra == "split_folders" else ("train",):
-        ref = reference(root, tmp_path / "cache", split)
+        ref = reference(root, split)
         ds = make_dataset("hf", path=str(root), image_size=8, split=split)
         assert len(ds) == len(ref) and torch.equal(ds.decode(torch.arange(len(ds))), pixels(ref))
 
