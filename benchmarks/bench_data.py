@@ -1,14 +1,17 @@
-"""Data loading at scale: a folder of 64x64 PNGs read lazily (0, 1, 2 DataLoader workers) and as a Hugging Face
-``imagefolder``, against the in-memory loader (every image decoded and stacked before the first step).
+"""Data loading at scale: a folder of 64x64 PNGs read lazily (0, 1, 2 DataLoader workers) as ``data.name=folder``
+and as a Hugging Face dataset (``data.name=hf``: an image folder read in place), against the in-memory loader
+(every image decoded and stacked before the first step).
 
 For each dataset size and loader, a fresh process builds the dataset and the default ScoreTransformer
 (ModelConfig defaults, patch_size 8 at 64x64) and reports: time from building the dataset to the end of the
 first training step (on a first start, and on a restart that reopens the data through the run's
 ``data_index.json`` as ``--resume`` does), the main process's peak resident memory, examples/s of the
 loader alone (``draw_batch`` for the next steps), and examples/s of training steps fed by that loader.
-Rounds interleave the loaders; figures are medians over rounds. Folders are generated once and cached under ``--cache``.
+Rounds interleave the loaders; figures are medians over rounds. Folders are generated once and cached under ``--cache``
+(remove it afterwards). For reference, ``datasets.load_dataset`` of each folder is timed twice (building its Arrow
+cache, then finding it).
 
-    python benchmarks/bench_data.py [--sizes 2000 20000] [--rounds 3] [--batch 64] [--steps 8]
+    python benchmarks/bench_data.py [--sizes 2000 20000] [--rounds 3] [--batch 64] [--steps 8] [--loaders memory hf]
 """
 from __future__ import annotations
 
@@ -120,6 +123,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--cache", default="/tmp/softdiff-bench-data")
+    p.add_argument("--loaders", nargs="+", choices=["memory", "folder", "hf"], default=["memory", "folder", "hf"])
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--folder", help=argparse.SUPPRESS)
     p.add_argument("--loader", help=argparse.SUPPRESS)
@@ -136,11 +140,14 @@ def main() -> None:
         start = time.perf_counter()
         folders[n] = make_folder(cache, n)
         print(f"folder of {n} PNGs: {folders[n]} ({time.perf_counter() - start:.1f} s to generate or find)")
-    for n in args.sizes:  # the imagefolder's Arrow cache is built once per folder, then reused by every open
-        start = time.perf_counter()
-        subprocess.run([sys.executable, "-c", f"import datasets; datasets.load_dataset({str(folders[n])!r}, "
-                        "split='train')"], env=env, check=True, capture_output=True)
-        print(f"imagefolder of {n}: {time.perf_counter() - start:.1f} s to build (or find) its Arrow cache")
+    loaders = [loader for loader in LOADERS if loader[0] in args.loaders]
+    for n in args.sizes if "hf" in args.loaders else []:  # what data.name=hf does not do for an image folder
+        for what in ("builds (or finds)", "finds"):
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-c", f"import datasets; datasets.load_dataset({str(folders[n])!r}, "
+                            "split='train')"], env=env, check=True, capture_output=True)
+            print(f"datasets.load_dataset of the folder of {n} (a fresh process that {what} its Arrow cache): "
+                  f"{time.perf_counter() - start:.1f} s")
     indexes = {}
     for n in args.sizes:  # what a run's first start leaves in its folder for the restarts
         for name in ("folder", "hf"):
@@ -149,10 +156,10 @@ def main() -> None:
             subprocess.run([sys.executable, "-c", f"from softdiff.data import make_dataset; make_dataset({name!r}, "
                             f"path={str(folders[n])!r}, image_size=64, index={str(indexes[(n, name)])!r})"],
                            env=env, check=True, capture_output=True)
-    results = {(n, *loader): [] for n in args.sizes for loader in LOADERS}
+    results = {(n, *loader): [] for n in args.sizes for loader in loaders}
     for r in range(args.rounds):
         for n in args.sizes:
-            for loader, w, restart in LOADERS:
+            for loader, w, restart in loaders:
                 index = indexes[(n, loader)] if restart else None
                 results[(n, loader, w, restart)].append(measure(folders[n], loader, w, index, args, env))
         print(f"round {r + 1}/{args.rounds} done", flush=True)
@@ -168,7 +175,7 @@ def main() -> None:
         lo, hi = min(args.sizes), max(args.sizes)
         print(f"\nratio {hi} / {lo} images (1.00 = independent of size):\n| loader | workers | start | first step | "
               "peak RSS | RSS with the data |\n| --- | --- | --- | --- | --- | --- |")
-        for loader, w, restart in LOADERS:
+        for loader, w, restart in loaders:
             a, b = med[(lo, loader, w, restart)], med[(hi, loader, w, restart)]
             print(f"| {loader} | {w} | {'restart' if restart else 'first'} | "
                   f"{b['first_step_s'] / a['first_step_s']:.2f} | {b['peak_rss_mb'] / a['peak_rss_mb']:.2f} | "

@@ -16,8 +16,9 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 INDEX_VERSION = 1
 
 
-def list_images(root: Path) -> list[str]:
-    """Paths (relative to ``root``, '/'-separated, sorted) of every image file below ``root``."""
+def list_files(root: Path, suffixes: set[str] | None = None) -> list[str]:
+    """Paths (relative to ``root``, '/'-separated, sorted) of every file below ``root``, or of those whose
+    lower-cased suffix is in ``suffixes``."""
     found, stack = [], [""]
     while stack:  # os.scandir and plain strings: no stat and no Path object per file (big trees)
         rel = stack.pop()
@@ -25,9 +26,14 @@ def list_images(root: Path) -> list[str]:
             for entry in entries:
                 if entry.is_dir(follow_symlinks=True):
                     stack.append(rel + entry.name + "/")
-                elif os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES:
+                elif suffixes is None or os.path.splitext(entry.name)[1].lower() in suffixes:
                     found.append(rel + entry.name)
     return sorted(found)
+
+
+def list_images(root: Path) -> list[str]:
+    """Paths (relative to ``root``, '/'-separated, sorted) of every image file below ``root``."""
+    return list_files(root, IMAGE_SUFFIXES)
 
 
 def _read_index(index: Path, root: Path) -> list[str] | None:

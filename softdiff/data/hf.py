@@ -1,5 +1,6 @@
-"""Hugging Face ``datasets`` as image sources: a folder written by ``save_to_disk``, a local folder that
-``load_dataset`` reads (images as an ``imagefolder``, Parquet, Arrow), or a hub name with ``data.download``."""
+"""Hugging Face ``datasets`` as image sources: a folder written by ``save_to_disk``, a local image folder (read in
+place, ``hf_folder.py``), another local folder that ``load_dataset`` reads (Parquet, Arrow, an image folder of
+another layout), or a hub name with ``data.download``."""
 from __future__ import annotations
 
 import json
@@ -7,8 +8,9 @@ from pathlib import Path
 
 import torch
 
+from softdiff.data.hf_folder import open_image_folder
 from softdiff.errors import DataError
-from softdiff.safe_io import write_json
+from softdiff.safe_io import atomic_path, write_json
 
 
 def _import_datasets():
@@ -22,7 +24,7 @@ def _import_datasets():
 
 def _pinned(index: Path, key: dict):
     """The table whose Arrow files ``index`` lists for ``key`` (None when it lists another dataset or a file is
-    gone): opening a local folder with ``load_dataset`` globs the whole tree several times, a restart need not."""
+    gone): opening a local folder lists or globs the whole tree, a restart need not."""
     datasets = _import_datasets()
     try:
         data = json.loads(index.read_text())
@@ -43,9 +45,21 @@ def open_table(path: str, split: str, download: bool, index: str | Path | None =
         return table
     table = _open(path, split, download)
     files = [f["filename"] for f in table.cache_files]
+    if index is not None and not files:  # a table built in memory (an image folder read in place): saved
+        files = [_write_arrow(table, Path(index).with_suffix(".arrow"))]
     if index is not None and files:
         write_json(index, {"hf": key, "arrow_files": files})
     return table
+
+
+def _write_arrow(table, path: Path) -> str:
+    """``table`` as an Arrow file that ``datasets.Dataset.from_file`` reopens (features included); its path."""
+    import pyarrow as pa
+
+    with atomic_path(path) as tmp, pa.OSFile(str(tmp), "wb") as sink, \
+            pa.ipc.new_stream(sink, table.data.schema) as writer:
+        writer.write_table(table.data.table)
+    return str(path)
 
 
 def _open(path: str, split: str, download: bool):
@@ -55,7 +69,9 @@ def _open(path: str, split: str, download: bool):
         if local.is_dir() and any((local / f).is_file() for f in ("state.json", "dataset_dict.json")):
             table = datasets.load_from_disk(str(local))  # memory-mapped Arrow: nothing is copied
         elif local.is_dir():
-            table = datasets.load_dataset(str(local), split=split)
+            table = open_image_folder(local, split)  # None: not an image folder read in place
+            if table is None:
+                table = datasets.load_dataset(str(local), split=split)
         elif download:
             table = datasets.load_dataset(path, split=split)
         else:

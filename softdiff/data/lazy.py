@@ -48,6 +48,13 @@ class HFImages:
         return len(self.table)
 
     def name(self, i: int) -> str:
+        try:  # an image stored as a path, not as bytes (an image folder): name the file too
+            value = self.table.with_format("arrow")[int(i)].column(self.column)[0].as_py()
+            path = value["path"] if value["bytes"] is None else None
+        except (TypeError, KeyError, IndexError, AttributeError):
+            path = None
+        if path:
+            return f"image file '{path}' (row {i} of {self.where}, column '{self.column}')"
         return f"row {i} of {self.where} (column '{self.column}')"
 
     def load(self, i: int):
