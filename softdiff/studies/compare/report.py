@@ -191,7 +191,7 @@ def edge_notes(tuning: dict, activations: list[str], grid: dict) -> list[str]:
             chosen = tuning[act]["best"].get(key)
             if chosen is not None and chosen in (min(numeric), max(numeric)):
                 side = "largest" if chosen == max(numeric) else "smallest"
-                notes.append(f"**Note:** {act} chose the {side} {key} of the grid ({chosen}); its best setting may "
+                notes.append(f"- **Note:** {act} chose the {side} {key} of the grid ({chosen}); its best setting may "
                              "lie beyond it, so widen the grid on that side.")
     return [*notes, ""] if notes else []
 
