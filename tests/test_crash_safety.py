@@ -382,8 +382,13 @@ def test_killing_a_comparison_ends_its_worker_processes(tmp_path):
         proc.wait(timeout=30)
         gone, alive = psutil.wait_procs(workers, timeout=30)
         assert not alive, [p.pid for p in alive]
-    finally:
-        for p in [*workers, *psutil.Process().children(recursive=True)]:  # orphans are no longer our children
+    finally:  # only this comparison's processes (the session's other helpers, e.g. the fork runner, stay)
+        try:
+            workers += psutil.Process(proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            pass
+        proc.kill()
+        for p in workers:
             try:
                 p.kill()
             except psutil.NoSuchProcess:
