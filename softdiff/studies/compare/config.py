@@ -176,7 +176,12 @@ class CompareConfig:
         self.sweep.validate()
         self.budget.validate()
         for point in self.sweep_points():
-            base = self.base_train_config(point)
+            try:
+                base = self.base_train_config(point)
+            except ConfigError as err:
+                if not point:
+                    raise
+                raise ConfigError(f"sweep point {point[0]}: {err}") from None
             if self.eval.steps > base.diffusion.num_train_timesteps:
                 raise ConfigError(f"eval.steps={self.eval.steps} must be at most the base config's "
                                   f"diffusion.num_train_timesteps={base.diffusion.num_train_timesteps}.")
@@ -186,7 +191,10 @@ class CompareConfig:
                     raise ConfigError(f"activations: {act!r} is not valid for model.type={base.model.type}; "
                                       f"choose from: {', '.join(allowed)}.")
             for settings in (self.tune.trials() if self.tune.enabled else []):
-                self.base_train_config(point, settings)  # every trial must be a valid training config
+                try:  # every trial must be a valid training config
+                    self.base_train_config(point, settings)
+                except ConfigError as err:
+                    raise ConfigError(f"tune trial {', '.join(setting_overrides(settings))}: {err}") from None
 
     def sweep_points(self) -> list[list[str]]:
         """The overrides of each sweep point (``[[]]`` without a sweep)."""
