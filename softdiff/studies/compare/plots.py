@@ -104,17 +104,21 @@ def plot_samples(samples: dict[str, np.ndarray], kind: str, path: Path, referenc
 
 
 def plot_scaling(key: str, values: list, summaries: list[dict], activations: list[str], metrics: list[str],
-                 path: Path) -> bool:
+                 path: Path, floors: list[dict] | None = None) -> bool:
     """Each metric against the swept value, one line per activation: the mean over seeds with its 95% bootstrap
-    interval as a band; False if nothing is finite."""
+    interval as a band, and each point's noise floor dashed; False if nothing is finite."""
     shown = [m for m in metrics if any(math.isfinite(s.get(a, {}).get(m, {}).get("mean", math.nan))
                                        for s in summaries for a in activations)]
     if not shown:
         return False
     numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
     xs = np.asarray(values, dtype=float) if numeric else np.arange(len(values), dtype=float)
-    fig, axes = plt.subplots(1, len(shown), figsize=(4.2 * len(shown), 3.6), squeeze=False)
-    for ax, m in zip(axes[0], shown):
+    cols = min(3, len(shown))
+    rows = math.ceil(len(shown) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+    for ax in axes.flat[len(shown):]:
+        ax.set_visible(False)
+    for ax, m in zip(axes.flat, shown):
         for act in activations:
             cells = [s.get(act, {}).get(m, {}) for s in summaries]
             mean = np.array([c.get("mean", math.nan) for c in cells], dtype=float)
@@ -122,6 +126,9 @@ def plot_scaling(key: str, values: list, summaries: list[dict], activations: lis
             hi = np.array([(c.get("ci95") or [math.nan] * 2)[1] for c in cells], dtype=float)
             (line,) = ax.plot(xs, mean, marker="o", label=act)
             ax.fill_between(xs, lo, hi, alpha=0.2, color=line.get_color())
+        floor = np.array([(f or {}).get(m, math.nan) for f in (floors or [{}] * len(xs))], dtype=float)
+        if np.isfinite(floor).any():
+            ax.plot(xs, floor, "k--", lw=1, label="noise floor")
         finite = [v for s in summaries for a in activations
                   for v in [s.get(a, {}).get(m, {}).get("mean", math.nan)] if math.isfinite(v)]
         ax.set(xlabel=key, ylabel=m, title=f"{m} ({'higher' if m in HIGHER_IS_BETTER else 'lower'} is better)",
@@ -130,7 +137,7 @@ def plot_scaling(key: str, values: list, summaries: list[dict], activations: lis
             ax.set_xscale("log", base=2)
         if not numeric:
             ax.set_xticks(xs, [str(v) for v in values])
-    axes[0][0].legend()
+    axes.flat[0].legend()
     fig.suptitle("mean over seeds, band: 95% bootstrap interval", fontsize=9)
     fig.tight_layout()
     save_figure(fig, path, dpi=110)

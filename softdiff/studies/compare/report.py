@@ -317,7 +317,7 @@ def write_outputs(cfg, out: Path, points: list[dict], command: str, commit: str,
         lines += [""]
         plots += _point_plots(cfg, point, metrics, out)
     if sweep and plot_scaling(cfg.sweep.key, list(cfg.sweep.values), [p["summary"] for p in payloads],
-                              cfg.activations, metrics, out / "scaling.png"):
+                              cfg.activations, metrics, out / "scaling.png", [p["floors"] for p in points]):
         plots.insert(0, "scaling.png")
     lines += ["## Winners", ""]
     for point, payload in zip(points, payloads):
