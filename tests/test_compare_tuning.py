@@ -229,6 +229,8 @@ def test_a_width_sweep_runs_the_comparison_at_every_value(tmp_path, monkeypatch)
     (["tune.log_uniform.train.lr=[1e-2,1e-4]", "tune.draws=3"], "0 < low < high"),
     (["tune.log_uniform.train.lr=[1e-4,1e-2]"], "tune.draws=0 must be at least 1"),
     (["tune.grid.train.lr=[1e-3]", "tune.budget=0"], "tune.budget=0"),
+    (["tune.draws=-1"], "tune.draws=-1 is set but tune.log_uniform is empty"),
+    (["tune.report_shared=true"], "tune.report_shared=true needs trials"),
     (["tune.grid.train.lr=[1e-3]", "tune.seed_offset=0"], "tune.seed_offset=0"),
     (["tune.grid.train.lr=[1e-3]", "tune.metric=fid"], "tune.metric=fid does not apply"),
     (["tune.metric=fidd"], "tune.metric='fidd' is not valid"),

@@ -79,6 +79,12 @@ class TuneConfig:
                               "tune.log_uniform; keep it in one.")
         if self.log_uniform and self.draws < 1:
             raise ConfigError(f"tune.draws={self.draws} must be at least 1 with tune.log_uniform set.")
+        if not self.log_uniform and self.draws:
+            raise ConfigError(f"tune.draws={self.draws} is set but tune.log_uniform is empty; give the keys to draw, "
+                              "e.g. tune.log_uniform.train.lr=[1e-4,1e-2].")
+        if not self.enabled and self.report_shared:
+            raise ConfigError("tune.report_shared=true needs trials to compare with; set tune.grid or "
+                              "tune.log_uniform.")
         if not (math.isfinite(self.budget) and 0 < self.budget <= 1):
             raise ConfigError(f"tune.budget={self.budget} must be in (0, 1], the share of the final budget per trial.")
         check_positive("tune.seeds", self.seeds)
