@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,3 +56,12 @@ def forked(tmp_path_factory):
     client = _Forked(tmp_path_factory.mktemp("forked"))
     yield client
     client.close()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Runs compared bitwise use the same number of threads (it changes float summation order)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

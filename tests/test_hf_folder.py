@@ -22,20 +22,13 @@ TINY = ["data.name=hf", "data.image_size=8", "model.hidden_size=16", "model.num_
         "model.conv_stem=4", "model.dropout=0.1", "train.batch_size=8", "train.steps=6", "train.warmup_steps=1",
         "train.checkpoint_every=3", "train.log_every=2", "sample.every=0", "sample.steps=2", "sample.num_samples=4"]
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 @pytest.fixture(autouse=True)
 def hf_cache(tmp_path, monkeypatch):
     """load_dataset (the reference, and the layouts left to it) writes its Arrow cache under the test's folder."""
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Runs compared bitwise use the same number of threads (it changes float summation order)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def write_image(path: Path, seed: int, size: int = 8) -> None:

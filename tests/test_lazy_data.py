@@ -23,6 +23,8 @@ TINY = ["data.name=folder", "data.image_size=8", "model.hidden_size=16", "model.
         "model.conv_stem=4", "model.dropout=0.1", "train.batch_size=8", "train.steps=6", "train.warmup_steps=1",
         "train.checkpoint_every=3", "train.log_every=2", "sample.every=0", "sample.steps=2", "sample.num_samples=4"]
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def write_folder(root: Path, n: int = N_IMAGES, size: int = 8) -> list[np.ndarray]:
     """``n`` random RGB PNGs in two nested subfolders (sorted order = index order); their pixels."""
@@ -41,15 +43,6 @@ def write_folder(root: Path, n: int = N_IMAGES, size: int = 8) -> list[np.ndarra
 def folder(tmp_path_factory):
     root = tmp_path_factory.mktemp("images")
     return root, write_folder(root)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Runs compared bitwise use the same number of threads (it changes float summation order)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def config(out, path, *extra):
