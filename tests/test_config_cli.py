@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from softdiff.cli import main as softdiff_main
-from softdiff.studies.compare.runner import CompareConfig
+from softdiff.studies.compare.config import CompareConfig
 from softdiff.config import load_config, to_yaml
 from softdiff.studies.ntk.study import NTKStudyConfig
 from softdiff.studies.softmax_regression.study import RegressConfig

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Sequence
 
 from softdiff.command_line import add_overrides, command_parser, config_path, overrides, parse
-from softdiff.studies.compare.runner import load_compare_config, run_comparison
+from softdiff.studies.compare.config import load_compare_config
+from softdiff.studies.compare.runner import run_comparison
 
 DEFAULT_PRESET = "toy"
 

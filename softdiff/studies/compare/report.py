@@ -2,7 +2,6 @@
 best arm, winners, tuning, budgets, the scaling sweep and the runs."""
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path

@@ -28,7 +28,7 @@ from typing import Sequence
 from softdiff.config import to_yaml
 from softdiff.errors import ConfigError
 from softdiff.evaluation.run_eval import EvalSettings
-from softdiff.studies.compare.config import CompareConfig, load_compare_config, setting_overrides  # noqa: F401
+from softdiff.studies.compare.config import CompareConfig, setting_overrides
 
 
 def run_overrides(cfg: CompareConfig, activation: str, seed: int, run_dir: Path, point: Sequence[str] = (),
@@ -347,8 +347,7 @@ def run_point(cfg: CompareConfig, folder: Path, point: Sequence[str], workers: i
         shared = sorted(shared + tuned_at_shared, key=lambda r: (cfg.activations.index(r["activation"]), r["seed"]))
     return {"point": list(point), "folder": folder, "dataset": dataset, "evaluator": evaluator,
             "floors": evaluator.noise_floors(), "runs": runs, "shared_runs": shared if cfg.tune.report_shared else None,
-            "tuning": tuning, "selection_metric": metric if tuning else None,
-            "budget": budget.table() if cfg.budget.mode == "time" else None}
+            "tuning": tuning, "budget": budget.table() if cfg.budget.mode == "time" else None}
 
 
 def _run_comparison(cfg: CompareConfig, command, log, t0: float, commit: str, out: Path) -> Path:
