@@ -31,12 +31,11 @@ from softdiff.evaluation.run_eval import EvalSettings
 from softdiff.studies.compare.config import CompareConfig, setting_overrides
 
 
-def run_overrides(cfg: CompareConfig, activation: str, seed: int, run_dir: Path, point: Sequence[str] = (),
-                  settings: dict | None = None, steps: int | None = None, eval_every: int | None = None) -> list[str]:
+def run_overrides(cfg: CompareConfig, activation: str, seed: int, run_dir: Path, point: Sequence[str],
+                  settings: dict | None, steps: int, eval_every: int | None = None) -> list[str]:
     """The overrides that turn the base config into one run: the sweep point, the arm's settings, its step
-    budget, then activation and seed; everything else is the same for every run."""
+    budget (from ``StepBudget``), then activation and seed; everything else is the same for every run."""
     every = cfg.eval.every if eval_every is None else eval_every
-    steps = steps or cfg.base_train_config(point, settings).train.steps
     extra = [f"train.steps={steps}", f"model.activation={activation}", f"train.seed={seed}", f"output_dir={run_dir}"]
     if cfg.ntk_every:
         extra.append(f"diagnostics.ntk_every={cfg.ntk_every}")

@@ -60,9 +60,9 @@ def mean_std(values: Sequence[float | None]) -> dict[str, float]:
     return {"mean": float(np.mean(x)), "std": std, "n": len(x)}
 
 
-def describe(values: Sequence[float | None], seed: int = 0) -> dict:
+def describe(values: Sequence[float | None]) -> dict:
     """``{"mean", "std", "n", "ci95"}`` of the finite values."""
-    return {**mean_std(values), "ci95": bootstrap_ci(values, seed=seed)}
+    return {**mean_std(values), "ci95": bootstrap_ci(values)}
 
 
 def by_seed(runs: list[dict], activation: str, metric: str) -> dict[int, float]:
