@@ -105,6 +105,7 @@ CASES = [
     ("train.py", [*TOY, "data.random_flip=true", f"output_dir={OUT}"], "data.random_flip", None),
     ("train.py", ["data.label_column=label", f"output_dir={OUT}"], "data.label_column", None),
     ("train.py", ["data.name=hf", f"output_dir={OUT}"], "data.path", None),
+    ("train.py", ["data.name=mnist", "data.split=val", f"output_dir={OUT}"], "data.split='val'", None),
     ("train.py", ["data.name=hf", "data.path={tmp}/nope", f"output_dir={OUT}"], "data.download=true", None),
     ("train.py", ["data.name=hf", "data.path={tmp}", "data.class_conditional=true", f"output_dir={OUT}"],
      "data.label_column", None),

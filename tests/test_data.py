@@ -54,8 +54,12 @@ def test_gaussian_mixture_noised_is_the_diffused_law():
     assert abs(samples.std(0).mean().item() - noised.stds.item()) < 0.02
 
 
-def test_missing_torchvision_dataset_gives_clear_error(tmp_path):
-    with pytest.raises(DataError, match="data.download=true"):
+def test_missing_mnist_gives_clear_error(tmp_path, monkeypatch):
+    from softdiff.data import idx
+
+    monkeypatch.setitem(idx.SYSTEM_FOLDERS, "mnist", str(tmp_path / "system"))  # not this machine's packages
+    with pytest.raises(DataError, match=r"dataset 'mnist' \(train split: .* was not found in .*; install a Debian "
+                                        r"package .*, set data.path=FOLDER .*, or set data.download=true"):
         make_dataset("mnist", root=tmp_path)
 
 

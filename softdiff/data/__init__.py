@@ -14,6 +14,7 @@ from torch import Tensor
 
 from softdiff.data.images import TORCHVISION, load_digits_images, load_torchvision
 from softdiff.data.file_index import image_files
+from softdiff.data.idx import IDX_DATASETS, load_idx_dataset
 from softdiff.data.lazy import HFImages, ImageFiles, decode_batch
 from softdiff.data.toy2d import ANALYTIC, TOY2D, GaussianMixture
 from softdiff.errors import DataError
@@ -107,13 +108,17 @@ def make_dataset(name: str, root: str | Path = "data", download: bool = False, p
                  image_size: int = 32, channels: int = 3, train: bool = True, image_column: str = "image",
                  label_column: str | None = None, split: str = "train", index: str | Path | None = None) -> Dataset:
     """The dataset called ``name`` (see ``DATASETS``); torchvision sets and hub datasets download only with
-    ``download=True``. ``index``: a JSON file pinning the run to its data (a folder's file list, a Hugging Face
+    ``download=True``. ``split``: the split of mnist / fashion_mnist (train or test) and of hf; ``train``: that of
+    cifar10. ``index``: a JSON file pinning the run to its data (a folder's file list, a Hugging Face
     dataset's Arrow files), written on the first open and read on the next."""
     if name in TOY2D:
         return Dataset(name, "vector", (2,), (-4.0, 4.0))
     if name == "digits":
         images, labels = load_digits_images()
         return Dataset(name, "image", (1, 8, 8), (0.0, 1.0), 10, images, labels)
+    if name in IDX_DATASETS:
+        images, labels = load_idx_dataset(name, root, path, split, download)
+        return Dataset(name, "image", tuple(images.shape[1:]), (0.0, 1.0), 10, images, labels)
     if name in TORCHVISION:
         images, labels = load_torchvision(name, root, download, train)
         return Dataset(name, "image", tuple(images.shape[1:]), (0.0, 1.0), 10, images, labels)

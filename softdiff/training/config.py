@@ -8,6 +8,7 @@ from typing import Optional, Sequence
 
 from softdiff.config import load_config
 from softdiff.data import DATASETS, IMAGE_DATASETS, LAZY_DATASETS, example_shape
+from softdiff.data.idx import IDX_DATASETS, SPLITS as IDX_SPLITS
 from softdiff.diffusion.objectives import LOSS_WEIGHTINGS
 from softdiff.diffusion.schedulers import DIFFUSION_PREDICTION_TYPES, FLOW_SCHEDULERS, SCHEDULERS
 from softdiff.diffusion.timesteps import TIMESTEP_DENSITIES
@@ -25,13 +26,14 @@ class DataConfig:
     root: str = "data"              # where torchvision sets live
     download: bool = False          # allow torchvision / the Hugging Face hub to download (needs a network)
     path: str | None = None         # name=folder: a folder of images (searched recursively); name=hf: a local
-                                    # dataset folder (save_to_disk, imagefolder, Parquet) or a hub name
+                                    # dataset folder (save_to_disk, imagefolder, Parquet) or a hub name;
+                                    # name=mnist / fashion_mnist: a folder holding the IDX files
     image_size: int = 32            # folder / hf images: shorter side scaled to this, then centre-cropped
     channels: int = 3               # folder / hf images: 1 (grey) or 3 (RGB)
     class_conditional: bool = False  # feed labels to the model (image sets with labels)
     image_column: str = "image"     # name=hf: the column that holds the images
     label_column: Optional[str] = None  # name=hf: a column of integer class labels (None: no labels)
-    split: str = "train"            # name=hf: the split to train on
+    split: str = "train"            # name=hf: the split to train on; mnist / fashion_mnist: train or test
     num_workers: int = 0            # folder / hf: DataLoader worker processes decoding ahead (0: in the loop)
     random_flip: bool = False       # mirror each image left-right with probability 1/2 (image sets)
     skip_bad_files: bool = False    # folder / hf: replace an unreadable image by the next readable one, counted
@@ -189,6 +191,8 @@ class TrainConfig:
                            ("data.split", d.split)):
             if value is not None and not str(value).strip():
                 raise ConfigError(f"{key} must be a non-empty column or split name.")
+        if d.name in IDX_DATASETS:
+            check_choice("data.split", d.split, tuple(IDX_SPLITS))
         if d.label_column is not None and d.name != "hf":
             raise ConfigError(f"data.label_column is only read with data.name=hf, not data.name={d.name!r}; "
                               "remove it.")

@@ -1,9 +1,10 @@
 """Checks of a training run that go beyond the config's own values, made before any work or write.
 
 The output folder can be written; ``--resume`` names a checkpoint; a folder (or local Hugging Face) dataset
-exists; the model fits in memory (its parameters are counted on the ``meta`` device, which allocates nothing);
-and ``accelerate launch`` did not silently start one process where several were asked for. Allocation failures
-that happen anyway are turned into one sentence naming the size keys.
+exists; the MNIST / Fashion-MNIST IDX files are found and whole; the model fits in memory (its parameters are
+counted on the ``meta`` device, which allocates nothing); and ``accelerate launch`` did not silently start one
+process where several were asked for. Allocation failures that happen anyway are turned into one sentence naming
+the size keys.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from softdiff.data.idx import IDX_DATASETS, check_idx_dataset
 from softdiff.errors import ConfigError, DataError
 from softdiff.safe_io import check_output_dir
 from softdiff.training.checkpoints import check_resume_arg
@@ -146,6 +148,8 @@ def preflight(cfg: TrainConfig, resume: str | None = None) -> None:
     if cfg.data.name == "hf" and cfg.data.path and not cfg.data.download and not Path(cfg.data.path).is_dir():
         raise DataError(f"data.path '{cfg.data.path}' is not a local folder; set data.download=true to fetch it from "
                         "the Hugging Face hub (needs a network), or set data.path to a local dataset folder.")
+    if cfg.data.name in IDX_DATASETS:
+        check_idx_dataset(cfg.data.name, cfg.data.root, cfg.data.path, cfg.data.split, cfg.data.download)
     check_memory(cfg)
 
 
