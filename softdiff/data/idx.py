@@ -114,8 +114,7 @@ def idx_shape(path: str | Path) -> tuple[int, ...]:
 
 
 def write_idx(path: str | Path, array) -> None:
-    """Write a uint8 array of 1 (labels) or 3 (images) dimensions as an IDX file, gzipped when ``path`` ends
-    in .gz."""
+    """Write uint8 labels (N,) or images (N, rows, cols) as an IDX file, gzipped when ``path`` ends in .gz."""
     from softdiff.safe_io import atomic_path
 
     data = np.ascontiguousarray(np.asarray(array, dtype=np.uint8))
@@ -155,8 +154,7 @@ def _find(folder: Path, split: str) -> tuple[Path, Path] | None:
 
 
 def locations(name: str, root: str | Path, path: str | None) -> list[Path]:
-    """The folders searched for ``name``'s files, in order: ``data.path`` alone when it is given, else
-    torchvision's layout under ``data.root``, ``data.root`` itself and the system folder."""
+    """The folders searched, in order: ``data.path`` alone if given, else root/<Set>/raw, root, the system's."""
     if path:
         return [Path(path)]
     root = Path(root)
@@ -176,8 +174,7 @@ def _missing(name: str, split: str, searched: list[Path]) -> DataError:
 
 def find_idx_files(name: str, root: str | Path = "data", path: str | None = None,
                    split: str = "train") -> tuple[Path, Path] | None:
-    """The images and labels files of ``name``'s ``split`` in the first folder of ``locations`` that holds them
-    (None when none does)."""
+    """``name``'s ``split`` images and labels files in the first of ``locations`` holding them, else None."""
     if split not in SPLITS:
         raise DataError(f"data.split={split!r} is not valid for data.name={name}; choose one of: "
                         f"{', '.join(SPLITS)}.")
@@ -206,8 +203,7 @@ def _check_pair(name: str, files: tuple[Path, Path], image_shape: tuple[int, ...
 
 def check_idx_dataset(name: str, root: str | Path = "data", path: str | None = None, split: str = "train",
                       download: bool = False) -> None:
-    """Every check of ``load_idx_dataset`` without holding the images: a run's preflight, before its folder is
-    made."""
+    """Every check of ``load_idx_dataset`` without holding the images (a run's preflight)."""
     files = find_idx_files(name, root, path, split)
     if files is None:
         if not download:
@@ -218,8 +214,7 @@ def check_idx_dataset(name: str, root: str | Path = "data", path: str | None = N
 
 def load_idx_dataset(name: str, root: str | Path = "data", path: str | None = None, split: str = "train",
                      download: bool = False) -> tuple[Tensor, Tensor]:
-    """MNIST or Fashion-MNIST's ``split`` as uint8 images (N, 1, 28, 28) and int64 labels; with ``download``,
-    torchvision downloads it into ``root`` when no folder holds it."""
+    """``split`` as uint8 images (N, 1, 28, 28) and int64 labels; with ``download``, torchvision fetches them."""
     files = find_idx_files(name, root, path, split)
     if files is None:
         if download:
