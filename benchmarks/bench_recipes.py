@@ -15,7 +15,8 @@ import argparse
 import torch
 
 from softdiff.data import make_dataset
-from softdiff.evaluation.features import ensure_classifier, score_samples
+from softdiff.evaluation.classifiers import ensure_classifier
+from softdiff.evaluation.features import score_samples
 from softdiff.training import load_train_config
 from softdiff.training.models import build_model
 
@@ -56,7 +57,7 @@ def main() -> None:
     p.add_argument("--round", type=int, choices=(1, 2), help="only the variants of round 1 or 2")
     p.add_argument("--only", nargs="+", help="variant names to run (default: all)")
     p.add_argument("--config", default="configs/digits.yaml")
-    p.add_argument("--classifier", default="features/digits_classifier.safetensors")
+    p.add_argument("--classifier", default=None, help="digits classifier file (default: the cached one)")
     args = p.parse_args()
     classifier = ensure_classifier(args.classifier)[0]
     dataset = make_dataset("digits")
@@ -74,7 +75,7 @@ def main() -> None:
         arm = Arm(name, build_model(cfg, dataset), cfg, dataset)
         while arm.step < args.steps:
             arm.train_step()
-        scores = score_samples(classifier, arm.samples(500, 1))
+        scores = score_samples(classifier, arm.samples(500, 1), dataset.data_tensor())
         print(f"| {name} | {scores['fid']:.2f} | {scores['confidence']:.3f} | {arm.seconds:.0f} |",
               flush=True)
 

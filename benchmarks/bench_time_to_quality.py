@@ -28,7 +28,8 @@ from softdiff.diffusion import make_scheduler, sample
 from softdiff.diffusion.sampling import model_output
 from softdiff.diffusion.objectives import diffusion_loss
 from softdiff.diffusion.process import ForwardProcess
-from softdiff.evaluation.features import ensure_classifier, fid_kid, score_samples
+from softdiff.evaluation.classifiers import ensure_classifier
+from softdiff.evaluation.features import fid_kid, score_samples
 from softdiff.training import load_train_config
 from softdiff.training.checkpoints import ema_weights
 from softdiff.training.models import build_model
@@ -99,7 +100,7 @@ def run_arm(arm: Arm, steps: int, bars: list[float], eval_every: int, classifier
             for bar in bars:
                 if fid <= bar and bar not in reached:
                     reached[bar] = (arm.step, arm.seconds)
-    final = score_samples(classifier, arm.samples(500, 1))
+    final = score_samples(classifier, arm.samples(500, 1), real)
     out = {"steps": arm.step, "seconds": arm.seconds, "reached": reached, "history": history,
            "fid": final["fid"], "confidence": final["confidence"], "min_class_share": min(final["class_shares"]),
            "samples_per_s": arm.step * arm.cfg.train.batch_size / arm.seconds}
@@ -131,12 +132,11 @@ def main() -> None:
     p.add_argument("--eval-every", type=int, default=50)
     p.add_argument("--lr-unet", type=float, default=1e-3, help="the UNet's lr under softdiff's recipe (b)")
     p.add_argument("--config", default="configs/digits.yaml")
-    p.add_argument("--classifier", default="features/digits_classifier.safetensors")
+    p.add_argument("--classifier", default=None, help="digits classifier file (default: the cached one)")
     p.add_argument("--threads", type=int, default=0)
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    Path(args.classifier).parent.mkdir(parents=True, exist_ok=True)
     classifier = ensure_classifier(args.classifier)[0]
     dataset = make_dataset("digits")
     real = dataset.data_tensor()

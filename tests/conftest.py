@@ -65,3 +65,28 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def softdiff_cache(tmp_path_factory):
+    """Feature classifiers trained during the tests go to a fresh cache, never the user's (and are trained once
+    per session); subprocesses inherit it."""
+    before = os.environ.get("SOFTDIFF_CACHE")
+    os.environ["SOFTDIFF_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield Path(os.environ["SOFTDIFF_CACHE"])
+    if before is None:
+        os.environ.pop("SOFTDIFF_CACHE")
+    else:
+        os.environ["SOFTDIFF_CACHE"] = before
+
+
+FASHION = Path("/usr/share/datasets/fashion-mnist")  # where Debian's dataset-fashion-mnist puts its IDX files
+needs_fashion = pytest.mark.skipif(not FASHION.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
+
+
+@pytest.fixture(scope="session")
+def fashion_classifier(softdiff_cache):
+    """The Fashion-MNIST feature classifier as a first use trains and caches it: (model, metadata)."""
+    from softdiff.evaluation.classifiers import ensure_classifier
+
+    return ensure_classifier(dataset="fashion_mnist")

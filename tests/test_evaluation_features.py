@@ -8,14 +8,8 @@ import torch
 from softdiff.cli import run_main
 from softdiff.evaluation.cli import main
 from softdiff.errors import DataError
-from softdiff.evaluation.features import (
-    classifier_scores,
-    digits_split,
-    fid_kid,
-    load_classifier,
-    save_classifier,
-    train_classifier,
-)
+from softdiff.evaluation.classifiers import digits_split, load_classifier, save_classifier, train_classifier
+from softdiff.evaluation.features import classifier_scores, fid_kid
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +67,8 @@ def test_fid_and_kid_match_closed_forms_in_feature_space(trained):
 
 def test_confidence_and_class_balance_closed_form():
     class Fixed(torch.nn.Module):
+        image_shape = (1, 8, 8)
+
         def forward(self, images):
             logits = torch.full((len(images), 10), -1e9)
             logits[:, 0] = 0.0

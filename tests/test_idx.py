@@ -14,7 +14,8 @@ from softdiff.data.idx import check_idx_dataset, idx_shape, load_idx_dataset, re
 from softdiff.errors import ConfigError, DataError
 from softdiff.training import load_train_config
 
-FASHION = Path("/usr/share/datasets/fashion-mnist")
+from conftest import FASHION, needs_fashion
+
 NAMES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
          "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 
@@ -210,7 +211,6 @@ def test_bad_idx_file_on_the_command_line_is_one_line_and_exit_2(tmp_path, forke
     assert not out.exists()
 
 
-needs_fashion = pytest.mark.skipif(not FASHION.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
 
 
 @needs_fashion

@@ -41,11 +41,17 @@ class Dataset:
     images: Tensor | None = field(default=None, repr=False)   # uint8 or float in [0, 1], (N, C, H, W)
     labels: Tensor | None = field(default=None, repr=False)
     source: object | None = field(default=None, repr=False)   # lazy sets: see softdiff.data.lazy
+    location: dict | None = field(default=None, repr=False)   # IDX sets: where make_dataset found the files
 
     def __len__(self) -> int:
         if self.source is not None:
             return len(self.source)
         return 0 if self.images is None else len(self.images)
+
+    def split(self, split: str) -> "Dataset | None":
+        """The ``split`` ("train" or "test") of a set that has such files (MNIST, Fashion-MNIST), read from where
+        this one was found; None for other sets."""
+        return make_dataset(self.name, split=split, **self.location) if self.location is not None else None
 
     @property
     def lazy(self) -> bool:
@@ -118,7 +124,8 @@ def make_dataset(name: str, root: str | Path = "data", download: bool = False, p
         return Dataset(name, "image", (1, 8, 8), (0.0, 1.0), 10, images, labels)
     if name in IDX_DATASETS:
         images, labels = load_idx_dataset(name, root, path, split, download)
-        return Dataset(name, "image", tuple(images.shape[1:]), (0.0, 1.0), 10, images, labels)
+        return Dataset(name, "image", tuple(images.shape[1:]), (0.0, 1.0), 10, images, labels,
+                       location={"root": root, "path": path, "download": download})
     if name in TORCHVISION:
         images, labels = load_torchvision(name, root, download, train)
         return Dataset(name, "image", tuple(images.shape[1:]), (0.0, 1.0), 10, images, labels)

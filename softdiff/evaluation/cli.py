@@ -1,5 +1,5 @@
-"""``softdiff eval``: the metrics of a trained run, the classifier scores of a samples file, or training the
-digits feature classifier (FID / KID features)."""
+"""``softdiff eval``: the metrics of a trained run, the classifier scores of a samples file, or training a
+dataset's feature classifier (FID / KID features)."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ from typing import Sequence
 from softdiff.command_line import add_overrides, command_parser, config_path, overrides, parse, split_positionals
 from softdiff.config import load_config
 from softdiff.errors import ConfigError, check_choice, check_positive
-from softdiff.evaluation.features import FEATURE_DATASETS
+from softdiff.evaluation.classifiers import FEATURE_DATASETS
 from softdiff.evaluation.run_eval import EvalSettings
 
 
@@ -20,8 +20,9 @@ class EvalConfig(EvalSettings):
 
     run: str = ""                 # the run folder to evaluate (its final model; see every)
     ema: bool = True              # the EMA weights (model_ema/) or the live ones (model/)
-    epochs: int = 30              # --train-classifier: training epochs (seed: the classifier's seed)
-    dataset: str = "digits"       # --train-classifier: the dataset of the feature classifier
+    epochs: int = 0               # --train-classifier: training epochs (0: the dataset's recipe; seed: its seed)
+    dataset: str = ""             # --score / --train-classifier: the dataset (--score: default the one the
+                                  # samples file names, else digits for 8x8 samples)
     output_dir: str = ""          # eval.json and eval_samples.npz (a run: default RUN_DIR/eval); score.json
 
     def validate(self) -> None:
@@ -29,10 +30,11 @@ class EvalConfig(EvalSettings):
         from softdiff.evaluation.run_eval import IMAGE_METRICS, INCEPTION_METRICS, VECTOR_METRICS
 
         check_choice("scheduler", self.scheduler, SCHEDULERS)
-        check_choice("dataset", self.dataset, FEATURE_DATASETS)
-        for key in ("steps", "num_samples", "likelihood_samples", "ode_tol", "ode_max_steps", "epochs"):
+        if self.dataset:
+            check_choice("dataset", self.dataset, FEATURE_DATASETS)
+        for key in ("steps", "num_samples", "likelihood_samples", "ode_tol", "ode_max_steps"):
             check_positive(key, getattr(self, key))
-        for key in ("seed", "every"):
+        for key in ("seed", "every", "epochs"):
             check_positive(key, getattr(self, key), allow_zero=True)
         if self.num_samples < 2:
             raise ConfigError(f"num_samples={self.num_samples} must be at least 2 (MMD and FID need two).")
@@ -44,19 +46,20 @@ class EvalConfig(EvalSettings):
 
 def parser():
     p = command_parser(
-        "softdiff eval", "Evaluate a trained run (the metrics of softdiff compare), score a samples file with the "
-        "digits feature classifier, or train that classifier.",
+        "softdiff eval", "Evaluate a trained run (the metrics of softdiff compare), score a samples file with its "
+        f"dataset's feature classifier ({', '.join(FEATURE_DATASETS)}), or train that classifier.",
         ["softdiff eval runs/digits                          # writes runs/digits/eval/eval.json",
          "softdiff eval runs/toy num_samples=2000 steps=50 --no-ema --output-dir toy_eval",
          "softdiff eval runs/digits every=500 metrics=[fid,confidence] --quiet",
          "softdiff eval --score samples.npz                  # confidence, class shares, FID, KID",
-         "softdiff eval --train-classifier feature_classifier=features/digits_classifier.safetensors"],
+         "softdiff eval --score samples.npz dataset=fashion_mnist   # against the 10,000 test images, with floors",
+         "softdiff eval --train-classifier dataset=fashion_mnist     # retrain the cached classifier"],
         output_help="where eval.json / score.json go (a run: default RUN_DIR/eval)")
     p.add_argument("run", nargs="?", metavar="RUN_DIR", help="a training run folder (or a model or pipeline folder)")
     p.add_argument("--no-ema", action="store_true", help="evaluate the live weights (model/) instead of the EMA ones")
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--score", metavar="SAMPLES.npz", help="score the digits in a samples file (softdiff sample's "
-                      "samples.npz) with the feature classifier (trained first if missing)")
+    mode.add_argument("--score", metavar="SAMPLES.npz", help="score the images in a samples file (softdiff sample's "
+                      "samples.npz) with their dataset's feature classifier (trained and cached first if missing)")
     mode.add_argument("--train-classifier", action="store_true",
                       help="train the feature classifier and save it as feature_classifier")
     add_overrides(p, "num_samples=500")
@@ -85,6 +88,22 @@ def _write_report(cfg: EvalConfig, name: str, report: dict, default_dir: Path | 
         print(f"wrote {Path(folder) / name}")
 
 
+def _score_dataset(given: str, named: str | None, images, path: str) -> str:
+    """The dataset whose classifier scores ``images``: ``dataset=``, else the samples file's, else digits by shape."""
+    from softdiff.evaluation.classifiers import RECIPES
+
+    dataset = given or named or ("digits" if tuple(images.shape[1:]) == (1, 8, 8) else "")
+    if not dataset:
+        raise ConfigError(f"--score '{path}' does not name its dataset; add dataset=NAME, one of: "
+                          f"{', '.join(FEATURE_DATASETS)}.")
+    check_choice("dataset", dataset, FEATURE_DATASETS)
+    shape = RECIPES[dataset].network.image_shape
+    if tuple(images.shape[1:]) != shape:
+        raise ConfigError(f"--score '{path}' holds samples of shape {tuple(images.shape[1:])}, but {dataset} images "
+                          f"are {shape}; name the right dataset=.")
+    return dataset
+
+
 def main(argv: Sequence[str]) -> int:
     from softdiff.safe_io import check_output_dir
 
@@ -93,20 +112,27 @@ def main(argv: Sequence[str]) -> int:
     if cfg.output_dir:
         check_output_dir("--output-dir", cfg.output_dir)
     if args.train_classifier:
-        from softdiff.evaluation.features import save_classifier, train_classifier
+        from softdiff.evaluation.classifiers import classifier_path, save_classifier, train_classifier
 
-        model, acc = train_classifier(cfg.seed, cfg.epochs)
-        save_classifier(model, cfg.feature_classifier, acc, cfg.dataset)
-        _write_report(cfg, "classifier.json", {"output": cfg.feature_classifier, "dataset": cfg.dataset,
-                                               "seed": cfg.seed, "test_accuracy": round(acc, 4)})
+        dataset, out = cfg.dataset or "digits", classifier_path(cfg.dataset or "digits", cfg.feature_classifier)
+        model, acc = train_classifier(cfg.seed, cfg.epochs or None, dataset=dataset)
+        save_classifier(model, out, acc, dataset)
+        _write_report(cfg, "classifier.json", {"output": str(out), "dataset": dataset, "seed": cfg.seed,
+                                               "test_accuracy": round(acc, 4)})
         return 0
     if args.score:
-        from softdiff.evaluation.features import ensure_classifier, load_samples, score_samples
+        from softdiff.evaluation.classifiers import classifier_path, ensure_classifier
+        from softdiff.evaluation.features import load_samples, reference_images, score_samples
 
-        images = load_samples(args.score)
-        classifier, _ = ensure_classifier(cfg.feature_classifier, cfg.seed)
-        scores = {k: round(v, 4) if isinstance(v, float) else v for k, v in score_samples(classifier, images).items()}
-        _write_report(cfg, "score.json", {"samples": args.score, "classifier": cfg.feature_classifier, **scores})
+        images, named = load_samples(args.score)
+        dataset = _score_dataset(cfg.dataset, named, images, args.score)
+        reference, floor_pool = reference_images(dataset)
+        path = classifier_path(dataset, cfg.feature_classifier)
+        classifier, meta = ensure_classifier(path, cfg.seed, dataset)
+        scores = score_samples(classifier, images, reference, floor_pool, cfg.seed)
+        scores = {k: round(v, 4) if isinstance(v, float) else v for k, v in scores.items()}
+        _write_report(cfg, "score.json", {"samples": args.score, "dataset": dataset, "classifier": str(path),
+                                          "classifier_test_accuracy": float(meta["test_accuracy"]), **scores})
         return 0
     from softdiff.evaluation.run_eval import evaluate_run
 

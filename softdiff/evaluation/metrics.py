@@ -142,8 +142,9 @@ def fid_kid(fid, feature, real: Tensor, fake: Tensor, kid_subsets: int, kid_subs
         kid = KernelInceptionDistance(feature=feature, subsets=kid_subsets, subset_size=kid_subset_size,
                                       **kid_options)
     for metric in (fid, kid):
-        metric.update(real, real=True)
-        metric.update(fake, real=False)
+        for images, is_real in ((real, True), (fake, False)):
+            for chunk in images.split(1000):  # bounded activation memory for 10^4 reference images
+                metric.update(chunk, real=is_real)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # KID draws its subsets with the global RNG
         kid_mean, kid_std = kid.compute()

@@ -11,6 +11,7 @@ from torch import Tensor
 
 from softdiff.data import Dataset
 from softdiff.diffusion.schedulers import make_scheduler
+from softdiff.evaluation.classifiers import FEATURE_DATASETS
 from softdiff.evaluation.likelihood import (
     bits_per_dim, log_likelihood, model_field_fn, model_score_fn, process_from_scheduler_config,
 )
@@ -44,7 +45,7 @@ class EvalSettings:
     ode_tol: float = 1e-4           # rtol = atol of the PF-ODE solve
     ode_max_steps: int = 1000       # adaptive ODE steps before giving up (a stiff learned field): nll/bpd = NaN
     score_timesteps: list[int] = field(default_factory=lambda: [10, 50, 100, 250, 500, 750])
-    feature_classifier: str = "features/digits_classifier.safetensors"  # trained on first use if missing
+    feature_classifier: str = ""    # the dataset's feature classifier ("": the cached one); trained if missing
     inception_download: bool = False  # inception_fid / inception_kid: fetch the Inception weights if not cached
     reference_seed: int = HELD_OUT_SEED  # draws the true points (2-D sets) or splits the images metrics compare to
 
@@ -52,7 +53,7 @@ class EvalSettings:
 def applicable_metrics(dataset: Dataset, settings: EvalSettings) -> list[str]:
     """The metrics of ``settings`` that apply to ``dataset`` (exact-density ones only for analytic sets)."""
     if dataset.kind == "image":
-        allowed = IMAGE_METRICS if dataset.name == "digits" else ("bpd",)
+        allowed = IMAGE_METRICS if dataset.name in FEATURE_DATASETS else ("bpd",)
     else:
         allowed = VECTOR_METRICS if dataset.analytic is not None else ("w2", "sliced_w2", "mmd", "nll")
     wanted = settings.metrics or list(allowed)
@@ -88,14 +89,20 @@ class RunEvaluator:
             # outliers of a bad model cannot widen the kernel and hide themselves.
             self.bandwidth = median_bandwidth(self.reference, dataset.sample(n, g)[0])
         else:
-            from softdiff.evaluation.features import ensure_classifier
+            from softdiff.evaluation.classifiers import ensure_classifier
 
-            images = dataset.data_tensor(len(dataset), g)  # shuffled, then split in two halves
-            half = len(images) // 2
-            self.reference, self.second_half = images[:half], images[half:]
-            self.held_out = self.second_half[:settings.likelihood_samples]
-            needs_features = dataset.name == "digits" and set(self.metrics) - {"bpd", *INCEPTION_METRICS}
-            self.classifier = ensure_classifier(settings.feature_classifier)[0] if needs_features else None
+            images = dataset.data_tensor(len(dataset), g)  # shuffled
+            test = dataset.split("test")
+            if test is not None:  # the test images are the reference; training images give the real-vs-real floor
+                self.reference, self.second_half = test.data_tensor(), images
+                self.held_out = self.reference[:settings.likelihood_samples]
+            else:  # one set: split in two halves
+                half = len(images) // 2
+                self.reference, self.second_half = images[:half], images[half:]
+                self.held_out = self.second_half[:settings.likelihood_samples]
+            needs_features = dataset.name in FEATURE_DATASETS and set(self.metrics) - {"bpd", *INCEPTION_METRICS}
+            self.classifier = ensure_classifier(settings.feature_classifier or None, dataset=dataset.name)[0] \
+                if needs_features else None
             self.inception = None
             if set(INCEPTION_METRICS) & set(self.metrics):  # fails here, before any training, if weights are missing
                 from softdiff.evaluation.inception import InceptionFeatures, inception_network

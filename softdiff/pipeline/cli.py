@@ -95,7 +95,7 @@ def main(argv: Sequence[str]) -> int:
 
     from softdiff.pipeline import SoftdiffPipeline
     from softdiff.safe_io import atomic_path, check_output_dir, check_output_file
-    from softdiff.training.previews import save_picture
+    from softdiff.training.previews import MAX_GRID_IMAGES, save_picture
 
     args = parse(parser(), argv)
     cfg = load_sample_config(args)
@@ -111,9 +111,10 @@ def main(argv: Sequence[str]) -> int:
              generator=torch.Generator().manual_seed(cfg.seed), class_labels=cfg.class_label,
              guidance_scale=cfg.guidance_scale, max_batch_size=cfg.batch_size, progress=not args.quiet).samples
     with atomic_path(out) as tmp:
-        np.savez(tmp, samples=x.numpy())
+        np.savez(tmp, samples=x.numpy(), dataset=np.str_(pipe.config.dataset or ""))
     picture = out.with_suffix(".png")
     save_picture(x, picture, pipe.config.kind, tuple(pipe.config.data_range),
                  title=f"{len(x)} samples, {cfg.scheduler} {cfg.steps} steps")
-    print(f"wrote {out} (samples: {tuple(x.shape)}) and {picture}")
+    shown = f" (the first {MAX_GRID_IMAGES})" if pipe.config.kind == "image" and len(x) > MAX_GRID_IMAGES else ""
+    print(f"wrote {out} (samples: {tuple(x.shape)}) and {picture}{shown}")
     return 0

@@ -17,12 +17,16 @@ from softdiff.safe_io import atomic_path, save_figure  # noqa: E402
 from softdiff.training.checkpoints import ema_weights  # noqa: E402
 
 
+MAX_GRID_IMAGES = 100
+
+
 def save_picture(samples: torch.Tensor, path: Path, kind: str, data_range=(-4.0, 4.0), title: str = "",
                  reference: torch.Tensor | None = None) -> None:
-    """An image grid (N, C, H, W in [0, 1]; images under 32 px enlarged) or a scatter plot (N, 2)."""
+    """An image grid of the first ``MAX_GRID_IMAGES`` (N, C, H, W in [0, 1]; images under 32 px enlarged) or a
+    scatter plot (N, 2)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if kind == "image":
-        samples = samples.float()
+        samples = samples[:MAX_GRID_IMAGES].float()  # a readable picture however many samples were drawn
         if samples.shape[-1] < 32:  # enlarge tiny images (8x8 digits) so the grid is readable
             samples = torch.nn.functional.interpolate(samples, scale_factor=math.ceil(32 / samples.shape[-1]),
                                                       mode="nearest")
