@@ -139,6 +139,32 @@ def test_nonfinite_loss_skip_mode_leaves_the_weights_unchanged(tmp_path, monkeyp
     assert any(not torch.equal(live[k], ema[k]) for k in ema)  # the two comparisons are not the same one
 
 
+class WeightTrace(TrainerCallback):
+    """Records a fingerprint of the live weights after every step."""
+
+    def __init__(self):
+        self.sums = {}
+
+    def due(self, step):
+        return True
+
+    def on_step_end(self, state):
+        self.sums[state.step] = float(sum(p.detach().double().sum() for p in state.model.parameters()))
+
+
+@pytest.mark.parametrize("accum,call", [(2, 3), (3, 5)])
+def test_a_skipped_micro_batch_keeps_gradient_accumulation_in_step(accum, call, tmp_path, monkeypatch):
+    # The poisoned call is a micro-batch of step 2 before its last. A step cut short must not shift accelerate's
+    # count of micro-batches, or the optimizer stops stepping for good while the LR schedule and the EMA go on.
+    poison_loss(monkeypatch, lambda n: n == call)
+    trace = WeightTrace()
+    train(tiny(tmp_path, "train.steps=6", f"train.grad_accum={accum}", "train.on_nonfinite=skip"), quiet=True,
+          callbacks=[trace])
+    assert sorted(trace.sums) == [1, 3, 4, 5, 6]
+    after = [trace.sums[s] for s in (3, 4, 5, 6)]
+    assert len(set(after)) == 4, after
+
+
 def test_sigkill_during_checkpoint_save_leaves_previous_usable(tmp_path, run_script):
     script = tmp_path / "killer.py"
     script.write_text(f"""

@@ -252,7 +252,10 @@ def _train(cfg: TrainConfig, resume: str | None, quiet: bool, stop_after: int,
                 else:
                     break
         if not finite:
-            optimizer.zero_grad(set_to_none=True)
+            # accumulate() counts every entry: a step cut short restarts its count, or the optimizer never steps
+            # again; the prepared optimizer's zero_grad does nothing mid-accumulation, so clear the model's.
+            accelerator.step = 0
+            model.zero_grad(set_to_none=True)
             skips += 1
             if cfg.train.on_nonfinite == "stop" or skips > MAX_CONSECUTIVE_SKIPS:
                 bar.close()
