@@ -279,6 +279,29 @@ def test_ntk_drift_is_recorded_during_training(tmp_path):
     assert all(r["ntk_lambda_min"] >= -1e-6 for r in drift.values())  # a Gram matrix is PSD
 
 
+def test_ntk_drift_probe_follows_the_model_dtype_and_device(tmp_path):
+    from softdiff.data import dataset_from_config
+    from softdiff.diffusion.process import ForwardProcess
+    from softdiff.studies.ntk import NTKDriftCallback
+    from softdiff.training.callbacks import TrainState
+    from softdiff.training.models import build_model
+    from softdiff.training.trainer import scheduler_config_of
+
+    # A float64 model on the CPU takes the path of a model on a GPU: the probe is built on the CPU in float32.
+    cfg = tiny(tmp_path, "diagnostics.ntk_every=5", "diagnostics.ntk_probe_size=4")
+    dataset = dataset_from_config(cfg.data)
+    process = ForwardProcess(scheduler_config_of(cfg))
+    model = build_model(cfg, dataset).double()
+    state = TrainState(cfg, dataset, process, scheduler_config_of(cfg), tmp_path, torch.device("cpu"), 0,
+                       model=model)
+    callback = NTKDriftCallback(5, 4)
+    record = callback.on_train_begin(state)
+    sample, timestep = callback.tracker.probe
+    assert (sample.dtype, timestep.dtype) == (torch.float64, torch.float64)
+    assert sample.device == timestep.device == next(model.parameters()).device
+    assert record["ntk_drift"] == 0 and record["ntk_lambda_min"] >= -1e-9
+
+
 class Recorder(TrainerCallback):
     """Logs the step and a fingerprint of the weights it sees, every third step."""
 

@@ -90,7 +90,8 @@ class NTKDriftCallback(TrainerCallback):
         t = state.process.mid_timesteps(len(x0))
         probe = state.process.add_noise(x0, torch.randn(x0.shape, generator=g), t)
         steps = [state.start, *range(self.every, state.cfg.train.steps + 1, self.every)]
-        self.tracker = KernelDriftTracker(probe, t.float(), steps)
+        like = next(state.model.parameters())  # the probe is drawn on the CPU in float32; the model may be elsewhere
+        self.tracker = KernelDriftTracker(probe.to(like), t.to(like), steps)
         return self.tracker(state.start, state.model)
 
     def due(self, step: int) -> bool:
