@@ -302,6 +302,20 @@ def test_ntk_drift_probe_follows_the_model_dtype_and_device(tmp_path):
     assert record["ntk_drift"] == 0 and record["ntk_lambda_min"] >= -1e-9
 
 
+def test_the_memory_check_sizes_the_batch_slice_of_one_process(tmp_path, monkeypatch):
+    import softdiff.training.preflight as preflight
+
+    cfg = tiny(tmp_path, "train.batch_size=4096")
+    model = preflight.count_parameters(cfg) * preflight.BYTES_PER_PARAMETER
+    batch = preflight.activation_bytes(cfg)  # the whole batch's activations
+    monkeypatch.setattr(preflight, "available_memory", lambda gpu=None: model + batch // 2)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    with pytest.raises(ConfigError, match="train.batch_size=4096 is too large"):
+        preflight.check_memory(cfg)
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    preflight.check_memory(cfg)  # each of the 8 processes holds 512 examples
+
+
 class Recorder(TrainerCallback):
     """Logs the step and a fingerprint of the weights it sees, every third step."""
 

@@ -70,8 +70,16 @@ def count_parameters(cfg: TrainConfig) -> int | None:
     return sum(p.numel() for p in model.parameters())
 
 
-def activation_bytes(cfg: TrainConfig) -> int:
-    """A lower estimate of the memory one micro-batch's forward pass keeps for the backward pass."""
+def process_count() -> int:
+    """The run's process count from the launcher's ``WORLD_SIZE`` (the Accelerator does not exist yet); 1 unset."""
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
+
+
+def activation_bytes(cfg: TrainConfig, processes: int = 1) -> int:
+    """A lower estimate of the memory one process's share of a micro-batch keeps for the backward pass."""
     from softdiff.data import example_shape
 
     m, d = cfg.model, cfg.data
@@ -83,7 +91,7 @@ def activation_bytes(cfg: TrainConfig) -> int:
         per_example = m.hidden_size * m.num_layers * (2 + m.width_mult)
     else:
         per_example = 2 * m.width
-    return 4 * cfg.train.batch_size * per_example
+    return 4 * (cfg.train.batch_size // processes) * per_example
 
 
 def check_memory(cfg: TrainConfig) -> None:
@@ -96,9 +104,11 @@ def check_memory(cfg: TrainConfig) -> None:
         raise ConfigError(f"the model is too large: about {count:.3g} parameters need {need / 1e9:.3g} GB (weights, "
                           f"gradients, EMA, AdamW state), more than the {available / 1e9:.3g} GB of {where}; lower "
                           f"{size_keys(cfg)}.")
-    batch = activation_bytes(cfg)
+    processes = process_count()  # each process holds only its slice of the batch
+    batch = activation_bytes(cfg, processes)
     if need + batch > available:
-        raise ConfigError(f"train.batch_size={cfg.train.batch_size} is too large: one batch needs at least "
+        share = "one batch" if processes == 1 else f"each of the {processes} processes' slices of a batch"
+        raise ConfigError(f"train.batch_size={cfg.train.batch_size} is too large: {share} needs at least "
                           f"{batch / 1e9:.3g} GB of activations, more than the {available / 1e9:.3g} GB of {where} "
                           f"(with the model's {need / 1e9:.3g} GB); lower {size_keys(cfg, batch=True)}.")
 
