@@ -316,6 +316,17 @@ def test_the_memory_check_sizes_the_batch_slice_of_one_process(tmp_path, monkeyp
     preflight.check_memory(cfg)  # each of the 8 processes holds 512 examples
 
 
+def test_dropout_seeds_differ_per_rank_and_rank_0_keeps_the_run_seed():
+    from softdiff.training.trainer import dropout_seed
+
+    for seed in (0, 7, 2**32 - 1):
+        seeds = [dropout_seed(seed, rank) for rank in range(8)]
+        assert seeds[0] == seed  # a one-process run draws the masks it always did
+        assert len(set(seeds)) == 8 and all(0 <= s < 2**64 for s in seeds)
+        torch.manual_seed(seeds[1])  # a seed torch takes
+    assert dropout_seed(0, 1) != dropout_seed(1, 1)
+
+
 class Recorder(TrainerCallback):
     """Logs the step and a fingerprint of the weights it sees, every third step."""
 

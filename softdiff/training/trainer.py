@@ -48,6 +48,14 @@ def step_generator(seed: int, step: int, micro: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
+def dropout_seed(seed: int, rank: int) -> int:
+    """The global RNG's seed on process ``rank`` once the model is built (dropout draws from it): ``seed`` on rank 0."""
+    if rank == 0:
+        return seed
+    state = np.random.SeedSequence(seed, spawn_key=(rank,)).generate_state(2)
+    return int(state[0]) << 32 | int(state[1])
+
+
 def draw_batch(dataset: Dataset, process: ForwardProcess, cfg: TrainConfig, step: int, micro: int, rank: int,
                world: int, batches: BatchStream | None = None):
     """The global batch of one micro-step (identical on every process), and this process's slice of it:
@@ -199,6 +207,8 @@ def _train(cfg: TrainConfig, resume: str | None, quiet: bool, stop_after: int,
 
     torch.manual_seed(cfg.train.seed)  # model init (and dropout) draw from the global RNG; accelerate saves it
     model = build_model(cfg, dataset)
+    if rank:  # the same init everywhere, then each process its own dropout masks (rank 0 goes on as one process)
+        torch.manual_seed(dropout_seed(cfg.train.seed, rank))
     ema = EMAModel(model.parameters(), decay=cfg.train.ema_decay, model_cls=type(model), model_config=model.config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     lr_scheduler = get_scheduler(cfg.train.lr_schedule, optimizer, num_warmup_steps=cfg.train.warmup_steps,
