@@ -49,6 +49,20 @@ def test_cli_entry_point_has_no_traceback(run_script):
     assert res.returncode == 2 and "Traceback" not in res.stderr and "model.activation" in res.stderr
 
 
+def test_accelerate_launch_mixed_precision_reaches_the_run(tmp_path, run_script, monkeypatch, capsys):
+    # What `accelerate launch --mixed_precision bf16` sets; its own process: accelerate's state outlives a run.
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    res = run_script("train.py", *TINY, "train.steps=2", f"output_dir={tmp_path / 'run'}", "--quiet", timeout=300,
+                     env_extra={"OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert load_train_config(tmp_path / "run" / "config.yaml").train.mixed_precision == "bf16"
+    # A config naming another precision than the launcher's is refused before anything runs.
+    assert run_main(train_main, [*TINY, "train.mixed_precision=fp16", f"output_dir={tmp_path / 'other'}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "train.mixed_precision=fp16" in err and "bf16" in err
+    assert not (tmp_path / "other").exists()
+
+
 def test_run_directory_layout_and_metrics(tmp_path):
     cfg = tiny(tmp_path, "train.steps=10", "sample.every=5")
     out = train(cfg, quiet=True)

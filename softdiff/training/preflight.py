@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from softdiff.data.idx import IDX_DATASETS, check_idx_dataset
-from softdiff.errors import ConfigError, DataError
+from softdiff.errors import ConfigError, DataError, check_choice
 from softdiff.safe_io import check_output_dir
 from softdiff.training.checkpoints import check_resume_arg
 from softdiff.training.config import TrainConfig
@@ -146,6 +146,18 @@ def check_launcher() -> None:
         raise ConfigError(f"accelerate launch was asked for {asked} processes but started one (without several GPUs "
                           f"its launcher runs a single process); on CPU use: torchrun --standalone --nproc_per_node "
                           f"{asked} train.py ARGS.")
+
+
+def effective_mixed_precision(cfg: TrainConfig) -> str:
+    """``train.mixed_precision``, or ``accelerate launch --mixed_precision`` where the config leaves it at "no"."""
+    launcher, ours = os.environ.get("ACCELERATE_MIXED_PRECISION", "no").lower(), cfg.train.mixed_precision
+    if launcher in ("no", ours):
+        return ours
+    check_choice("accelerate launch --mixed_precision", launcher, ("no", "fp16", "bf16"))
+    if ours != "no":
+        raise ConfigError(f"train.mixed_precision={ours} but accelerate launch asked for --mixed_precision "
+                          f"{launcher}; drop one of the two, or make them agree.")
+    return launcher
 
 
 def preflight(cfg: TrainConfig, resume: str | None = None) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import time
 import warnings
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -29,7 +29,7 @@ from softdiff.safe_io import is_disk_full, write_json, write_text
 from softdiff.training.checkpoints import Checkpoints, DiskFullError, ema_weights, list_checkpoints
 from softdiff.training.config import TrainConfig
 from softdiff.training.models import build_model, save_model
-from softdiff.training.preflight import out_of_memory_message, preflight
+from softdiff.training.preflight import effective_mixed_precision, out_of_memory_message, preflight
 from softdiff.training.callbacks import PreviewCallback, TrainerCallback, TrainState, unclaimed_keys
 from softdiff.training.run_lock import lock_run_folder
 
@@ -166,6 +166,8 @@ def train(cfg: TrainConfig, resume: str | None = None, quiet: bool = False, stop
     from accelerate import PartialState
 
     out = Path(cfg.output_dir)
+    # an explicit mixed_precision to Accelerator overrides the launcher's; config.yaml records the one in effect
+    cfg = replace(cfg, train=replace(cfg.train, mixed_precision=effective_mixed_precision(cfg)))
     preflight(cfg, resume)
     callbacks = [PreviewCallback(cfg.sample.every, cfg.train.steps), *callbacks]
     if unclaimed := unclaimed_keys(cfg, callbacks):
