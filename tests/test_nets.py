@@ -30,6 +30,8 @@ def _perturb(model, seed=0):
                               num_registers=1, num_class_embeds=10, attention_normalization="sigmoid"), (3, 1, 8, 8)),
     (lambda: ScoreTransformer(sample_size=8, in_channels=1, hidden_size=16, num_layers=3, num_heads=2,
                               long_skips=True, conv_out=True, conv_stem=8, num_class_embeds=10), (3, 1, 8, 8)),
+    (lambda: ScoreTransformer(sample_size=8, in_channels=1, hidden_size=16, num_layers=2, num_heads=2,
+                              conv_stem=8, conv_decoder=6), (3, 1, 8, 8)),
     (lambda: ScoreTransformer(sample_size=8, in_channels=3, hidden_size=16, num_layers=4, num_heads=2,
                               long_skips=True, conditioning="token", num_registers=2, num_class_embeds=10),
      (3, 3, 8, 8)),
@@ -164,6 +166,9 @@ def test_score_mlp_accepts_float_and_tensor_timesteps():
     (lambda: ScoreTransformer(hidden_size=16, num_layers=2, num_heads=2, num_registers=1), (4, 1, 8, 8)),
     (lambda: ScoreTransformer(hidden_size=16, num_layers=3, num_heads=2, long_skips=True, conv_out=True,
                               conv_stem=8), (4, 1, 8, 8)),
+    (lambda: ScoreTransformer(hidden_size=16, num_layers=2, num_heads=2, conv_stem=8, conv_decoder=6, conv_out=True),
+     (4, 1, 8, 8)),
+    (lambda: ScoreTransformer(hidden_size=16, num_layers=2, num_heads=2, conv_decoder=6), (4, 1, 8, 8)),
     (lambda: ScoreTransformer(hidden_size=16, num_layers=4, num_heads=2, long_skips=True, conditioning="token"),
      (4, 1, 8, 8)),
     (lambda: ScoreMLP(dim=2, hidden_size=16, num_blocks=2), (8, 2)),
@@ -196,16 +201,28 @@ def test_long_skips_join_mirrored_layers():
     assert not torch.allclose(model(x, t), before)
 
 
+def test_conv_decoder_starts_at_zero_and_sees_the_stem_features():
+    model = ScoreTransformer(hidden_size=16, num_layers=2, num_heads=2, conv_stem=8, conv_decoder=6)
+    x, t = torch.randn(2, 1, 8, 8, generator=_gen(4)), torch.tensor([5.0, 600.0])
+    assert torch.equal(model(x, t), torch.zeros_like(x))      # the last convolution starts at zero
+    model = _perturb(model).eval()
+    assert model.decoder[0].in_channels == 6 + 8
+    before = model(x, t)
+    with torch.no_grad():  # cut the U-Net skip: the stem's channels of the decoder's first convolution
+        model.decoder[0].weight[:, 6:] = 0
+    assert not torch.allclose(model(x, t), before)
+
+
 def test_output_conv_starts_as_identity_and_old_configs_load(tmp_path):
     # A saved config without the new keys must rebuild today's network (they default to off).
     plain = ScoreTransformer(hidden_size=16, num_layers=2, num_heads=2)
     plain.save_pretrained(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
-    for key in ("long_skips", "conv_out", "conv_stem", "conditioning"):
+    for key in ("long_skips", "conv_out", "conv_stem", "conv_decoder", "conditioning"):
         config.pop(key)
     (tmp_path / "config.json").write_text(json.dumps(config))
     loaded = ScoreTransformer.from_pretrained(tmp_path)
-    assert loaded.skips is None and loaded.output_conv is None and loaded.stem is None
+    assert loaded.skips is None and loaded.output_conv is None and loaded.stem is None and loaded.decoder is None
     assert loaded.config.conditioning == "adaln"
     conv = ScoreTransformer(hidden_size=16, num_layers=1, num_heads=2, conv_out=True).output_conv
     y = torch.randn(2, 1, 8, 8)

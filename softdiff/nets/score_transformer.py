@@ -85,6 +85,8 @@ class ScoreTransformer(ModelMixin, ConfigMixin):
         long_skips: bool = False,        # U-ViT: layer i's output joins layer L-1-i's input (concat + linear)
         conv_out: bool = False,          # a 3x3 convolution on the unpatchified output (smooths patch seams)
         conv_stem: int = 0,              # channels of a 3x3 convolution before patchifying (0: none)
+        conv_decoder: int = 0,           # channels of a full-resolution conv head after unpatchifying (0: none):
+                                         # two 3x3 convolutions that also see the stem's features (a U-Net skip)
         conditioning: str = "adaln",     # adaln (adaLN-Zero modulation) | token (time/class as extra tokens)
     ):
         super().__init__()
@@ -118,10 +120,19 @@ class ScoreTransformer(ModelMixin, ConfigMixin):
             if long_skips else None
         self.final_norm = nn.LayerNorm(hidden_size, elementwise_affine=not adaptive)
         self.final_modulation = nn.Linear(hidden_size, 2 * hidden_size) if adaptive else None
-        self.final = nn.Linear(hidden_size, out_channels * patch_size**2)
+        self.final = nn.Linear(hidden_size, (conv_decoder or out_channels) * patch_size**2)
         if adaptive:
             nn.init.zeros_(self.final_modulation.weight)
             nn.init.zeros_(self.final_modulation.bias)
+        self.decoder = None
+        if conv_decoder:
+            # Pixel detail that a patch's linear map cannot draw: full-resolution convolutions over the token
+            # output and the stem's features; the last one starts at zero so the net starts at output zero.
+            self.decoder = nn.Sequential(nn.Conv2d(conv_decoder + conv_stem, conv_decoder, 3, padding=1), nn.SiLU(),
+                                         nn.Conv2d(conv_decoder, out_channels, 3, padding=1))
+            nn.init.zeros_(self.decoder[-1].weight)
+            nn.init.zeros_(self.decoder[-1].bias)
+            nn.init.normal_(self.final.weight, std=0.02)
         if conv_out:
             # The convolution starts as the identity; the linear before it must then not start at zero, or the
             # convolution's weights would get no gradient at the first step.
@@ -131,15 +142,16 @@ class ScoreTransformer(ModelMixin, ConfigMixin):
             nn.init.normal_(self.final.weight, std=0.02)
         else:
             self.output_conv = None
-            nn.init.zeros_(self.final.weight)
+            if self.decoder is None:
+                nn.init.zeros_(self.final.weight)
         nn.init.zeros_(self.final.bias)
 
     def forward(self, sample: Tensor, timestep, class_labels: Tensor | None = None) -> Tensor:
         c = self.config
         b, _, h, w = sample.shape
         p = c.patch_size
-        x = self.stem(sample) if self.stem is not None else sample
-        x = self.patch_embed(patchify(x, p))
+        stem = self.stem(sample) if self.stem is not None else sample
+        x = self.patch_embed(patchify(stem, p))
         x = x + self.pos_embed
         cond = self.time_embed(timestep_tensor(timestep, b, sample.device))
         labels = (class_embedding(self.class_embed, class_labels)
@@ -166,4 +178,6 @@ class ScoreTransformer(ModelMixin, ConfigMixin):
             shift, scale = self.final_modulation(cond).chunk(2, dim=-1)
             x = _modulate(x, shift, scale)
         x = unpatchify(self.final(x), h, p)
+        if self.decoder is not None:
+            x = self.decoder(torch.cat([x, stem], dim=1) if self.stem is not None else x)
         return self.output_conv(x) if self.output_conv is not None else x

@@ -53,6 +53,7 @@ class ModelConfig:
     long_skips: bool = False        # ScoreTransformer: U-ViT long skips (shallow layer i feeds deep layer L-1-i)
     conv_out: bool = False          # ScoreTransformer: 3x3 convolution on the unpatchified output
     conv_stem: int = 0              # ScoreTransformer: channels of a 3x3 convolutional stem (0: none)
+    conv_decoder: int = 0           # ScoreTransformer: channels of a full-resolution conv head (0: none)
     conditioning: str = "adaln"     # ScoreTransformer: adaln (adaLN-Zero) | token (time/class tokens)
     dropout: float = 0.0
     fourier_features: int = 0       # ScoreMLP: random Fourier features of the input
@@ -159,7 +160,8 @@ class TrainConfig:
         for key, value in [("train.warmup_steps", t.warmup_steps), ("train.grad_clip", t.grad_clip),
                            ("train.weight_decay", t.weight_decay), ("sample.every", self.sample.every),
                            ("diagnostics.ntk_every", self.diagnostics.ntk_every), ("model.dropout", m.dropout),
-                           ("model.conv_stem", m.conv_stem), ("sample.guidance_scale", self.sample.guidance_scale)]:
+                           ("model.conv_stem", m.conv_stem), ("model.conv_decoder", m.conv_decoder),
+                           ("sample.guidance_scale", self.sample.guidance_scale)]:
             check_positive(key, value, allow_zero=True)
         if self.diffusion.density_std is not None and self.diffusion.density_std <= 0:
             raise ConfigError(f"diffusion.density_std={self.diffusion.density_std} must be positive.")

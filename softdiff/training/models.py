@@ -29,7 +29,8 @@ def build_model(cfg: TrainConfig, dataset: Dataset):
                                 activation=m.activation, attention_normalization=m.attention_normalization,
                                 width_mult=m.width_mult, num_registers=m.num_registers,
                                 num_class_embeds=classes, dropout=m.dropout, long_skips=m.long_skips,
-                                conv_out=m.conv_out, conv_stem=m.conv_stem, conditioning=m.conditioning)
+                                conv_out=m.conv_out, conv_stem=m.conv_stem, conv_decoder=m.conv_decoder,
+                                conditioning=m.conditioning)
     dim = 1
     for s in dataset.shape:
         dim *= s
