@@ -53,13 +53,26 @@ def test_training_images_score_at_the_floor_and_noise_far_above(fashion_classifi
 
 
 def test_score_command_names_the_dataset_and_reports_floors(fashion_classifier, tmp_path, capsys):
-    pool = make_dataset("fashion_mnist").data_tensor(600, torch.Generator().manual_seed(0))
-    np.savez(tmp_path / "named.npz", samples=pool.numpy(), dataset=np.str_("fashion_mnist"))
+    train = make_dataset("fashion_mnist")
+    idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:600]
+    pool, labels = train.data_tensor()[idx], train.labels[idx]
+    np.savez(tmp_path / "named.npz", samples=pool.numpy(), dataset=np.str_("fashion_mnist"),
+             labels=labels.numpy())
     np.savez(tmp_path / "bare.npz", samples=pool.numpy())
     assert run_main(main, ["--score", str(tmp_path / "named.npz"), "--output-dir", str(tmp_path / "o")]) == 0
     report = json.loads((tmp_path / "o" / "score.json").read_text())
     assert report["dataset"] == "fashion_mnist" and report["num_samples"] == 600
     assert report["fid_over_floor"] < 2 and report["classifier_test_accuracy"] >= 0.9
+    # The labels the images were asked for: real images carry their own, so the share is the accuracy there.
+    assert report["requested_class_share"] >= 0.88
+    np.savez(tmp_path / "shifted.npz", samples=pool.numpy(), dataset=np.str_("fashion_mnist"),
+             labels=((labels + 1) % 10).numpy())
+    assert run_main(main, ["--score", str(tmp_path / "shifted.npz"), "--output-dir", str(tmp_path / "s")]) == 0
+    assert json.loads((tmp_path / "s" / "score.json").read_text())["requested_class_share"] < 0.1
+    np.savez(tmp_path / "torn.npz", samples=pool.numpy(), labels=labels[:5].numpy())
+    capsys.readouterr()
+    assert run_main(main, ["--score", str(tmp_path / "torn.npz"), "dataset=fashion_mnist"]) == 2
+    assert "holds 5 labels for 600 samples" in capsys.readouterr().err
     capsys.readouterr()
     assert run_main(main, ["--score", str(tmp_path / "bare.npz")]) == 2
     assert "does not name its dataset; add dataset=NAME" in capsys.readouterr().err

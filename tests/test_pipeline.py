@@ -137,3 +137,16 @@ def test_bad_folders_are_one_sentence_errors(runs, tmp_path, capsys):
     weights.rename(saved / "model" / "diffusion_pytorch_model.bin")
     with pytest.raises(DataError, match="safetensors weights only"):
         SoftdiffPipeline.from_pretrained(saved)
+
+
+def test_image_grid_shows_at_most_100_samples(tmp_path):
+    from PIL import Image
+
+    from softdiff.training.previews import MAX_GRID_IMAGES, save_picture
+
+    for n, side in ((7, 3), (100, 10), (2000, 10)):     # a square grid of min(n, 100) images (enlarged to 56 px)
+        x = torch.rand(n, 1, 28, 28, generator=torch.Generator().manual_seed(n))
+        save_picture(x, tmp_path / f"{n}.png", "image", (0.0, 1.0))
+        width, height = Image.open(tmp_path / f"{n}.png").size
+        assert MAX_GRID_IMAGES == 100 and width == side * (56 + 2) + 2
+        assert height == -(-min(n, 100) // side) * (56 + 2) + 2

@@ -124,12 +124,12 @@ def main(argv: Sequence[str]) -> int:
         from softdiff.evaluation.classifiers import classifier_path, ensure_classifier
         from softdiff.evaluation.features import load_samples, reference_images, score_samples
 
-        images, named = load_samples(args.score)
+        images, named, labels = load_samples(args.score)
         dataset = _score_dataset(cfg.dataset, named, images, args.score)
         reference, floor_pool = reference_images(dataset)
         path = classifier_path(dataset, cfg.feature_classifier)
         classifier, meta = ensure_classifier(path, cfg.seed, dataset)
-        scores = score_samples(classifier, images, reference, floor_pool, cfg.seed)
+        scores = score_samples(classifier, images, reference, floor_pool, cfg.seed, labels)
         scores = {k: round(v, 4) if isinstance(v, float) else v for k, v in scores.items()}
         _write_report(cfg, "score.json", {"samples": args.score, "dataset": dataset, "classifier": str(path),
                                           "classifier_test_accuracy": float(meta["test_accuracy"]), **scores})

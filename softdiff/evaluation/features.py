@@ -86,15 +86,19 @@ def reference_images(dataset: str, root: str = "data", path: str | None = None) 
 
 @torch.no_grad()
 def score_samples(classifier: FeatureClassifier, images: Tensor, reference: Tensor, floor_pool: Tensor | None = None,
-                  seed: int = 0) -> dict:
+                  seed: int = 0, labels: Tensor | None = None) -> dict:
     """Confidence, class balance and shares, FID / KID against ``reference``, the confidence of the reference
-    images themselves, and (with ``floor_pool``) the real-vs-real floors: as many real images from the pool as
-    there are samples, scored against the same reference."""
+    images themselves, (with ``floor_pool``) the real-vs-real floors: as many real images from the pool as
+    there are samples, scored against the same reference, and (with the requested ``labels``) the share of
+    samples classified as the class they were asked for."""
     images = _check_images(images, "samples", classifier.image_shape)
     n = len(images)
     out = {"num_samples": n, **classifier_scores(classifier, images), "class_shares": class_shares(classifier, images),
            "real_confidence": classifier_scores(classifier, reference)["confidence"],
            **fid_kid(classifier, reference, images, seed=seed)}
+    if labels is not None:
+        predicted = predict_proba(classifier, images).argmax(-1)
+        out["requested_class_share"] = float((predicted == labels).float().mean())
     if floor_pool is not None:
         real = floor_pool[torch.randperm(len(floor_pool), generator=torch.Generator().manual_seed(seed))[:n]]
         floor = fid_kid(classifier, reference, real, seed=seed)
@@ -102,15 +106,19 @@ def score_samples(classifier: FeatureClassifier, images: Tensor, reference: Tens
     return out
 
 
-def load_samples(path: str) -> tuple[Tensor, str | None]:
-    """The ``samples`` array of a ``softdiff sample`` .npz and the dataset it names, if any (no pickled objects
-    are loaded)."""
+def load_samples(path: str) -> tuple[Tensor, str | None, Tensor | None]:
+    """The ``samples`` array of a ``softdiff sample`` .npz, the dataset it names and the class labels it was
+    asked for, where it records them (no pickled objects are loaded)."""
     import numpy as np
 
     try:
         with np.load(path, allow_pickle=False) as data:  # no pickled objects: nothing in the file can run
             dataset = str(data["dataset"]) or None if "dataset" in data.files else None
-            return torch.from_numpy(np.asarray(data["samples"], dtype=np.float32)), dataset
-    except (OSError, ValueError, KeyError) as err:
+            labels = torch.from_numpy(np.asarray(data["labels"], dtype=np.int64)) if "labels" in data.files else None
+            samples = torch.from_numpy(np.asarray(data["samples"], dtype=np.float32))
+    except (OSError, ValueError, KeyError, TypeError) as err:
         raise DataError(f"--score '{path}' is not a samples file from softdiff sample (.npz with key 'samples'): "
                         f"{str(err).splitlines()[0].rstrip('.') if str(err) else type(err).__name__}.") from None
+    if labels is not None and labels.shape != samples.shape[:1]:
+        raise DataError(f"--score '{path}' holds {len(labels)} labels for {len(samples)} samples.")
+    return samples, dataset, labels

@@ -104,14 +104,17 @@ def main(argv: Sequence[str]) -> int:
     else:
         out = check_output_dir("--output-dir", cfg.output_dir) / "samples.npz"
     pipe = SoftdiffPipeline.from_pretrained(cfg.run, use_ema=cfg.ema, scheduler=cfg.scheduler)
-    pipe.check_inputs(cfg.num_samples, cfg.steps, cfg.class_label, cfg.guidance_scale, "pt", cfg.batch_size, KEYS)
+    labels = pipe.check_inputs(cfg.num_samples, cfg.steps, cfg.class_label, cfg.guidance_scale, "pt", cfg.batch_size,
+                               KEYS)
     _check_output_size(cfg.num_samples, pipe.config.sample_shape)
     pipe.to(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     x = pipe(batch_size=cfg.num_samples, num_inference_steps=cfg.steps,
              generator=torch.Generator().manual_seed(cfg.seed), class_labels=cfg.class_label,
              guidance_scale=cfg.guidance_scale, max_batch_size=cfg.batch_size, progress=not args.quiet).samples
     with atomic_path(out) as tmp:
-        np.savez(tmp, samples=x.numpy(), dataset=np.str_(pipe.config.dataset or ""))
+        # The dataset and (class-conditional models) the requested labels let `softdiff eval --score` check them.
+        extra = {} if labels is None else {"labels": labels.numpy()}
+        np.savez(tmp, samples=x.numpy(), dataset=np.str_(pipe.config.dataset or ""), **extra)
     picture = out.with_suffix(".png")
     save_picture(x, picture, pipe.config.kind, tuple(pipe.config.data_range),
                  title=f"{len(x)} samples, {cfg.scheduler} {cfg.steps} steps")
