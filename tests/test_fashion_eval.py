@@ -11,7 +11,7 @@ from softdiff.cli import run_main
 from softdiff.data import make_dataset
 from softdiff.evaluation.classifiers import classifier_path, load_classifier
 from softdiff.evaluation.cli import main
-from softdiff.evaluation.features import classifier_scores, reference_images, score_samples
+from softdiff.evaluation.features import classifier_scores, fid_kid, reference_images, score_samples
 from softdiff.evaluation.run_eval import EvalSettings, RunEvaluator
 from softdiff.diffusion.schedulers import training_scheduler_config
 
@@ -87,5 +87,8 @@ def test_run_evaluator_compares_with_the_test_split(fashion_classifier):
     evaluator = RunEvaluator(dataset, settings, training_scheduler_config())
     test = make_dataset("fashion_mnist", split="test").data_tensor()
     assert torch.equal(evaluator.reference, test)
+    assert len(evaluator.second_half) == 60_000                 # the floor's images come from the training split
     floors = evaluator.noise_floors()  # 500 training images against the 10,000 test images
-    assert set(floors) == {"fid", "confidence"} and 0 < floors["fid"] < 5
+    expected = fid_kid(evaluator.classifier, test, evaluator.second_half[:500], kid_subset_size=500, kid_subsets=20)
+    assert set(floors) == {"fid", "confidence"} and floors["fid"] == pytest.approx(expected["fid"], rel=1e-6)
+    assert 0 < floors["fid"] < 30                              # the FID bias of 500 samples (6.2 at 1,000, 3.1 at 2,000)
