@@ -16,7 +16,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from softdiff.data import make_dataset
+from softdiff.data.images import load_digits_images
 from softdiff.errors import DataError, check_positive
+from softdiff.safe_io import atomic_path
 
 
 class FeatureClassifier(nn.Module):
@@ -102,8 +105,6 @@ def digits_split(seed: int = 0, test_fraction: float = 0.25) -> tuple[Tensor, Te
     """sklearn's digits in [0, 1] as (N, 1, 8, 8), split by a stratified, seeded shuffle: x_tr, y_tr, x_te, y_te."""
     from sklearn.model_selection import train_test_split
 
-    from softdiff.data.images import load_digits_images
-
     images, labels = load_digits_images()
     idx_tr, idx_te = train_test_split(torch.arange(len(labels)).numpy(), test_size=test_fraction,
                                       random_state=seed, stratify=labels.numpy())
@@ -116,8 +117,6 @@ def labelled_splits(dataset: str, seed: int = 0, root: str | Path = "data",
     (digits: a seeded split of the 1,797 images; MNIST / Fashion-MNIST: their train and test files)."""
     if dataset == "digits":
         return digits_split(seed)
-    from softdiff.data import make_dataset
-
     train, test = (make_dataset(dataset, root=root, path=path, split=s) for s in ("train", "test"))
     return train.data_tensor(), train.labels, test.data_tensor(), test.labels
 
@@ -186,8 +185,6 @@ def accuracy(model: FeatureClassifier, images: Tensor, labels: Tensor) -> float:
 
 def save_classifier(model: FeatureClassifier, path: str | Path, test_accuracy: float, dataset: str = "digits") -> None:
     """Weights plus metadata (dataset, network, held-out accuracy) in one safetensors file, written atomically."""
-    from softdiff.safe_io import atomic_path
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"dataset": dataset, "test_accuracy": f"{test_accuracy:.6f}", "feature_dim": str(model.num_features),

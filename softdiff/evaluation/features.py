@@ -10,7 +10,8 @@ from torch import Tensor, nn
 
 from softdiff.errors import DataError
 from softdiff.evaluation import metrics
-from softdiff.evaluation.classifiers import FeatureClassifier, predict_proba
+from softdiff.data.images import load_digits_images
+from softdiff.evaluation.classifiers import FeatureClassifier, labelled_splits, predict_proba
 
 
 class _FeatureView(nn.Module):
@@ -75,11 +76,7 @@ def reference_images(dataset: str, root: str = "data", path: str | None = None) 
     """What samples of ``dataset`` are compared with, and other real images for the real-vs-real floor:
     digits: all 1,797 images and none; MNIST / Fashion-MNIST: the 10,000 test images and the training images."""
     if dataset == "digits":
-        from softdiff.data.images import load_digits_images
-
         return load_digits_images()[0], None
-    from softdiff.evaluation.classifiers import labelled_splits
-
     x_tr, _, x_te, _ = labelled_splits(dataset, root=root, path=path)
     return x_te, x_tr
 
