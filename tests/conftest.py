@@ -86,7 +86,7 @@ needs_fashion = pytest.mark.skipif(not FASHION.is_dir(), reason="Debian's datase
 
 @pytest.fixture(scope="session")
 def fashion_classifier(softdiff_cache):
-    """The Fashion-MNIST feature classifier as a first use trains and caches it: (model, metadata)."""
+    """The Fashion-MNIST feature classifier softdiff ships: (model, metadata)."""
     from softdiff.evaluation.classifiers import ensure_classifier
 
     return ensure_classifier(dataset="fashion_mnist")

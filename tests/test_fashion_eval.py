@@ -9,7 +9,8 @@ import torch
 
 from softdiff.cli import run_main
 from softdiff.data import make_dataset
-from softdiff.evaluation.classifiers import classifier_path, load_classifier
+from softdiff.evaluation.classifiers import (accuracy, cached_classifier, classifier_path, labelled_splits,
+                                            load_classifier, shipped_classifier, train_classifier)
 from softdiff.evaluation.cli import main
 from softdiff.evaluation.features import classifier_scores, fid_kid, reference_images, score_samples
 from softdiff.evaluation.run_eval import EvalSettings, RunEvaluator
@@ -20,17 +21,33 @@ from conftest import needs_fashion
 pytestmark = [needs_fashion, pytest.mark.slow]
 
 
-def test_classifier_reaches_90_percent_on_the_test_files_and_is_cached(fashion_classifier, softdiff_cache):
+def test_shipped_classifier_reaches_90_percent_on_the_test_files(fashion_classifier):
     model, meta = fashion_classifier
-    assert meta["dataset"] == "fashion_mnist" and meta["network"] == "ConvClassifier"
-    assert float(meta["test_accuracy"]) >= 0.90
     path = classifier_path("fashion_mnist")
-    assert path.is_file() and softdiff_cache in path.parents
+    assert path == shipped_classifier("fashion_mnist") and path.is_file()      # shipped weights before any cache
+    assert meta["dataset"] == "fashion_mnist" and meta["network"] == "ConvClassifier"
     test = make_dataset("fashion_mnist", split="test")
-    pred = model(test.data_tensor()[:2000]).argmax(-1)
-    assert float((pred == test.labels[:2000]).float().mean()) >= 0.88   # the stored figure is the real one
+    measured = accuracy(model, test.data_tensor(), test.labels)
+    assert measured >= 0.90 and measured == pytest.approx(float(meta["test_accuracy"]), abs=2e-4)  # the real figure
     with pytest.raises(Exception, match="trained on 'fashion_mnist', not on 'digits'"):
         load_classifier(path, "digits")
+
+
+def test_fashion_recipe_learns_and_retraining_never_touches_the_shipped_file(softdiff_cache, monkeypatch, capsys):
+    """The recipe the shipped file was made with, on a fifth of the data for one epoch, and the command's target."""
+    x_tr, y_tr, x_te, y_te = labelled_splits("fashion_mnist")
+    g = torch.Generator().manual_seed(0)
+    sub, held = torch.randperm(60_000, generator=g)[:12_000], torch.randperm(10_000, generator=g)[:2_000]
+    model, acc = train_classifier(0, epochs=1, dataset="fashion_mnist", splits=(x_tr[sub], y_tr[sub], x_te[held],
+                                                                             y_te[held]))
+    assert acc >= 0.80 and accuracy(model, x_te[held], y_te[held]) == acc
+    shipped = shipped_classifier("fashion_mnist").read_bytes()
+    monkeypatch.setattr("softdiff.evaluation.classifiers.train_classifier", lambda *a, **k: (model, acc))
+    assert run_main(main, ["--train-classifier", "dataset=fashion_mnist", "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out)["output"] == str(cached_classifier("fashion_mnist"))
+    assert softdiff_cache in cached_classifier("fashion_mnist").parents
+    assert shipped_classifier("fashion_mnist").read_bytes() == shipped
+    assert classifier_path("fashion_mnist") == shipped_classifier("fashion_mnist")
 
 
 def test_training_images_score_at_the_floor_and_noise_far_above(fashion_classifier):
@@ -88,6 +105,6 @@ def test_run_evaluator_compares_with_the_test_split(fashion_classifier):
     assert torch.equal(evaluator.reference, test)
     assert len(evaluator.second_half) == 60_000                 # the floor's images come from the training split
     floors = evaluator.noise_floors()  # 500 training images against the 10,000 test images
-    expected = fid_kid(evaluator.classifier, test, evaluator.second_half[:500], kid_subset_size=500, kid_subsets=20)
+    expected = fid_kid(evaluator.classifier, evaluator.reference, evaluator.second_half[:500], kid_subset_size=500, kid_subsets=20)
     assert set(floors) == {"fid", "confidence"} and floors["fid"] == pytest.approx(expected["fid"], rel=1e-6)
     assert 0 < floors["fid"] < 30                              # the FID bias of 500 samples (6.2 at 1,000, 3.1 at 2,000)

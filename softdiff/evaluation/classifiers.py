@@ -2,8 +2,10 @@
 held-out split, stored with that accuracy in one safetensors file. Their penultimate layer is the feature space
 of FID / KID (``softdiff.evaluation.features``); their class probabilities give confidence and class shares.
 
-The first use trains the classifier and caches it under ``cache_dir()/features/`` (``SOFTDIFF_CACHE``, else
-``$XDG_CACHE_HOME/softdiff``, else ``~/.cache/softdiff``); ``softdiff eval --train-classifier`` retrains it.
+Fashion-MNIST's classifier ships with softdiff (``weights/``): FID is only comparable between machines when the
+features are the same, so every user scores in the same ones. Datasets without shipped weights train theirs on
+first use and cache it under ``cache_dir()/features/`` (``SOFTDIFF_CACHE``, else ``$XDG_CACHE_HOME/softdiff``, else
+``~/.cache/softdiff``); ``softdiff eval --train-classifier`` retrains one (into the cache, never over shipped weights).
 """
 from __future__ import annotations
 
@@ -96,9 +98,23 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "softdiff"
 
 
+SHIPPED = Path(__file__).with_name("weights")  # classifiers trained once by `softdiff eval --train-classifier`
+
+
+def shipped_classifier(dataset: str) -> Path | None:
+    """The classifier file softdiff ships for ``dataset``, if it ships one."""
+    path = SHIPPED / f"{dataset}_classifier.safetensors"
+    return path if path.is_file() else None
+
+
+def cached_classifier(dataset: str) -> Path:
+    """Where ``dataset``'s classifier is cached when trained on this machine."""
+    return cache_dir() / "features" / f"{dataset}_classifier.safetensors"
+
+
 def classifier_path(dataset: str, path: str | Path | None = None) -> Path:
-    """``path`` when given, else the cached classifier of ``dataset``."""
-    return Path(path) if path else cache_dir() / "features" / f"{dataset}_classifier.safetensors"
+    """``path`` when given, else the classifier shipped for ``dataset``, else the cached one."""
+    return Path(path) if path else shipped_classifier(dataset) or cached_classifier(dataset)
 
 
 def digits_split(seed: int = 0, test_fraction: float = 0.25) -> tuple[Tensor, Tensor, Tensor, Tensor]:

@@ -53,15 +53,16 @@ def parser():
          "softdiff eval runs/digits every=500 metrics=[fid,confidence] --quiet",
          "softdiff eval --score samples.npz                  # confidence, class shares, FID, KID",
          "softdiff eval --score samples.npz dataset=fashion_mnist   # against the 10,000 test images, with floors",
-         "softdiff eval --train-classifier dataset=fashion_mnist     # retrain the cached classifier"],
+         "softdiff eval --train-classifier dataset=mnist      # train (and cache) MNIST's classifier"],
         output_help="where eval.json / score.json go (a run: default RUN_DIR/eval)")
     p.add_argument("run", nargs="?", metavar="RUN_DIR", help="a training run folder (or a model or pipeline folder)")
     p.add_argument("--no-ema", action="store_true", help="evaluate the live weights (model/) instead of the EMA ones")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--score", metavar="SAMPLES.npz", help="score the images in a samples file (softdiff sample's "
-                      "samples.npz) with their dataset's feature classifier (trained and cached first if missing)")
+                      "samples.npz) with their dataset's feature classifier (shipped, or trained and cached first)")
     mode.add_argument("--train-classifier", action="store_true",
-                      help="train the feature classifier and save it as feature_classifier")
+                      help="train dataset's feature classifier and save it as feature_classifier (default: the "
+                      "cache; Fashion-MNIST's ships with softdiff and is never overwritten)")
     add_overrides(p, "num_samples=500")
     return p
 
@@ -112,9 +113,10 @@ def main(argv: Sequence[str]) -> int:
     if cfg.output_dir:
         check_output_dir("--output-dir", cfg.output_dir)
     if args.train_classifier:
-        from softdiff.evaluation.classifiers import classifier_path, save_classifier, train_classifier
+        from softdiff.evaluation.classifiers import cached_classifier, save_classifier, train_classifier
 
-        dataset, out = cfg.dataset or "digits", classifier_path(cfg.dataset or "digits", cfg.feature_classifier)
+        dataset = cfg.dataset or "digits"
+        out = Path(cfg.feature_classifier) if cfg.feature_classifier else cached_classifier(dataset)
         model, acc = train_classifier(cfg.seed, cfg.epochs or None, dataset=dataset)
         save_classifier(model, out, acc, dataset)
         _write_report(cfg, "classifier.json", {"output": str(out), "dataset": dataset, "seed": cfg.seed,

@@ -3,27 +3,17 @@ generated images, against each dataset's reference images (``softdiff.evaluation
 classifiers)."""
 from __future__ import annotations
 
+import functools
 import math
+import weakref
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from softdiff.errors import DataError
 from softdiff.evaluation import metrics
 from softdiff.data.images import load_digits_images
-from softdiff.evaluation.classifiers import FeatureClassifier, labelled_splits, predict_proba
-
-
-class _FeatureView(nn.Module):
-    """The classifier seen by torchmetrics: images -> penultimate features."""
-
-    def __init__(self, classifier: FeatureClassifier):
-        super().__init__()
-        self.classifier = classifier
-        self.num_features = classifier.num_features
-
-    def forward(self, images: Tensor) -> Tensor:
-        return self.classifier.features(images)
+from softdiff.evaluation.classifiers import FeatureClassifier, labelled_splits
 
 
 def _check_images(images: Tensor, name: str, shape: tuple[int, ...]) -> Tensor:
@@ -36,28 +26,42 @@ def _check_images(images: Tensor, name: str, shape: tuple[int, ...]) -> Tensor:
     return images.float()
 
 
+# classifier -> {id(images): (weak reference to images, their version, features)}: the 10,000 reference images
+# pass through the classifier once per process, not once per FID (about 13 s each on two cores).
+_MEMO: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+@torch.no_grad()
+def image_features(classifier: FeatureClassifier, images: Tensor, name: str = "images") -> Tensor:
+    """The classifier's penultimate features of ``images`` (N, F), 1,000 at a time; remembered while the same
+    tensor lives unchanged."""
+    memo = _MEMO.setdefault(classifier, {})
+    hit = memo.get(id(images))
+    if hit is not None and hit[0]() is images and hit[1] == images._version:
+        return hit[2]
+    checked = _check_images(images, name, classifier.image_shape)
+    features = torch.cat([classifier.features(chunk) for chunk in checked.split(1000)])
+    memo[id(images)] = (weakref.ref(images), images._version, features)
+    weakref.finalize(images, memo.pop, id(images), None)
+    return features
+
+
+def _probabilities(classifier: FeatureClassifier, features: Tensor) -> Tensor:
+    return torch.softmax(classifier.head(features), -1)
+
+
 @torch.no_grad()
 def fid_kid(classifier: FeatureClassifier, real: Tensor, fake: Tensor, kid_subset_size: int | None = None,
             kid_subsets: int = 50, seed: int = 0) -> dict[str, float]:
     """FID and KID (mean, std over subsets) of ``fake`` vs ``real`` images in the classifier's feature space."""
-    from torchmetrics.image.fid import FrechetInceptionDistance
-
-    shape = classifier.image_shape
-    real, fake = _check_images(real, "real images", shape), _check_images(fake, "fake images", shape)
     if min(len(real), len(fake)) < 2:
         raise DataError(f"FID needs at least 2 real and 2 generated images, got {len(real)} and {len(fake)}.")
-    view = _FeatureView(classifier).eval()
-    fid = FrechetInceptionDistance(feature=view, normalize=True, input_img_size=shape)
-    fid.set_dtype(torch.float64)
-    subset = min(kid_subset_size or 500, len(real), len(fake))
-    return metrics.fid_kid(fid, view, real, fake, kid_subsets, subset, seed, normalize=True)
+    real_f = image_features(classifier, real, "real images")
+    fake_f = image_features(classifier, fake, "fake images")
+    return metrics.fid_kid(real_f, fake_f, kid_subsets, min(kid_subset_size or 500, len(real), len(fake)), seed)
 
 
-@torch.no_grad()
-def classifier_scores(classifier: FeatureClassifier, images: Tensor) -> dict[str, float]:
-    """``confidence``: mean top-class probability; ``class_balance``: entropy of the predicted-class histogram
-    divided by log(#classes) (1 = every class equally often, 0 = one class only)."""
-    probs = predict_proba(classifier, _check_images(images, "images", classifier.image_shape))
+def _scores(probs: Tensor) -> dict[str, float]:
     counts = torch.bincount(probs.argmax(-1), minlength=probs.shape[1]).double()
     freq = counts / counts.sum()
     entropy = -(freq[freq > 0] * freq[freq > 0].log()).sum()
@@ -65,13 +69,25 @@ def classifier_scores(classifier: FeatureClassifier, images: Tensor) -> dict[str
             "class_balance": float(entropy / math.log(probs.shape[1]))}
 
 
+@torch.no_grad()
+def classifier_scores(classifier: FeatureClassifier, images: Tensor) -> dict[str, float]:
+    """``confidence``: mean top-class probability; ``class_balance``: entropy of the predicted-class histogram
+    divided by log(#classes) (1 = every class equally often, 0 = one class only)."""
+    return _scores(_probabilities(classifier, image_features(classifier, images)))
+
+
+def _shares(probs: Tensor) -> list[float]:
+    counts = torch.bincount(probs.argmax(-1), minlength=probs.shape[1])
+    return [round(float(c) / len(probs), 4) for c in counts]
+
+
+@torch.no_grad()
 def class_shares(classifier: FeatureClassifier, images: Tensor) -> list[float]:
     """Each class's share of the classifier's predictions on ``images``."""
-    probs = predict_proba(classifier, _check_images(images, "images", classifier.image_shape))
-    counts = torch.bincount(probs.argmax(-1), minlength=probs.shape[1])
-    return [round(float(c) / len(images), 4) for c in counts]
+    return _shares(_probabilities(classifier, image_features(classifier, images)))
 
 
+@functools.lru_cache(maxsize=2)  # the same tensors each call: their features are computed once (read-only)
 def reference_images(dataset: str, root: str = "data", path: str | None = None) -> tuple[Tensor, Tensor | None]:
     """What samples of ``dataset`` are compared with, and other real images for the real-vs-real floor:
     digits: all 1,797 images and none; MNIST / Fashion-MNIST: the 10,000 test images and the training images."""
@@ -88,14 +104,13 @@ def score_samples(classifier: FeatureClassifier, images: Tensor, reference: Tens
     images themselves, (with ``floor_pool``) the real-vs-real floors: as many real images from the pool as
     there are samples, scored against the same reference, and (with the requested ``labels``) the share of
     samples classified as the class they were asked for."""
-    images = _check_images(images, "samples", classifier.image_shape)
     n = len(images)
-    out = {"num_samples": n, **classifier_scores(classifier, images), "class_shares": class_shares(classifier, images),
-           "real_confidence": classifier_scores(classifier, reference)["confidence"],
+    probs = _probabilities(classifier, image_features(classifier, images, "samples"))
+    out = {"num_samples": n, **_scores(probs), "class_shares": _shares(probs),
+           "real_confidence": _scores(_probabilities(classifier, image_features(classifier, reference)))["confidence"],
            **fid_kid(classifier, reference, images, seed=seed)}
     if labels is not None:
-        predicted = predict_proba(classifier, images).argmax(-1)
-        out["requested_class_share"] = float((predicted == labels).float().mean())
+        out["requested_class_share"] = float((probs.argmax(-1) == labels).float().mean())
     if floor_pool is not None:
         real = floor_pool[torch.randperm(len(floor_pool), generator=torch.Generator().manual_seed(seed))[:n]]
         floor = fid_kid(classifier, reference, real, seed=seed)

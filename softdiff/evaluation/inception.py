@@ -64,17 +64,6 @@ class InceptionFeatures(nn.Module):
         return self.network((rgb.clamp(0, 1) * 255).round().to(torch.uint8))
 
 
-class _Given(nn.Module):
-    """Features computed beforehand, passed through: FID and KID share one pass of the network."""
-
-    def __init__(self, num_features: int):
-        super().__init__()
-        self.num_features = num_features
-
-    def forward(self, features: Tensor) -> Tensor:
-        return features
-
-
 @torch.no_grad()
 def _features(features: InceptionFeatures, images: Tensor, name: str, batch_size: int) -> Tensor:
     if images.dim() != 4 or images.shape[1] not in (1, 3) or not torch.isfinite(images).all():
@@ -86,10 +75,6 @@ def _features(features: InceptionFeatures, images: Tensor, name: str, batch_size
 def inception_fid_kid(real: Tensor, fake: Tensor, features: InceptionFeatures, kid_subset_size: int | None = None,
                       kid_subsets: int = 50, seed: int = 0, batch_size: int = 64) -> dict[str, float]:
     """FID and KID (mean, std) of ``fake`` vs ``real`` images in [0, 1] on Inception pool features."""
-    from torchmetrics.image.fid import FrechetInceptionDistance
-
-    given = _Given(features.num_features)
     real_f = _features(features, real, "real images", batch_size)
     fake_f = _features(features, fake, "fake images", batch_size)
-    return fid_kid(FrechetInceptionDistance(feature=given), given, real_f, fake_f, kid_subsets,
-                   kid_subset_size or min(len(real), len(fake), 1000), seed)
+    return fid_kid(real_f, fake_f, kid_subsets, kid_subset_size or min(len(real), len(fake), 1000), seed)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import cdist
-from torch import Tensor
+from torch import Tensor, nn
 
 from softdiff.errors import lookup
 
@@ -130,21 +130,34 @@ def score_error(score_fn: Callable[[Tensor, Tensor], Tensor], mixture, alphas: T
     return torch.stack(errors)
 
 
+class GivenFeatures(nn.Module):
+    """Features computed beforehand, passed through torchmetrics' FID / KID: one pass of the feature network
+    serves both metrics (and every comparison against the same reference images)."""
+
+    def __init__(self, num_features: int):
+        super().__init__()
+        self.num_features = num_features  # torchmetrics reads this attribute of a custom feature extractor
+
+    def forward(self, features: Tensor) -> Tensor:
+        return features
+
+
 @torch.no_grad()
-def fid_kid(fid, feature, real: Tensor, fake: Tensor, kid_subsets: int, kid_subset_size: int, seed: int,
-            **kid_options) -> dict[str, float]:
-    """torchmetrics' FID (the metric ``fid``, built by the caller) and KID on ``feature``, from ``real`` and
-    ``fake``: ``{"fid", "kid", "kid_std"}``, KID's random subsets drawn with ``seed``."""
+def fid_kid(real_features: Tensor, fake_features: Tensor, kid_subsets: int, kid_subset_size: int,
+            seed: int) -> dict[str, float]:
+    """torchmetrics' FID and KID between two sets of features (N, F): ``{"fid", "kid", "kid_std"}``, KID's random
+    subsets drawn with ``seed``."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
     from torchmetrics.image.kid import KernelInceptionDistance
 
+    given = GivenFeatures(real_features.shape[1])
+    fid = FrechetInceptionDistance(feature=given)
     with warnings.catch_warnings():  # its memory warning is irrelevant at these sizes
         warnings.simplefilter("ignore", UserWarning)
-        kid = KernelInceptionDistance(feature=feature, subsets=kid_subsets, subset_size=kid_subset_size,
-                                      **kid_options)
+        kid = KernelInceptionDistance(feature=given, subsets=kid_subsets, subset_size=kid_subset_size)
     for metric in (fid, kid):
-        for images, is_real in ((real, True), (fake, False)):
-            for chunk in images.split(1000):  # bounded activation memory for 10^4 reference images
-                metric.update(chunk, real=is_real)
+        metric.update(real_features.double(), real=True)
+        metric.update(fake_features.double(), real=False)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # KID draws its subsets with the global RNG
         kid_mean, kid_std = kid.compute()
