@@ -35,13 +35,13 @@ def test_class_labels_change_class_conditional_samples():
     assert (draw(3, 2.0) - three).abs().mean() > 1e-2
 
 
-def guided_hits(config: str, overrides: list[str], classifier, per_class: int) -> dict[float, int]:
-    """Train a class-conditional run with 10% of labels dropped; per guidance scale (0 and 3), how many of
+def guided_hits(config: str, overrides: list[str], classifier, per_class: int, scale: float = 3.0) -> dict[float, int]:
+    """Train a class-conditional run with 10% of labels dropped; per guidance scale (0 and ``scale``), how many of
     ``per_class`` samples of each of the 10 classes the classifier puts in the requested class."""
     run = train(load_train_config(config, ["data.class_conditional=true", "train.label_dropout=0.1", "sample.every=0",
                                            "sample.num_samples=10", *overrides]), quiet=True)
     pipe = SoftdiffPipeline.from_pretrained(run, scheduler="dpm++sde")
-    hits = {0.0: 0, 3.0: 0}
+    hits = {0.0: 0, scale: 0}
     for scale in hits:
         for k in range(10):
             x = pipe(batch_size=per_class, num_inference_steps=20, generator=torch.Generator().manual_seed(k),
@@ -62,11 +62,12 @@ def test_guided_digits_show_the_requested_class(tmp_path):
 @needs_fashion
 @pytest.mark.slow
 def test_guided_fashion_shows_the_requested_class(tmp_path, fashion_classifier):
-    """Real 28x28 images: a small class-conditional net, guided at scale 3, draws the requested garment (under the
-    Fashion-MNIST classifier) in at least 90% of 200 samples."""
+    """Real 28x28 images: a small class-conditional net (1,200 steps), guided at scale 5, draws the requested
+    garment (under the Fashion-MNIST classifier) in at least 90% of 200 samples. Shirts are the hard class: at
+    600 steps they fail at any scale (82% overall), at 1,200 steps scale 3 gives 90.5% and scale 5 95.5%."""
     overrides = [f"output_dir={tmp_path / 'run'}", "model.hidden_size=64", "model.num_layers=2",
-                 "model.conv_stem=16", "model.conv_decoder=16", "train.compile=false", "train.steps=600",
-                 "train.checkpoint_every=600"]
-    hits = guided_hits("configs/fashion.yaml", overrides, fashion_classifier[0], per_class=20)
-    assert hits[3.0] >= 180, hits           # guided: the requested class in at least 90% of 200 samples
+                 "model.conv_stem=16", "model.conv_decoder=16", "train.compile=false", "train.steps=1200",
+                 "train.checkpoint_every=1200"]
+    hits = guided_hits("configs/fashion.yaml", overrides, fashion_classifier[0], per_class=20, scale=5.0)
+    assert hits[5.0] >= 180, hits           # guided: the requested class in at least 90% of 200 samples
     assert hits[0.0] <= 80, hits            # scale 0 is the unconditional model: about 1 in 10 by chance
