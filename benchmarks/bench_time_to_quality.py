@@ -1,16 +1,22 @@
-"""Time to quality on digits: softdiff's default vs diffusers' UNet2DModel of similar size, in one run, over seeds.
+"""Time to quality: a softdiff config vs diffusers' UNet2DModel, in one run, over seeds (digits or 28x28 data).
 
 Arms, each trained with the package's own batch draws, objective, density and weighting for its recipe:
-  softdiff default             configs/digits.yaml as it is (network and recipe)
-  UNet, diffusers recipe (a)   UNet2DModel (channels 32/64, attention at 4x4); epsilon, uniform t, plain MSE,
-                               AdamW 1e-3 constant, batch 128, EMA 0.995 (diffusers' unconditional recipe)
-  UNet, softdiff recipe (b)    the same UNet under configs/digits.yaml's recipe, at its own lr (--lr-unet)
-Every --eval-every steps, until both FID bars are reached, the EMA weights draw 512 samples with the recipe's
-sampler and FID against the real digits is computed in the feature space of softdiff's digits classifier. Every
-arm trains for the default's training seconds (equal wall time); its final EMA weights then draw 500 samples that
-the classifier scores (mean top-class probability, smallest class share). Training seconds exclude evaluation.
+  softdiff                     the config as it is (network and recipe; --steps shortens it, lr schedule included)
+  UNet <size>, diffusers (a)   UNet2DModel; epsilon, uniform t, plain MSE, AdamW 1e-3 constant, batch 128,
+                               EMA 0.995 (diffusers' unconditional recipe)
+  UNet <size>, softdiff (b)    the same UNet under the config's recipe, at its own lr (--lr-unet)
+8x8 digits have one UNet size; 28x28 data try --unet-sizes (small, medium), all of them on the first seed, then
+only the size with the lower final FID per recipe on the other seeds (said in the output).
+Every --eval-every steps (or --eval-seconds training seconds), until every FID bar is reached, the EMA weights
+draw --eval-samples samples with the recipe's sampler and FID against the dataset's reference images (digits: all
+1,797; MNIST / Fashion-MNIST: the 10,000 test images) is computed in its feature classifier. Every arm trains for
+the softdiff arm's training seconds (equal wall time); its final EMA weights then draw --final-samples (500)
+samples that the classifier scores (FID, mean top-class probability, smallest class share). Training seconds exclude evaluation.
+--png writes FID against training seconds, one line per arm and seed.
 
     python benchmarks/bench_time_to_quality.py [--seeds 0 1 2] [--eval-every 50] [--bars 10 5]
+    python benchmarks/bench_time_to_quality.py --config configs/fashion.yaml --steps 300 --eval-seconds 40 \
+        --bars 150 100 --threads 1 --png docs/images/time_to_quality_fashion.png
 """
 from __future__ import annotations
 
@@ -29,7 +35,7 @@ from softdiff.diffusion.sampling import model_output
 from softdiff.diffusion.objectives import diffusion_loss
 from softdiff.diffusion.process import ForwardProcess
 from softdiff.evaluation.classifiers import ensure_classifier
-from softdiff.evaluation.features import fid_kid, score_samples
+from softdiff.evaluation.features import fid_kid, reference_images, score_samples
 from softdiff.training import load_train_config
 from softdiff.training.checkpoints import ema_weights
 from softdiff.training.models import build_model
@@ -82,25 +88,23 @@ class Arm:
         return self.dataset.from_model(x)
 
 
-def run_arm(arm: Arm, steps: int, bars: list[float], eval_every: int, classifier, real, log,
-            seconds: float = float("inf")) -> dict:
-    """Train ``steps`` steps or ``seconds`` training seconds, whichever comes first; FID every ``eval_every`` steps
-    until every bar is reached; final classifier scores."""
+def run_arm(arm: Arm, steps: int, bars: list[float], evaluate, classifier, real, log,
+            seconds: float = float("inf"), eval_samples: int = 512, final_samples: int = 500) -> dict:
+    """Train ``steps`` steps or ``seconds`` training seconds, whichever comes first; FID whenever ``evaluate(arm)``
+    says so, until every bar is reached; final classifier scores."""
     reached: dict[float, tuple[int, float]] = {}
     history = []
     while arm.step < steps and arm.seconds < seconds:
-        for _ in range(min(eval_every, steps - arm.step)):
-            arm.train_step()
-            if arm.seconds >= seconds:
-                break
-        if len(reached) < len(bars):
-            fid = fid_kid(classifier, real, arm.samples(512, 0))["fid"]
+        arm.train_step()
+        last = arm.step >= steps or arm.seconds >= seconds
+        if len(reached) < len(bars) and (evaluate(arm) or last):
+            fid = fid_kid(classifier, real, arm.samples(eval_samples, 0))["fid"]
             history.append((arm.step, arm.seconds, fid))
             log(f"    {arm.name}: step {arm.step:5d}  train {arm.seconds:6.1f} s  FID {fid:6.2f}")
             for bar in bars:
                 if fid <= bar and bar not in reached:
                     reached[bar] = (arm.step, arm.seconds)
-    final = score_samples(classifier, arm.samples(500, 1), real)
+    final = score_samples(classifier, arm.samples(final_samples, 1), real)
     out = {"steps": arm.step, "seconds": arm.seconds, "reached": reached, "history": history,
            "fid": final["fid"], "confidence": final["confidence"], "min_class_share": min(final["class_shares"]),
            "samples_per_s": arm.step * arm.cfg.train.batch_size / arm.seconds}
@@ -109,15 +113,31 @@ def run_arm(arm: Arm, steps: int, bars: list[float], eval_every: int, classifier
     return out
 
 
-def steps_for_seconds(trial: Arm, seconds: float, warmup: int = 5, probe: int = 30) -> int:
-    """How many steps fit in ``seconds``, timed on ``probe`` steps of a throw-away ``trial`` arm after ``warmup``
-    untimed ones (the first steps allocate and are slower, which would cut the baseline's budget short)."""
+def every(steps: int | None, seconds: float | None):
+    """When to evaluate: every ``steps`` steps, or whenever another ``seconds`` of training have passed."""
+    if seconds:
+        marks: dict[int, float] = {}
+
+        def due(arm: Arm) -> bool:
+            if arm.seconds >= marks.get(id(arm), seconds):
+                marks[id(arm)] = arm.seconds - arm.seconds % seconds + seconds
+                return True
+            return False
+        return due
+    return lambda arm: arm.step % steps == 0
+
+
+def steps_for_seconds(trial: Arm, seconds: float, warmup: int = 3, probe: int = 30, probe_seconds: float = 15.0) -> int:
+    """How many steps fit in ``seconds``, timed on up to ``probe`` steps (at least 3, at most about
+    ``probe_seconds``) of a throw-away ``trial`` arm after ``warmup`` untimed ones (the first steps allocate and
+    are slower, which would cut the baseline's budget short)."""
     for _ in range(warmup):
         trial.train_step()
-    trial.seconds = 0.0
-    for _ in range(probe):
+    trial.seconds, timed = 0.0, 0
+    while timed < probe and (timed < 3 or trial.seconds < probe_seconds):
         trial.train_step()
-    return max(1, round(seconds / (trial.seconds / probe)))
+        timed += 1
+    return max(1, round(seconds / (trial.seconds / timed)))
 
 
 def median(values):
@@ -125,47 +145,88 @@ def median(values):
     return statistics.median(values) if values else None
 
 
+def plot(results: dict[str, list[dict]], path: str, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for color, (name, runs) in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"], results.items()):
+        for i, run in enumerate(runs):
+            _, secs, fids = zip(*run["history"]) if run["history"] else ((), (), ())
+            ax.plot(secs, fids, "o-", color=color, alpha=0.8, ms=3, label=name if i == 0 else None)
+    ax.set(xlabel="training seconds", ylabel="FID (classifier features)", yscale="log", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--bars", type=float, nargs="+", default=[10.0, 5.0], help="FID bars (classifier features)")
-    p.add_argument("--eval-every", type=int, default=50)
+    p.add_argument("--eval-every", type=int, default=50, help="evaluate every this many steps")
+    p.add_argument("--eval-seconds", type=float, default=None, help="evaluate every this many training seconds")
+    p.add_argument("--eval-samples", type=int, default=512, help="samples per FID during training")
+    p.add_argument("--final-samples", type=int, default=500, help="samples of the final scores")
     p.add_argument("--lr-unet", type=float, default=1e-3, help="the UNet's lr under softdiff's recipe (b)")
     p.add_argument("--config", default="configs/digits.yaml")
-    p.add_argument("--classifier", default=None, help="digits classifier file (default: the cached one)")
+    p.add_argument("--steps", type=int, default=None, help="shorten the softdiff arm (and so the budget)")
+    p.add_argument("--unet-sizes", nargs="+", default=["small", "medium"], help="28x28 data only")
+    p.add_argument("--classifier", default=None, help="feature classifier file (default: the dataset's)")
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--png", default=None, help="write FID against training seconds here")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    classifier = ensure_classifier(args.classifier)[0]
-    dataset = make_dataset("digits")
-    real = dataset.data_tensor()
+    base = [f"train.steps={args.steps}"] if args.steps else []
+    name_of_data = load_train_config(args.config, base).data.name
+    classifier = ensure_classifier(args.classifier, dataset=name_of_data)[0]
+    dataset = make_dataset(name_of_data)
+    real = reference_images(name_of_data)[0]
+    side = dataset.shape[-1]
+    sizes = ["small"] if side == 8 else args.unet_sizes
+    evaluate = every(args.eval_every, args.eval_seconds)
     log = lambda line: print(line, flush=True)
     results: dict[str, list[dict]] = {}
-    for seed in args.seeds:
+    for n, seed in enumerate(args.seeds):
         log(f"seed {seed}")
-        ours_cfg = load_train_config(args.config, [f"train.seed={seed}"])
+        ours_cfg = load_train_config(args.config, [*base, f"train.seed={seed}", "train.compile=false"])
         torch.manual_seed(seed)
-        ours = Arm("softdiff default", build_model(ours_cfg, dataset), ours_cfg, dataset)
-        res = run_arm(ours, ours_cfg.train.steps, args.bars, args.eval_every, classifier, real, log)
+        ours = Arm("softdiff", build_model(ours_cfg, dataset), ours_cfg, dataset)
+        res = run_arm(ours, ours_cfg.train.steps, args.bars, evaluate, classifier, real, log,
+                      eval_samples=args.eval_samples, final_samples=args.final_samples)
         results.setdefault(ours.name, []).append(res)
         budget = res["seconds"]
-        for name, overrides in [("UNet, diffusers recipe (a)", DIFFUSERS_RECIPE),
-                                ("UNet, softdiff recipe (b)", [f"train.lr={args.lr_unet}"])]:
-            cfg = load_train_config(args.config, [f"train.seed={seed}", *overrides])
-            steps = steps_for_seconds(Arm(name, unet(), cfg, dataset), budget)
-            cfg.train.steps = steps  # a decaying lr schedule spans the steps estimated to fit in the budget
-            torch.manual_seed(seed)
-            arm = Arm(name, unet(), cfg, dataset)
-            # A constant lr needs no step count: train for exactly the budget's seconds.
-            constant = cfg.train.lr_schedule == "constant"
-            results.setdefault(name, []).append(run_arm(arm, 10**9 if constant else steps, args.bars,
-                                                        args.eval_every, classifier, real, log, budget))
-    print(f"\nthreads={torch.get_num_threads()} seeds={args.seeds} eval_every={args.eval_every} "
-          f"config={args.config}; medians over seeds")
+        for recipe, overrides in [("diffusers (a)", DIFFUSERS_RECIPE), ("softdiff (b)", [f"train.lr={args.lr_unet}"])]:
+            tried = sizes if n == 0 else [best[recipe]]
+            for size in tried:
+                name = f"UNet {size}, {recipe}" if side != 8 else f"UNet, {recipe}"
+                cfg = load_train_config(args.config, [*base, f"train.seed={seed}", *overrides])
+                steps = steps_for_seconds(Arm(name, unet(size, side), cfg, dataset), budget)
+                cfg.train.steps = steps  # a decaying lr schedule spans the steps estimated to fit in the budget
+                torch.manual_seed(seed)
+                arm = Arm(name, unet(size, side), cfg, dataset)
+                # A constant lr needs no step count: train for exactly the budget's seconds.
+                constant = cfg.train.lr_schedule == "constant"
+                results.setdefault(name, []).append(run_arm(arm, 10**9 if constant else steps, args.bars, evaluate,
+                                                            classifier, real, log, budget, args.eval_samples,
+                                                            args.final_samples))
+        if n == 0:
+            best = {recipe: min(sizes, key=lambda s: results[f"UNet {s}, {recipe}" if side != 8 else
+                                                             f"UNet, {recipe}"][0]["fid"])
+                    for recipe in ("diffusers (a)", "softdiff (b)")}
+            if len(sizes) > 1:
+                log(f"UNet size with the lower final FID on seed {seed}, kept for the other seeds: {best}")
+    print(f"\nthreads={torch.get_num_threads()} seeds={args.seeds} config={args.config} steps={args.steps or 'config'} "
+          f"eval={'every %g s' % args.eval_seconds if args.eval_seconds else 'every %d steps' % args.eval_every} "
+          f"eval_samples={args.eval_samples}; medians over seeds")
     head = " | ".join(f"steps / s to FID <= {b:g}" for b in args.bars)
-    print(f"| arm | {head} | train samples/s | steps at equal time | FID | confidence | smallest class |")
-    print("| --- " * (len(args.bars) + 6) + "|")
+    print(f"| arm | seeds | {head} | train samples/s | steps at equal time | FID | confidence | smallest class |")
+    print("| --- " * (len(args.bars) + 7) + "|")
     for name, runs in results.items():
         cells = []
         for bar in args.bars:
@@ -176,16 +237,22 @@ def main() -> None:
             cells.append(cell + (f" ({missed} missed)" if missed and steps is not None else ""))
         m = {k: median([r[k] for r in runs]) for k in ("samples_per_s", "steps", "fid", "confidence",
                                                        "min_class_share")}
-        print(f"| {name} | {' | '.join(cells)} | {m['samples_per_s']:.0f} | {m['steps']:.0f} | {m['fid']:.2f} | "
-              f"{m['confidence']:.3f} | {m['min_class_share']:.3f} |")
-    ours = results["softdiff default"]
-    for name in [n for n in results if n != "softdiff default"]:
+        print(f"| {name} | {len(runs)} | {' | '.join(cells)} | {m['samples_per_s']:.0f} | {m['steps']:.0f} | "
+              f"{m['fid']:.2f} | {m['confidence']:.3f} | {m['min_class_share']:.3f} |")
+    ours = results["softdiff"]
+    for name in [n for n in results if n != "softdiff"]:
         for bar in args.bars:
-            ratios = [a["reached"][bar][1] / b["reached"][bar][1] for a, b in zip(ours, results[name])
+            pairs = list(zip(ours, results[name])) if len(results[name]) == len(ours) else \
+                list(zip(ours[:1], results[name]))
+            ratios = [a["reached"][bar][1] / b["reached"][bar][1] for a, b in pairs
                       if bar in a["reached"] and bar in b["reached"]]
             if ratios:
-                print(f"seconds to FID <= {bar:g}, softdiff default / {name}: median {median(ratios):.2f} "
+                print(f"seconds to FID <= {bar:g}, softdiff / {name}: median {median(ratios):.2f} "
                       f"(per seed: {', '.join(f'{r:.2f}' for r in ratios)})")
+        lower = sum(a["fid"] < b["fid"] for a, b in zip(ours, results[name]))
+        print(f"final FID at equal time, softdiff lower than {name} on {lower} of {len(results[name])} seeds")
+    if args.png:
+        plot(results, args.png, f"{name_of_data}: FID against training seconds ({args.threads or 'all'} threads)")
 
 
 if __name__ == "__main__":
