@@ -6,6 +6,7 @@ Every activation acts on the last dimension (the hidden units). Normalised ones 
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -38,9 +39,15 @@ def relu_norm(z: Tensor) -> Tensor:
     return relu_normalize(z) * z.shape[-1]
 
 
+def exp_clamp(dtype: torch.dtype) -> float:
+    """Where ``exp_act`` clamps its input in ``dtype``: 60 in float32 / bfloat16 / float64 (e^60 ~ 1e26 leaves room to
+    sum many units), and 3 below the overflow point in narrower types (float16 overflows above ~11.09)."""
+    return min(60.0, math.log(torch.finfo(dtype).max) - 3.0)
+
+
 def exp_act(z: Tensor) -> Tensor:
-    """Unnormalised ``exp(z)`` (the exp network of the theory); clamped to stay finite in float32."""
-    return torch.exp(z.clamp(max=60.0))
+    """Unnormalised ``exp(z)`` (the exp network of the theory); clamped per dtype (``exp_clamp``) to stay finite."""
+    return torch.exp(z.clamp(max=exp_clamp(z.dtype)))
 
 
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {

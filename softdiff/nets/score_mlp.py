@@ -80,6 +80,7 @@ class TwoLayerScoreNet(ModelMixin, ConfigMixin):
 
     def forward(self, sample: Tensor, timestep, class_labels: Tensor | None = None) -> Tensor:
         c = self.config
-        k = timestep_tensor(timestep, sample.shape[0], sample.device, sample.dtype)
+        k = timestep_tensor(timestep, sample.shape[0], sample.device)  # float32: bf16 would turn 999 into 1,000
         t = c.t_min + k * (c.t_max - c.t_min) / (c.num_train_timesteps - 1)
-        return self.net(torch.cat([sample.reshape(sample.shape[0], -1), t[:, None]], dim=-1)).reshape(sample.shape)
+        x = torch.cat([sample.reshape(sample.shape[0], -1).to(t.dtype), t[:, None]], dim=-1)
+        return self.net(x).reshape(sample.shape).to(sample.dtype)

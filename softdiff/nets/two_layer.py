@@ -44,7 +44,9 @@ class TwoLayerSoftmax(nn.Module):
 
     def hidden(self, x: Tensor) -> Tensor:
         """Hidden units: ``softmax(W^T x)`` (a point of the simplex), ``relu(W^T x)`` or ``exp(W^T x)``."""
-        z = x @ self.W
+        return self._activate(x @ self.W)
+
+    def _activate(self, z: Tensor) -> Tensor:
         if self.activation == "softmax":
             return torch.softmax(z, dim=-1)
         if self.activation == "relu":
@@ -57,7 +59,13 @@ class TwoLayerSoftmax(nn.Module):
         return float(self.width) if self.activation == "softmax" else 1.0 / math.sqrt(self.width)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.output_scale * (self.hidden(x) @ self.A.T)
+        # At least float32 whatever autocast or the weights' dtype: F = m A softmax(W^T x) is O(1) only through the
+        # cancellation of m terms of size ~1 (exactly 0 at the coupled init), which bf16's 8 mantissa bits cannot
+        # resolve (rms 0.8 instead of 0 at m = 4,096 under bf16 autocast).
+        dtype = torch.promote_types(x.dtype, torch.float32)
+        with torch.autocast(x.device.type, enabled=False):
+            z = x.to(dtype) @ self.W.to(dtype)
+            return (self.output_scale * (self._activate(z) @ self.A.to(dtype).T)).to(x.dtype)
 
     def grad_W(self, x: Tensor) -> Tensor:
         """Closed-form ``dF_l(x_i)/dw_r`` as a tensor of shape ``(n, d_out, d_in, m)`` (docs/theory.md 1.2)."""
