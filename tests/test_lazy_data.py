@@ -230,3 +230,41 @@ def test_hf_missing_columns_are_named(hf_folder):
         make_dataset("hf", path=str(path), image_size=8, image_column="caption")
     with pytest.raises(DataError, match="data.download=true"):
         make_dataset("hf", path="someone/some-dataset", image_size=8)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_nodes_sharing_the_run_folder_make_a_first_run_on_a_folder(folder, tmp_path):
+    """``torchrun --nnodes 2`` on one machine, one process per node, both writing into one run folder as nodes on
+    NFS do: the first run builds data_index.json once (main process first, then the other node reads it), both
+    ranks end with the same weights, and those equal a one-process run's up to float reduction order."""
+    import os
+    import subprocess
+    import sys
+
+    root, _ = folder
+    repo = Path(__file__).resolve().parents[1]
+    args = ["train.py", "--config", "configs/digits.yaml", *TINY, "model.dropout=0.0", f"data.path={root}",
+            f"output_dir={tmp_path / 'run'}", "--quiet"]
+    endpoint = f"127.0.0.1:{_free_port()}"
+    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
+    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+                               "--node_rank", str(rank), "--rdzv-endpoint", endpoint, *args], cwd=repo, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+    results = [node.communicate(timeout=300) for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], results[0][1][-1500:] + results[1][1][-1500:]
+    index = json.loads((tmp_path / "run" / "data_index.json").read_text())
+    assert len(index["files"]) == N_IMAGES
+    summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
+    assert summary["num_processes"] == 2 and len(set(summary["rank_weight_checksums"])) == 1
+    single = train(config(tmp_path / "one", root, "model.dropout=0.0"), quiet=True)
+    w1 = load_file(str(single / "model" / "diffusion_pytorch_model.safetensors"))
+    w2 = load_file(str(tmp_path / "run" / "model" / "diffusion_pytorch_model.safetensors"))
+    assert all(torch.allclose(w1[k], w2[k], rtol=1e-5, atol=1e-6) for k in w1)

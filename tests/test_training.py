@@ -386,3 +386,29 @@ def test_core_packages_import_nothing_from_the_studies():
                 offenders += [f"{path.name}: {n}" for n in names
                               if n.startswith(("softdiff.studies", "softdiff.commands", "softdiff.evaluation"))]
     assert offenders == []
+
+
+@pytest.mark.parametrize("main,local_main,turn", [(True, True, 0), (False, True, 1), (False, False, 2)])
+def test_in_turn_builds_once_in_its_turn_and_raises_after_every_barrier(main, local_main, turn):
+    """One writer at a time (main, then each node's local main, then the rest), and an error never leaves the
+    other processes waiting: every process passes the same three barriers."""
+    from softdiff.training.trainer import in_turn
+
+    class State:
+        is_main_process, is_local_main_process, num_processes = main, local_main, 4
+        barriers = 0
+
+        def wait_for_everyone(self):
+            self.barriers += 1
+
+    state, calls = State(), []
+    assert in_turn(state, lambda: calls.append(state.barriers) or "data") == "data"
+    assert calls == [turn] and state.barriers == 3
+
+    def broken():
+        raise ValueError("no such folder")
+
+    state = State()
+    with pytest.raises(ValueError, match="no such folder"):
+        in_turn(state, broken)
+    assert state.barriers == 3

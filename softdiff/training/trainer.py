@@ -6,11 +6,11 @@ import time
 import warnings
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence, TypeVar
 
 import numpy as np
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from accelerate.utils import ProjectConfiguration
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
@@ -34,6 +34,8 @@ from softdiff.training.callbacks import PreviewCallback, TrainerCallback, TrainS
 from softdiff.training.run_lock import lock_run_folder
 
 MAX_CONSECUTIVE_SKIPS = 10
+
+T = TypeVar("T")
 
 
 class TrainingError(SoftdiffError):
@@ -146,6 +148,26 @@ def _make_accelerator(cfg: TrainConfig, out: Path) -> Accelerator:
                        step_scheduler_with_optimizer=False)
 
 
+def in_turn(state, build: Callable[[], T]) -> T:
+    """``build()`` on every process of ``state`` (an accelerate ``PartialState``), one writer at a time: the main
+    process first, then each node's local main (a node that does not share the run folder builds its own
+    ``data_index.json`` or download), then the others, who find the files made. An error stays with its process
+    until every turn is over, so none waits forever at a barrier."""
+    done, result, error = False, None, None
+    for turn in (state.is_main_process, state.is_local_main_process, True):
+        if turn and not done:
+            done = True
+            try:
+                result = build()
+            except Exception as err:  # raised after the last barrier
+                error = err
+        if state.num_processes > 1:
+            state.wait_for_everyone()
+    if error is not None:
+        raise error
+    return result
+
+
 def _param_checksum(model) -> float:
     """A float64 fingerprint of the weights, compared across processes at the end of a run."""
     return float(sum((p.detach().double() * (i + 1)).sum() for i, p in enumerate(model.parameters())))
@@ -163,8 +185,6 @@ def train(cfg: TrainConfig, resume: str | None = None, quiet: bool = False, stop
     when no checkpoint loads). Inputs are checked first; the folder is locked for the whole run (a second run
     into it stops at once); a full disk or an allocation failure becomes one sentence.
     """
-    from accelerate import PartialState
-
     out = Path(cfg.output_dir)
     # an explicit mixed_precision to Accelerator overrides the launcher's; config.yaml records the one in effect
     cfg = replace(cfg, train=replace(cfg.train, mixed_precision=effective_mixed_precision(cfg)))
@@ -196,7 +216,8 @@ def train(cfg: TrainConfig, resume: str | None = None, quiet: bool = False, stop
 def _train(cfg: TrainConfig, resume: str | None, quiet: bool, stop_after: int,
            callbacks: Sequence[TrainerCallback]) -> Path:
     out = Path(cfg.output_dir)
-    dataset = dataset_from_config(cfg.data, out / "data_index.json")  # the run's file list: resume reads the same
+    # The run's file list (resume reads the same), written by one process at a time.
+    dataset = in_turn(PartialState(), lambda: dataset_from_config(cfg.data, out / "data_index.json"))
     check_batch_fits(dataset, cfg.train.batch_size)
     if cfg.data.class_conditional and dataset.num_classes is None:
         raise ConfigError(f"data.class_conditional=true but dataset '{cfg.data.name}' has no labels.")
