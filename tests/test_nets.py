@@ -286,3 +286,26 @@ def test_timesteps_and_exp_stay_exact_in_low_precision():
         assert torch.isfinite(exp_act(big.to(dtype))).all()
     assert exp_act(big.half())[0].item() == pytest.approx(math.exp(5.0), rel=1e-3)   # unclamped below the limit
     assert exp_act(big)[2].item() == pytest.approx(math.exp(60.0), rel=1e-5)         # float32 keeps its clamp at 60
+
+
+@pytest.mark.parametrize("normalization", ["sigmoid", "sigmoid_norm", "relu_norm"])
+@pytest.mark.parametrize("causal", [False, True])
+def test_chunked_attention_equals_the_full_matrix_with_gradients(normalization, causal):
+    """Beyond query_chunk tokens the non-softmax maps run a chunk of queries at a time (checkpointed): the same
+    output and gradients as forming the whole (N, N) matrix, to float tolerance."""
+    torch.manual_seed(0)
+    attn = ValueSoftmaxAttention(16, num_heads=2, normalization=normalization, causal=causal)
+    x = torch.randn(2, 23, 16, requires_grad=True)
+    inputs = [x, *attn.parameters()]
+    full = attn(x)
+    grads_full = torch.autograd.grad(full.square().sum(), inputs)
+    attn.query_chunk = 5  # 23 tokens: chunks of 5, 5, 5, 5, 3
+    rows, probs = [], attn.attention_probs
+    attn.attention_probs = lambda q, *a: rows.append(q.shape[-2]) or probs(q, *a)
+    chunked = attn(x)
+    assert rows == [5, 5, 5, 5, 3]  # never the whole (23, 23) matrix
+    assert torch.allclose(chunked, full, atol=1e-6, rtol=1e-5)
+    for g, g_full in zip(torch.autograd.grad(chunked.square().sum(), inputs), grads_full):
+        assert torch.allclose(g, g_full, atol=1e-5, rtol=1e-4)
+    with torch.no_grad():
+        assert torch.allclose(attn(x), full, atol=1e-6, rtol=1e-5)
