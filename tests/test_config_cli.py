@@ -125,3 +125,13 @@ def test_every_command_follows_the_one_convention(command, capsys):
     assert done.value.code == 0
     text = capsys.readouterr().out
     assert all(flag in text for flag in ("--output-dir", "--quiet", "examples:")), text
+
+
+def test_mixed_precision_no_unquoted_means_no(tmp_path):
+    """YAML reads `no` as false: `train.mixed_precision=no` (accelerate's spelling) on the command line or in a file
+    is "no", not the invalid "False"."""
+    from softdiff.training import load_train_config
+
+    (tmp_path / "c.yaml").write_text("train:\n  mixed_precision: no\n")
+    assert load_train_config(tmp_path / "c.yaml").train.mixed_precision == "no"
+    assert load_train_config("configs/digits.yaml", ["train.mixed_precision=no"]).train.mixed_precision == "no"

@@ -141,6 +141,8 @@ class TrainConfig:
         check_choice("model.conditioning", m.conditioning, CONDITIONINGS)
         check_choice("diffusion.beta_schedule", self.diffusion.beta_schedule, BETA_SCHEDULES)
         check_choice("train.lr_schedule", t.lr_schedule, ("constant", "cosine", "linear"))
+        if t.mixed_precision == "False":  # YAML reads an unquoted `no` (accelerate's spelling) as false
+            t.mixed_precision = "no"
         check_choice("train.mixed_precision", t.mixed_precision, ("no", "fp16", "bf16"))
         check_choice("train.on_nonfinite", t.on_nonfinite, ("stop", "skip"))
         check_choice("sample.scheduler", self.sample.scheduler,
