@@ -252,7 +252,8 @@ def main() -> None:
         lower = sum(a["fid"] < b["fid"] for a, b in zip(ours, results[name]))
         print(f"final FID at equal time, softdiff lower than {name} on {lower} of {len(results[name])} seeds")
     if args.png:
-        plot(results, args.png, f"{name_of_data}: FID against training seconds ({args.threads or 'all'} threads)")
+        threads = torch.get_num_threads()
+        plot(results, args.png, f"{name_of_data}: FID against training seconds ({threads} thread{'s' * (threads > 1)})")
 
 
 if __name__ == "__main__":
