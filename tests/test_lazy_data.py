@@ -268,3 +268,22 @@ def test_two_nodes_sharing_the_run_folder_make_a_first_run_on_a_folder(folder, t
     w1 = load_file(str(single / "model" / "diffusion_pytorch_model.safetensors"))
     w2 = load_file(str(tmp_path / "run" / "model" / "diffusion_pytorch_model.safetensors"))
     assert all(torch.allclose(w1[k], w2[k], rtol=1e-5, atol=1e-6) for k in w1)
+
+
+def test_in_memory_sets_prepare_only_their_slice_of_the_global_batch(tmp_path):
+    """Each process gathers and converts only its slice of an in-memory set's batch, and the slices are exactly the
+    global batch ``Dataset.sample`` draws from the (seed, step) stream."""
+    cfg = load_train_config("configs/digits.yaml", [f"output_dir={tmp_path}", "diffusion.objective=diffusion",
+                                                   "diffusion.prediction_type=sample", "train.batch_size=8"])
+    dataset = make_dataset("digits")
+    process = ForwardProcess(scheduler_config_of(cfg))
+    whole = draw_batch(dataset, process, cfg, 3, 0, 0, 1)
+    x0, _ = dataset.sample(8, step_generator(cfg.train.seed, 3, 0))
+    assert torch.equal(whole[2], x0)                     # target = x0 (sample prediction)
+    gathered = []
+    examples = dataset.examples
+    dataset.examples = lambda idx: (gathered.append(len(idx)), examples(idx))[1]
+    halves = [draw_batch(dataset, process, cfg, 3, 0, rank, 2) for rank in (0, 1)]
+    assert gathered == [4, 4]
+    for k in range(4):                                   # x_t, t, target, weight
+        assert torch.equal(torch.cat([halves[0][k], halves[1][k]]), whole[k])

@@ -75,8 +75,11 @@ class Dataset:
         if self.kind == "vector":
             return TOY2D[self.name](n, generator), None
         idx = torch.randint(0, len(self), (n,), generator=generator)
-        images = self.decode(idx) if self.lazy else self.images[idx]
-        return self.to_model(_as_unit_float(images)), self.labels[idx] if self.labels is not None else None
+        return self.examples(idx), self.labels[idx] if self.labels is not None else None
+
+    def examples(self, idx: Tensor) -> Tensor:
+        """Image examples ``idx`` in model space (float32)."""
+        return self.to_model(_as_unit_float(self.decode(idx) if self.lazy else self.images[idx]))
 
     def data_tensor(self, n: int | None = None, generator: torch.Generator | None = None) -> Tensor:
         """``n`` examples in data space (all images when ``n`` is None): the reference set for metrics."""

@@ -114,10 +114,13 @@ def check_batch_fits(dataset, batch_size: int) -> None:
 
 def take_slice(dataset, drawn: Tensor, lo: int, hi: int, skip_bad: bool, batches: BatchStream | None,
                step: int, micro: int) -> Tensor:
-    """This process's slice of a micro-batch in model space: ``drawn`` is the global batch (in-memory and toy
-    sets) or its indices (lazy sets, decoded here or by ``batches``'s workers)."""
-    if not dataset.lazy:
+    """This process's slice of a micro-batch in model space: ``drawn`` is the global batch (toy sets) or its
+    indices (image sets: in memory, or lazy ones decoded here or by ``batches``'s workers); only the slice is
+    gathered and converted, so each process prepares 1 / world of the batch."""
+    if dataset.kind != "image":
         return drawn[lo:hi]
     idx = drawn[lo:hi]
+    if not dataset.lazy:
+        return dataset.examples(idx)
     images = batches.get(step, micro, idx) if batches is not None else dataset.decode(idx, skip_bad)
     return dataset.to_model(images.float() / 255.0)

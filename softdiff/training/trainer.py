@@ -65,7 +65,7 @@ def draw_batch(dataset: Dataset, process: ForwardProcess, cfg: TrainConfig, step
     dropped. Lazy sets decode only this slice (through ``batches``' workers when given)."""
     g = step_generator(cfg.train.seed, step, micro)
     d, size = cfg.diffusion, cfg.train.batch_size
-    if dataset.lazy:  # the same first draw as in-memory sets; the images are decoded below
+    if dataset.kind == "image":  # the same first draw as Dataset.sample; only this process's slice is decoded
         x0 = draw_indices(len(dataset), size, g)
         labels = dataset.labels[x0] if dataset.labels is not None else None
     else:
@@ -86,6 +86,13 @@ def draw_batch(dataset: Dataset, process: ForwardProcess, cfg: TrainConfig, step
     target = training_target(process.prediction_type, x0, noise, alpha, sigma)
     weight = loss_weight(d.loss_weighting, process.prediction_type, alpha, sigma, d.min_snr_gamma, d.sigma_data)
     return x_t, t, target, weight, labels
+
+
+def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``x`` on ``device``; to CUDA through pinned memory without blocking, so the copy overlaps the host's work."""
+    if device.type != "cuda":
+        return x.to(device)
+    return x.pin_memory().to(device, non_blocking=True)
 
 
 def batch_stream(dataset: Dataset, cfg: TrainConfig, start: int, end: int, rank: int, world: int):
@@ -279,8 +286,8 @@ def _train(cfg: TrainConfig, resume: str | None, quiet: bool, stop_after: int,
         step_loss = torch.zeros((), device=accelerator.device)
         for micro in range(cfg.train.grad_accum):
             x_t, t, target, weight, labels = draw_batch(dataset, process, cfg, step, micro, rank, world, batches)
-            x_t, t, target, weight = (v.to(accelerator.device) for v in (x_t, t, target, weight))
-            kwargs = {"class_labels": labels.to(accelerator.device)} if labels is not None else {}
+            x_t, t, target, weight = (to_device(v, accelerator.device) for v in (x_t, t, target, weight))
+            kwargs = {"class_labels": to_device(labels, accelerator.device)} if labels is not None else {}
             with accelerator.accumulate(model), accelerator.autocast():
                 loss = diffusion_loss(forward(x_t, t, **kwargs), target, weight).mean()
                 # accelerate's reduce knows sum and mean only: finite everywhere iff the count is the world size.
