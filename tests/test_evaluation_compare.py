@@ -234,3 +234,23 @@ def test_report_names_the_objective_the_runs_trained():
         "diffusion.objective=diffusion", "diffusion.prediction_type=v_prediction",
         "diffusion.timestep_density=uniform", "diffusion.loss_weighting=min_snr"]).diffusion)
     assert eps.startswith("v_prediction prediction, linear betas") and "min_snr" in eps
+
+
+def test_a_flow_comparison_takes_its_floors_under_the_flow():
+    """The evaluator of a comparison point takes the process its runs train: a flow toy comparison's exact NLL floor
+    is the data noised by the flow at its start time, not by a DDPM's betas."""
+    from softdiff.config import load_config
+    from softdiff.evaluation.likelihood import FlowProcess
+    from softdiff.studies.compare.config import CompareConfig
+    from softdiff.studies.compare.runner import point_evaluator
+
+    cfg = load_config(CompareConfig, "configs/compare/toy.yaml", [
+        "train_overrides=[diffusion.objective=flow,diffusion.flow_shift=3.0]", "eval.likelihood_samples=16",
+        "eval.num_samples=64", "eval.metrics=[nll]"])
+    base = cfg.base_train_config(())
+    evaluator = point_evaluator(base, cfg.eval)
+    assert isinstance(evaluator.process, FlowProcess)
+    assert evaluator.scheduler_config["shift"] == 3.0
+    s = evaluator.process.t_min / evaluator.process.num_train_timesteps
+    want = -float(evaluator.dataset.analytic.noised(1 - s, s).log_prob(evaluator.held_out).mean())
+    assert evaluator.noise_floors()["nll"] == pytest.approx(want, rel=1e-12)

@@ -306,20 +306,23 @@ def tune_arms(cfg: CompareConfig, folder: Path, point, budget, metric: str, high
     return out
 
 
+def point_evaluator(base, settings):
+    """The evaluator of a comparison point: its data read as its runs read it (split, columns) and the forward
+    process they train (the same mapping as training's, flow included), so floors and NLLs use that process."""
+    from softdiff.data import dataset_from_config
+    from softdiff.evaluation.run_eval import RunEvaluator
+    from softdiff.training.trainer import scheduler_config_of
+
+    return RunEvaluator(dataset_from_config(base.data), settings, scheduler_config_of(base))
+
+
 def run_point(cfg: CompareConfig, folder: Path, point: Sequence[str], workers: int, log) -> dict:
     """One comparison at one sweep point (or the only one): budget, tuning, final and shared-setting runs."""
-    from softdiff.data import make_dataset
-    from softdiff.diffusion.schedulers import training_scheduler_config
-    from softdiff.evaluation.run_eval import HIGHER_IS_BETTER, RunEvaluator
+    from softdiff.evaluation.run_eval import HIGHER_IS_BETTER
     from softdiff.studies.compare.budget import StepBudget
 
     base = cfg.base_train_config(point)
-    dataset = make_dataset(base.data.name, base.data.root, base.data.download, base.data.path, base.data.image_size,
-                           base.data.channels)
-    d = base.diffusion
-    scheduler_config = training_scheduler_config(d.beta_schedule, d.prediction_type, d.num_train_timesteps,
-                                                 d.ou_t_min, d.ou_t_max)
-    evaluator = RunEvaluator(dataset, cfg.eval, scheduler_config)  # trains the feature classifier if missing
+    evaluator = point_evaluator(base, cfg.eval)  # trains the feature classifier if missing
     metric = cfg.tune.metric or evaluator.metrics[0]
     budget = StepBudget(cfg, folder, point, log)
     tuning = (tune_arms(cfg, folder, point, budget, metric, metric in HIGHER_IS_BETTER, workers, log)
