@@ -1,7 +1,8 @@
 """Time to quality: a softdiff config vs diffusers' UNet2DModel, in one run, over seeds (digits or 28x28 data).
 
 Arms, each trained with the package's own batch draws, objective, density and weighting for its recipe:
-  softdiff                     the config as it is (network and recipe; --steps shortens it, lr schedule included)
+  softdiff                     the config as it is (network and recipe; --steps shortens it, lr schedule and warm-up
+                               included, the warm-up keeping its share of the steps)
   UNet <size>, diffusers (a)   UNet2DModel; epsilon, uniform t, plain MSE, AdamW 1e-3 constant, batch 128,
                                EMA 0.995 (diffusers' unconditional recipe)
   UNet <size>, softdiff (b)    the same UNet under the config's recipe, at its own lr (--lr-unet)
@@ -182,7 +183,10 @@ def main() -> None:
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    full = load_train_config(args.config).train
     base = [f"train.steps={args.steps}"] if args.steps else []
+    # --steps shortens the schedule, warm-up included: the same share of it as in the config.
+    warmup_for = lambda steps: round(full.warmup_steps * steps / full.steps)  # noqa: E731
     name_of_data = load_train_config(args.config, base).data.name
     classifier = ensure_classifier(args.classifier, dataset=name_of_data)[0]
     dataset = make_dataset(name_of_data)
@@ -195,6 +199,7 @@ def main() -> None:
     for n, seed in enumerate(args.seeds):
         log(f"seed {seed}")
         ours_cfg = load_train_config(args.config, [*base, f"train.seed={seed}", "train.compile=false"])
+        ours_cfg.train.warmup_steps = warmup_for(ours_cfg.train.steps)
         torch.manual_seed(seed)
         ours = Arm("softdiff", build_model(ours_cfg, dataset), ours_cfg, dataset)
         res = run_arm(ours, ours_cfg.train.steps, args.bars, evaluate, classifier, real, log,
@@ -208,6 +213,8 @@ def main() -> None:
                 cfg = load_train_config(args.config, [*base, f"train.seed={seed}", *overrides])
                 steps = steps_for_seconds(Arm(name, unet(size, side), cfg, dataset), budget)
                 cfg.train.steps = steps  # a decaying lr schedule spans the steps estimated to fit in the budget
+                if cfg.train.warmup_steps:
+                    cfg.train.warmup_steps = warmup_for(steps)
                 torch.manual_seed(seed)
                 arm = Arm(name, unet(size, side), cfg, dataset)
                 # A constant lr needs no step count: train for exactly the budget's seconds.
