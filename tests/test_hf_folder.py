@@ -152,7 +152,7 @@ def test_restart_reopens_the_saved_table_not_the_folder(tmp_path, monkeypatch):
     classes(root)
     index = tmp_path / "run" / "data_index.json"
     first = make_dataset("hf", path=str(root), image_size=8, label_column="label", index=index)
-    assert json.loads(index.read_text())["arrow_files"] == [str(index.with_suffix(".arrow"))]
+    assert json.loads(index.read_text())["arrow_files"] == [index.with_suffix(".arrow").name]
     write_image(root / "ant" / "99.png", 99)  # added mid-run: not read by the resumed run
 
     def no_listing(*args):

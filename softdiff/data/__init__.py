@@ -115,11 +115,13 @@ def example_shape(name: str, image_size: int = 32, channels: int = 3) -> tuple[i
 
 def make_dataset(name: str, root: str | Path = "data", download: bool = False, path: str | None = None,
                  image_size: int = 32, channels: int = 3, train: bool = True, image_column: str = "image",
-                 label_column: str | None = None, split: str = "train", index: str | Path | None = None) -> Dataset:
+                 label_column: str | None = None, split: str = "train", index: str | Path | None = None,
+                 rebuild_index: bool = False) -> Dataset:
     """The dataset called ``name`` (see ``DATASETS``); torchvision sets and hub datasets download only with
     ``download=True``. ``split``: the split of mnist / fashion_mnist (train or test) and of hf; ``train``: that of
     cifar10. ``index``: a JSON file pinning the run to its data (a folder's file list, a Hugging Face
-    dataset's Arrow files), written on the first open and read on the next."""
+    dataset's Arrow files), written on the first open and checked and read on the next; ``rebuild_index``:
+    list or open the data again and replace it."""
     if name in TOY2D:
         return Dataset(name, "vector", (2,), (-4.0, 4.0))
     if name == "digits":
@@ -135,30 +137,32 @@ def make_dataset(name: str, root: str | Path = "data", download: bool = False, p
     if name == "folder":
         if not path:
             raise DataError("data.name='folder' needs data.path, a folder of images.")
-        root, files = image_files(path, index)
+        root, files = image_files(path, index, rebuild_index)
         return Dataset(name, "image", (channels, image_size, image_size), (0.0, 1.0), source=ImageFiles(root, files))
     if name == "hf":
-        return _hf_dataset(path, download, image_size, channels, image_column, label_column, split, index)
+        return _hf_dataset(path, download, image_size, channels, image_column, label_column, split, index,
+                           rebuild_index)
     raise DataError(f"unknown dataset '{name}'; choose one of: {', '.join(DATASETS)}.")
 
 
-def _hf_dataset(path, download, image_size, channels, image_column, label_column, split, index) -> Dataset:
+def _hf_dataset(path, download, image_size, channels, image_column, label_column, split, index,
+                rebuild_index) -> Dataset:
     from softdiff.data.hf import check_columns, labels_of, open_table
 
     if not path:
         raise DataError("data.name='hf' needs data.path, a local dataset folder or a hub name.")
-    table = open_table(path, split, download, index)
+    table = open_table(path, split, download, index, rebuild_index)
     check_columns(table, path, image_column, label_column)
     labels, classes = labels_of(table, path, label_column) if label_column else (None, None)
     return Dataset("hf", "image", (channels, image_size, image_size), (0.0, 1.0), classes, labels=labels,
                    source=HFImages(table, image_column, f"'{path}'"))
 
 
-def dataset_from_config(data, index: str | Path | None = None) -> Dataset:
-    """The dataset a ``DataConfig`` describes."""
+def dataset_from_config(data, index: str | Path | None = None, rebuild_index: bool = False) -> Dataset:
+    """The dataset a ``DataConfig`` describes (``rebuild_index``: see ``make_dataset``)."""
     return make_dataset(data.name, data.root, data.download, data.path, data.image_size, data.channels,
                         image_column=data.image_column, label_column=data.label_column, split=data.split,
-                        index=index)
+                        index=index, rebuild_index=rebuild_index)
 
 
 __all__ = ["DATASETS", "Dataset", "GaussianMixture", "IMAGE_DATASETS", "LAZY_DATASETS", "dataset_from_config",

@@ -3,11 +3,12 @@ place, ``hf_folder.py``), another local folder that ``load_dataset`` reads (Parq
 another layout), or a hub name with ``data.download``."""
 from __future__ import annotations
 
-import json
+import os
 from pathlib import Path
 
 import torch
 
+from softdiff.data.file_index import index_error, read_index
 from softdiff.data.hf_folder import open_image_folder
 from softdiff.errors import DataError
 from softdiff.safe_io import atomic_path, write_json
@@ -22,33 +23,91 @@ def _import_datasets():
     return datasets
 
 
-def _pinned(index: Path, key: dict):
-    """The table whose Arrow files ``index`` lists for ``key`` (None when it lists another dataset or a file is
-    gone): opening a local folder lists or globs the whole tree, a restart need not."""
+def _arrow_homes(index: Path, key: dict) -> list[str]:
+    """Where an index's Arrow files may lie: the run folder (an image folder's table), the dataset folder
+    (save_to_disk) and the datasets cache (load_dataset's conversions)."""
     datasets = _import_datasets()
+    homes = [index.parent, datasets.config.HF_DATASETS_CACHE]
+    if Path(key["path"]).is_dir():
+        homes.append(key["path"])
+    return [os.path.realpath(home) for home in homes]
+
+
+def _check_table_paths(index: Path, table, root: str) -> None:
+    """Every image path of the run folder's table (an image folder read in place) lies inside ``root``."""
+    import pyarrow.compute as pc
+
+    datasets = _import_datasets()
+    for name, feature in table.features.items():
+        if not isinstance(feature, datasets.Image):
+            continue
+        try:
+            paths = table.data.column(name).combine_chunks().field("path")
+            ok = pc.fill_null(pc.and_(pc.starts_with(paths, root.rstrip("/") + "/"),
+                                      pc.invert(pc.match_substring(paths, "/../"))), True)
+        except Exception:  # a column that is not {bytes, path}: not a table this index writes
+            raise index_error(index, f"names an Arrow table whose column '{name}' does not hold image paths") \
+                from None
+        if not pc.all(ok).as_py():
+            bad = paths.filter(pc.invert(ok))[0].as_py()
+            raise index_error(index, f"names the image '{bad}', which is not inside '{root}'")
+
+
+def _pinned(index: Path, key: dict):
+    """The table whose Arrow files ``index`` lists for ``key`` (None when there is no index), after checking
+    that the index is whole, pins this dataset and split, and names readable Arrow files in their places
+    (an ``index_error`` otherwise): opening a local folder lists or globs the whole tree, a restart need not."""
+    datasets = _import_datasets()
+    data = read_index(index)
+    if data is None:
+        return None
+    if "hf" not in data and "files" in data:
+        raise index_error(index, "lists an image folder (data.name=folder), not a Hugging Face dataset")
+    if not isinstance(data.get("hf"), dict) or "arrow_files" not in data:
+        raise index_error(index, "is not a softdiff Hugging Face dataset index")
+    if data["hf"] != key:
+        pinned = data["hf"]
+        raise index_error(index, f"pins the dataset '{pinned.get('path')}' (split '{pinned.get('split')}'), not "
+                                 f"'{key['path']}' (split '{key['split']}') that data.path and data.split name")
+    files = data["arrow_files"]
+    if not isinstance(files, list) or not files or not all(isinstance(f, str) for f in files):
+        raise index_error(index, "is damaged (its 'arrow_files' is not a list of paths)")
+    homes = _arrow_homes(index, key)
+    paths = [os.path.join(index.parent, f) for f in files]  # relative: the run folder's own table (it may move)
+    for f, path in zip(files, paths):
+        real = os.path.realpath(path)
+        if not any(real == h or real.startswith(h.rstrip("/") + "/") for h in homes):
+            raise index_error(index, f"names the Arrow file '{f}', outside the run folder, the dataset folder "
+                                     "and the datasets cache")
+        if not Path(path).is_file():
+            raise index_error(index, f"names the Arrow file '{f}', which no longer exists")
     try:
-        data = json.loads(index.read_text())
-    except (OSError, ValueError):
-        return None
-    files = data.get("arrow_files") if isinstance(data, dict) and data.get("hf") == key else None
-    if not files or not all(isinstance(f, str) and Path(f).is_file() for f in files):
-        return None
-    tables = [datasets.Dataset.from_file(f) for f in files]
-    return tables[0] if len(tables) == 1 else datasets.concatenate_datasets(tables)
+        tables = [datasets.Dataset.from_file(path) for path in paths]
+    except Exception as err:  # pyarrow raises ArrowInvalid, OSError... for a truncated or foreign file
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise index_error(index, f"names Arrow files that could not be read ({first[:160]})") from None
+    table = tables[0] if len(tables) == 1 else datasets.concatenate_datasets(tables)
+    if "rows" in data and (len(table) != data["rows"] or table.column_names != data.get("columns")):
+        raise index_error(index, f"names Arrow files of {len(table)} rows ({', '.join(table.column_names)}), not "
+                                 f"the {data['rows']} rows it was written with")
+    if os.path.realpath(index.with_suffix(".arrow")) in map(os.path.realpath, paths):
+        _check_table_paths(index, table, key["path"])
+    return table
 
 
-def open_table(path: str, split: str, download: bool, index: str | Path | None = None):
+def open_table(path: str, split: str, download: bool, index: str | Path | None = None, rebuild: bool = False):
     """The ``split`` of the dataset at ``path`` (a local folder, or a hub name when ``download``); its Arrow
-    files are listed in ``index`` (when given) and reopened from there."""
+    files are listed in ``index`` (when given) and reopened from there (checked first: a damaged index or one
+    of another dataset is a DataError). ``rebuild``: open the dataset again and replace ``index``."""
     key = {"path": str(Path(path).resolve()) if Path(path).exists() else path, "split": split}
-    if index is not None and Path(index).is_file() and (table := _pinned(Path(index), key)) is not None:
+    if index is not None and not rebuild and (table := _pinned(Path(index), key)) is not None:
         return table
     table = _open(path, split, download)
     files = [f["filename"] for f in table.cache_files]
-    if index is not None and not files:  # a table built in memory (an image folder read in place): saved
-        files = [_write_arrow(table, Path(index).with_suffix(".arrow"))]
+    if index is not None and not files:  # a table built in memory (an image folder read in place): saved beside
+        files = [Path(_write_arrow(table, Path(index).with_suffix(".arrow"))).name]  # the index, named relatively
     if index is not None and files:
-        write_json(index, {"hf": key, "arrow_files": files})
+        write_json(index, {"hf": key, "arrow_files": files, "rows": len(table), "columns": table.column_names})
     return table
 
 

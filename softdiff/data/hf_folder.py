@@ -138,19 +138,28 @@ def _labelled(root: Path, images: list[str]):
 
 
 def _read_metadata(path: Path):
-    """A metadata file's rows as Arrow, with the column types the builder gives them (from its first chunk)."""
+    """A metadata file's rows as Arrow, with the column types the builder gives them (from its first chunk); a
+    file with no rows is a DataError (the builder fails on it with an IndexError)."""
     import pyarrow as pa
 
-    if path.suffix == ".csv":
-        import pandas as pd
+    try:
+        if not path.stat().st_size:
+            chunks = []
+        elif path.suffix == ".csv":
+            import pandas as pd
 
-        chunks = [pa.Table.from_pandas(df) for df in pd.read_csv(path, chunksize=CSV_ROWS)]
-    else:
-        import pyarrow.json as paj
+            chunks = [pa.Table.from_pandas(df) for df in pd.read_csv(path, chunksize=CSV_ROWS)]
+        else:
+            import pyarrow.json as paj
 
-        chunks = [paj.read_json(path)]
+            chunks = [paj.read_json(path)]
+    except Exception as err:  # pandas and pyarrow raise their own parser errors
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise DataError(f"metadata file '{path}' could not be read ({first[:160]}); fix it, or remove it to use "
+                        "the folder's images without metadata.") from None
     if not chunks or not chunks[0].num_rows:
-        return None
+        raise DataError(f"metadata file '{path}' has no rows (at most a header); give it one row per image "
+                        "(file_name, ...), or remove it to use the folder's images without metadata.")
     schema = pa.schema([chunks[0].schema.field(n) for n in chunks[0].column_names])
     try:
         return pa.concat_tables([chunk.select(schema.names).cast(schema) for chunk in chunks])
@@ -182,8 +191,6 @@ def _from_metadata(root: Path, metadata: str):
 
     meta = root / metadata
     table = _read_metadata(meta)
-    if table is None:
-        return None
     columns, features = {}, {}
     for name, feature in datasets.Features.from_arrow_schema(table.schema).items():
         if name == "file_names" or name.endswith("_file_names"):

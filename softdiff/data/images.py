@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from softdiff.data.file_index import IMAGE_SUFFIXES
+from softdiff.data.image_modes import eight_bit
 from softdiff.errors import DataError
 
 TORCHVISION = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "CIFAR10"}
@@ -54,9 +55,10 @@ def load_folder(path: str | Path, image_size: int, channels: int) -> Tensor:
     arrays = []
     for f in files:
         try:
-            img = Image.open(f).convert(mode).resize((image_size, image_size), Image.BICUBIC)
-        except OSError as err:
-            raise DataError(f"image file '{f}' could not be read: {err}") from None
+            img = eight_bit(Image.open(f)).convert(mode).resize((image_size, image_size), Image.BICUBIC)
+        except Exception as err:  # PIL raises OSError, ValueError, SyntaxError... for broken files
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise DataError(f"image file '{f}' could not be read ({first[:160]}).") from None
         arr = np.asarray(img, dtype=np.uint8)
         arrays.append(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
     return torch.from_numpy(np.stack(arrays))

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from softdiff.data.image_modes import eight_bit
 from softdiff.errors import DataError
 
 MODES = {1: "L", 3: "RGB"}
@@ -66,10 +67,11 @@ class HFImages:
 
 
 def to_square(img, size: int, channels: int) -> np.ndarray:
-    """A PIL image as uint8 (channels, size, size): shorter side scaled to ``size``, centre-cropped."""
+    """A PIL image of any mode and bit depth as uint8 (channels, size, size): shorter side scaled to ``size``,
+    centre-cropped."""
     from PIL import Image, ImageOps
 
-    img = img.convert(MODES[channels])
+    img = eight_bit(img).convert(MODES[channels])
     if img.size != (size, size):
         img = ImageOps.fit(img, (size, size), Image.BICUBIC)
     arr = np.asarray(img, dtype=np.uint8)

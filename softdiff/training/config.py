@@ -37,6 +37,9 @@ class DataConfig:
     num_workers: int = 0            # folder / hf: DataLoader worker processes decoding ahead (0: in the loop)
     random_flip: bool = False       # mirror each image left-right with probability 1/2 (image sets)
     skip_bad_files: bool = False    # folder / hf: replace an unreadable image by the next readable one, counted
+    rebuild_index: bool = False     # folder / hf: list the dataset again and replace the run folder's
+                                    # data_index.json (and .arrow) instead of reading it, e.g. when it is damaged
+                                    # or the dataset moved; for this invocation only (config.yaml records false)
 
 
 @dataclass

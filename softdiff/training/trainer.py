@@ -226,8 +226,10 @@ def train(cfg: TrainConfig, resume: str | None = None, quiet: bool = False, stop
 def _train(cfg: TrainConfig, resume: str | None, quiet: bool, stop_after: int,
            callbacks: Sequence[TrainerCallback]) -> Path:
     out = Path(cfg.output_dir)
-    # The run's file list (resume reads the same), written by one process at a time.
-    dataset = in_turn(PartialState(), lambda: dataset_from_config(cfg.data, out / "data_index.json"))
+    # The run's file list (resume reads the same), written by one process at a time; rebuilt by each node's
+    # first process only, the others read what it wrote.
+    rebuild = cfg.data.rebuild_index and PartialState().is_local_main_process
+    dataset = in_turn(PartialState(), lambda: dataset_from_config(cfg.data, out / "data_index.json", rebuild))
     check_batch_fits(dataset, cfg.train.batch_size)
     if cfg.data.class_conditional and dataset.num_classes is None:
         raise ConfigError(f"data.class_conditional=true but dataset '{cfg.data.name}' has no labels.")
@@ -262,7 +264,8 @@ def _train(cfg: TrainConfig, resume: str | None, quiet: bool, stop_after: int,
                           f"set train.steps to at least {start}.")
     if accelerator.is_main_process:
         (out / "samples").mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "config.yaml")
+        # data.rebuild_index acts once: a later resume of this config.yaml reads the index rebuilt now
+        save_config(replace(cfg, data=replace(cfg.data, rebuild_index=False)), out / "config.yaml")
         write_json(out / "train_summary.json", {"step": start, "finished": False}, indent=2)
     if accelerator.log_with:
         accelerator.init_trackers("softdiff", config={k: str(v) for k, v in asdict(cfg).items()})
