@@ -61,9 +61,17 @@ def config_path(args: argparse.Namespace, presets: str | None = None, default_pr
 
 
 def overrides(args: argparse.Namespace, output_key: str = "output_dir") -> list[str]:
-    """The ``key=value`` overrides, with ``--output-dir`` as the config's ``output_key``."""
-    extra = [f"{output_key}={args.output_dir}"] if getattr(args, "output_dir", None) else []
+    """The ``key=value`` overrides, with ``--output-dir`` as the config's ``output_key`` (an empty one too: the
+    output check refuses it rather than the default folder being used silently)."""
+    given = getattr(args, "output_dir", None)
+    extra = [] if given is None else [f"{output_key}={given}" if given else f"{output_key}=''"]
     return [*getattr(args, "overrides", []), *extra]
+
+
+def output_folder(value: str | None, default) -> str:
+    """The configured output folder, else ``default``; only an unset (None) one takes the default, so that an empty
+    ``output_dir=''`` reaches the output check as the error it is."""
+    return default if value is None else value
 
 
 def split_positionals(values: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -84,6 +92,6 @@ def load_with_output(args: argparse.Namespace, schema, presets: str, default_pre
     from softdiff.safe_io import check_output_dir
 
     cfg = load_config(schema, config_path(args, presets, default_preset), overrides(args))
-    out = check_output_dir("--output-dir" if args.output_dir else "output_dir",
-                           cfg.output_dir or default_output.format(**asdict(cfg)))
+    out = check_output_dir("--output-dir" if args.output_dir is not None else "output_dir",
+                           output_folder(cfg.output_dir, default_output.format(**asdict(cfg))))
     return cfg, out

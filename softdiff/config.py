@@ -74,6 +74,76 @@ def _omegaconf_message(err: OmegaConfBaseException, source: str, schema) -> str:
     return f"invalid config in {source}: {first}"
 
 
+def _duplicate_key(text: str) -> tuple[str, int, int] | None:
+    """The first key set twice in one mapping of the YAML ``text``, as (dotted key, first line, second line).
+    ``yaml.compose`` builds nodes only (no tags run); shared (aliased) nodes are visited once."""
+    seen: set[int] = set()
+
+    def walk(node, prefix: str):
+        if id(node) in seen:
+            return None
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            lines: dict[str, int] = {}
+            for key, value in node.value:
+                name = f"{prefix}{key.value}" if isinstance(key, yaml.ScalarNode) else None
+                if name is not None and name in lines:
+                    return name, lines[name], key.start_mark.line + 1
+                if name is not None:
+                    lines[name] = key.start_mark.line + 1
+                found = walk(value, f"{name}." if name is not None else prefix)
+                if found:
+                    return found
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                found = walk(item, f"{prefix.rstrip('.')}[{i}].")
+                if found:
+                    return found
+        return None
+
+    try:
+        return walk(yaml.compose(text, Loader=yaml.SafeLoader), "")
+    except yaml.YAMLError:
+        return None
+
+
+def _yaml_message(path: Path, err: Exception) -> str:
+    problem = getattr(err, "problem", None) or ""
+    if problem.startswith("found duplicate key"):
+        try:
+            found = _duplicate_key(path.read_text(errors="replace"))
+        except OSError:
+            found = None
+        if found:
+            key, first, second = found
+            return (f"config file '{path}' sets the key '{key}' twice (lines {first} and {second}); keep one of "
+                    "them.")
+        return f"config file '{path}' sets a key twice ({problem}); keep one of them."
+    return f"config file '{path}' is not valid YAML: {str(err).splitlines()[0]}."
+
+
+def _container_message(cfg, layer, source: str, prefix: str = "") -> str | None:
+    """One sentence naming the first key that ``layer`` sets to a list where ``cfg`` has a mapping (or the
+    reverse); None if there is none."""
+    from omegaconf import DictConfig, ListConfig
+
+    if not isinstance(layer, DictConfig) or not isinstance(cfg, DictConfig):
+        return None
+    for key in layer.keys():
+        if key not in cfg:
+            continue
+        ours, theirs = cfg._get_node(key), layer._get_node(key)
+        if isinstance(ours, DictConfig) and isinstance(theirs, ListConfig):
+            return (f"config key '{prefix}{key}' in {source} must be a mapping (key: value, e.g. "
+                    f"{prefix}{key}.NAME=...), not a list.")
+        if isinstance(ours, ListConfig) and isinstance(theirs, DictConfig):
+            return f"config key '{prefix}{key}' in {source} must be a list, not a mapping."
+        found = _container_message(ours, theirs, source, f"{prefix}{key}.")
+        if found:
+            return found
+    return None
+
+
 def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
     """Build ``schema`` from defaults, then the YAML file at ``path``, then dotted overrides."""
     base = OmegaConf.structured(schema)
@@ -83,7 +153,7 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequ
         try:
             loaded = OmegaConf.load(path)
         except Exception as err:  # yaml.YAMLError and friends
-            raise ConfigError(f"config file '{path}' is not valid YAML: {str(err).splitlines()[0]}.") from None
+            raise ConfigError(_yaml_message(path, err)) from None
         if not isinstance(loaded, type(OmegaConf.create({}))):
             raise ConfigError(f"config file '{path}' must hold a mapping of keys, not a list or a scalar.")
         layers.append((loaded, f"file '{path}'"))
@@ -100,6 +170,9 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequ
             cfg = OmegaConf.merge(cfg, layer)
         except OmegaConfBaseException as err:
             raise ConfigError(_omegaconf_message(err, source, schema) + ".") from None
+        except TypeError as err:  # "Cannot merge incompatible container types": a list where a mapping belongs
+            raise ConfigError(_container_message(cfg, layer, source) or f"invalid config in {source}: {err}.") \
+                from None
     try:
         obj = OmegaConf.to_object(cfg)
     except OmegaConfBaseException as err:

@@ -42,6 +42,21 @@ def check_positive(key: str, value, allow_zero: bool = False) -> None:
         raise ConfigError(f"{key}={value!r} must be {bound}.")
 
 
+def check_at_most(key: str, value, limit, why: str = "") -> None:
+    """Raise ConfigError when ``value`` exceeds ``limit``: sizes a user types are bounded before anything is
+    allocated (``why`` follows the limit as written, e.g. " (a month of training)")."""
+    if value > limit:
+        raise ConfigError(f"{key}={value} is too large; at most {limit}{why}.")
+
+
+def check_total(what: str, total: int, limit: int, keys: Mapping[str, object]) -> None:
+    """Raise ConfigError when a size made of several keys (``what``, e.g. "the drawn data") exceeds ``limit``
+    entries, naming the keys and their values."""
+    if total > limit:
+        named = ", ".join(f"{k}={v}" for k, v in keys.items())
+        raise ConfigError(f"{what} would have {total} entries with {named}; at most {limit}: lower one of them.")
+
+
 def check_finite(key: str, value) -> None:
     """Raise ConfigError unless ``value`` is a finite number (not nan or inf)."""
     import math

@@ -3,7 +3,8 @@
 Every file or folder softdiff writes for a user appears complete or not at all: it is written to a hidden
 temporary sibling (``.NAME.tmp-PID``), flushed to disk, and renamed over the target. A process killed mid-write
 leaves the previous version (or nothing) plus a stale temporary sibling, which the next write removes.
-``check_output_dir`` / ``check_output_file`` say before any work starts whether an output path can be written.
+``check_output_dir`` / ``check_output_file`` say before any work starts whether an output path can be written (by
+writing there), and ``NewEntries`` takes back what a run created when an input error ends it.
 """
 from __future__ import annotations
 
@@ -149,23 +150,62 @@ def _nearest_existing(path: Path) -> Path:
     return path
 
 
+def _missing_folders(folder: Path) -> list[Path]:
+    """The folders on the way to ``folder`` that do not exist yet, deepest first."""
+    missing, path = [], Path(os.path.abspath(folder))
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
+def _check_empty(key: str, path) -> Path:
+    if path is None or not str(os.fspath(path)).strip():
+        raise ConfigError(f"{key} is empty; pass a folder or file path (an empty one would write into the current "
+                          "folder).")
+    return Path(path)
+
+
+def _try_write(key: str, shown: Path, folder: Path) -> None:
+    """Create ``folder`` (with its missing parents), write a small file into it and remove it all again.
+
+    ``os.access`` is no test: root may write anywhere by it, /proc and /sys included, where the real write fails
+    later. What this creates is removed, so that a bad input found afterwards leaves nothing behind."""
+    created = _missing_folders(folder)
+    probe = folder / f".softdiff-write-test-{os.getpid()}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(probe, "xb") as f:
+            f.write(b"softdiff")
+    except OSError as err:
+        reason = (err.strerror or type(err).__name__).lower()
+        raise ConfigError(f"{key} '{shown}' cannot be written ({reason}); pass a folder on a writable disk.") from None
+    finally:
+        if probe.parent.is_dir():
+            probe.unlink(missing_ok=True)
+        for path in created:  # deepest first; rmdir leaves a folder someone else filled meanwhile
+            try:
+                path.rmdir()
+            except OSError:
+                break
+
+
 def check_output_dir(key: str, path: str | Path) -> Path:
-    """Raise ConfigError unless ``path`` is a folder that exists or can be created, and can be written to."""
-    path = Path(path)
+    """Raise ConfigError unless ``path`` is a folder that exists or can be created, and a file can be written into
+    it (tried for real, then undone); the one output-folder check of every command."""
+    path = _check_empty(key, path)
     if path.exists() and not path.is_dir():
         raise ConfigError(f"{key} '{path}' is a file, not a folder; pass a folder path (it is created if missing).")
     base = _nearest_existing(path)
     if not base.is_dir():
         raise ConfigError(f"{key} '{path}' cannot be created: '{base}' is a file, not a folder.")
-    if not os.access(base, os.W_OK | os.X_OK):
-        raise ConfigError(f"{key} '{path}' cannot be written: '{base}' is not writable; pass a folder you can "
-                          "write to.")
+    _try_write(key, path, path)
     return path
 
 
 def check_output_file(key: str, path: str | Path, suffix: str | None = None) -> Path:
-    """Raise ConfigError unless ``path`` (with ``suffix``) can be written as a file."""
-    path = Path(path)
+    """Raise ConfigError unless ``path`` (with ``suffix``) can be written as a file (its folder is tried for real)."""
+    path = _check_empty(key, path)
     if suffix and path.suffix != suffix:
         raise ConfigError(f"{key} '{path}' must end in {suffix}.")
     if path.is_dir():
@@ -173,9 +213,43 @@ def check_output_file(key: str, path: str | Path, suffix: str | None = None) -> 
     base = _nearest_existing(path.parent)
     if not base.is_dir():
         raise ConfigError(f"{key} '{path}' cannot be created: '{base}' is a file, not a folder.")
-    if not os.access(base, os.W_OK | os.X_OK):
-        raise ConfigError(f"{key} '{path}' cannot be written: '{base}' is not writable.")
+    _try_write(key, path, path.parent)
     return path
+
+
+class NewEntries:
+    """What a command adds to its output folder from now on, so that an input error found after work began (after
+    the run lock) can take it back: the folder itself if it is new, else the entries that were not there before.
+    Nothing is taken back once the folder holds work worth keeping (a checkpoint or a finished result)."""
+
+    KEEP = ("**/checkpoints/*", "**/result.json")
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        missing = _missing_folders(self.folder)
+        self.top = missing[-1] if missing else None
+        self.before = set() if missing or not self.folder.is_dir() else {p.name for p in self.folder.iterdir()}
+
+    def _new(self) -> list[Path]:
+        if self.top is not None:
+            return [self.top] if self.top.exists() else []
+        if not self.folder.is_dir():
+            return []
+        return [p for p in self.folder.iterdir() if p.name not in self.before]
+
+    def _holds_work(self, new: list[Path]) -> bool:
+        for pattern in self.KEEP:
+            for hit in self.folder.glob(pattern):
+                if self.top is not None or any(p == hit or p in hit.parents for p in new):
+                    return True
+        return False
+
+    def remove(self) -> None:
+        """Remove what was created since this object was made (unless it holds work)."""
+        new = self._new()
+        if new and not self._holds_work(new):
+            for path in new:
+                _remove(path)
 
 
 def is_disk_full(err: BaseException, folder: str | Path | None = None) -> bool:

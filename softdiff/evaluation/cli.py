@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
-from softdiff.command_line import add_overrides, command_parser, config_path, overrides, parse, split_positionals
+from softdiff.command_line import (add_overrides, command_parser, config_path, output_folder, overrides, parse,
+                                   split_positionals)
 from softdiff.config import load_config
 from softdiff.errors import ConfigError, check_choice, check_positive
 from softdiff.evaluation.classifiers import FEATURE_DATASETS
@@ -23,7 +24,7 @@ class EvalConfig(EvalSettings):
     epochs: int = 0               # --train-classifier: training epochs (0: the dataset's recipe; seed: its seed)
     dataset: str = ""             # --score / --train-classifier: the dataset (--score: default the one the
                                   # samples file names, else digits for 8x8 samples)
-    output_dir: str = ""          # eval.json and eval_samples.npz (a run: default RUN_DIR/eval); score.json
+    output_dir: Optional[str] = None  # eval.json and eval_samples.npz (a run: default RUN_DIR/eval); score.json
 
     def validate(self) -> None:
         from softdiff.diffusion.schedulers import SCHEDULERS
@@ -83,7 +84,7 @@ def _write_report(cfg: EvalConfig, name: str, report: dict, default_dir: Path | 
     from softdiff.safe_io import finite_json, write_json
 
     print(json.dumps(finite_json(report)))
-    folder = cfg.output_dir or default_dir
+    folder = output_folder(cfg.output_dir, default_dir)
     if folder:
         write_json(Path(folder) / name, finite_json(report), indent=2)
         print(f"wrote {Path(folder) / name}")
@@ -110,7 +111,7 @@ def main(argv: Sequence[str]) -> int:
 
     args = parse(parser(), argv)
     cfg = load_eval_config(args)
-    if cfg.output_dir:
+    if cfg.output_dir is not None:
         check_output_dir("--output-dir", cfg.output_dir)
     if args.train_classifier:
         from softdiff.evaluation.classifiers import cached_classifier, save_classifier, train_classifier
@@ -139,8 +140,8 @@ def main(argv: Sequence[str]) -> int:
     from softdiff.evaluation.run_eval import evaluate_run
 
     default_dir = Path(cfg.run) / "eval"
-    check_output_dir("--output-dir", cfg.output_dir or default_dir)
+    folder = check_output_dir("--output-dir", output_folder(cfg.output_dir, default_dir))
     settings = EvalSettings(**{k: getattr(cfg, k) for k in EvalSettings.__dataclass_fields__})
-    report = evaluate_run(cfg.run, settings, cfg.ema, Path(cfg.output_dir or default_dir))
+    report = evaluate_run(cfg.run, settings, cfg.ema, folder)
     _write_report(cfg, "eval.json", report, default_dir)
     return 0

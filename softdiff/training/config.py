@@ -18,6 +18,7 @@ from softdiff.nets.score_transformer import CONDITIONINGS
 from softdiff.nets.two_layer import TWO_LAYER_ACTIVATIONS
 
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "ou")
+MAX_STEPS = 100_000_000  # train.steps: weeks of the fastest step; larger is a typo, refused before any work
 
 
 @dataclass
@@ -231,6 +232,8 @@ class TrainConfig:
             if value < low:
                 raise ConfigError(f"{key}={value} must be at least {low}.")
         for key, value, high in [("train.seed", t.seed, 2**32 - 1), ("data.image_size", d.image_size, 4096),
+                                 ("train.steps", t.steps, MAX_STEPS), ("train.warmup_steps", t.warmup_steps, MAX_STEPS),
+                                 ("sample.num_samples", self.sample.num_samples, 100_000),
                                  ("diffusion.num_train_timesteps", diff.num_train_timesteps, 100_000)]:
             if value > high:
                 raise ConfigError(f"{key}={value} must be at most {high}.")

@@ -25,7 +25,7 @@ from softdiff.diffusion.process import ForwardProcess
 from softdiff.diffusion.sampling import NULL_LABEL
 from softdiff.diffusion.schedulers import training_scheduler_config
 from softdiff.errors import ConfigError, SoftdiffError
-from softdiff.safe_io import is_disk_full, write_json, write_text
+from softdiff.safe_io import NewEntries, is_disk_full, write_json, write_text
 from softdiff.training.checkpoints import Checkpoints, DiskFullError, ema_weights, list_checkpoints
 from softdiff.training.config import TrainConfig
 from softdiff.training.models import build_model, save_model
@@ -193,7 +193,8 @@ def train(cfg: TrainConfig, resume: str | None = None, quiet: bool = False, stop
     ``stop_after`` > 0 ends this invocation (with a checkpoint) after that many steps, e.g. to split a run
     over jobs with a time limit; ``resume="latest"`` continues it exactly (``"auto"``: or starts from step 0
     when no checkpoint loads). Inputs are checked first; the folder is locked for the whole run (a second run
-    into it stops at once); a full disk or an allocation failure becomes one sentence.
+    into it stops at once); a full disk or an allocation failure becomes one sentence; an input error found once
+    the folder is locked takes back what the run created there (unless a checkpoint was saved).
     """
     out = Path(cfg.output_dir)
     # an explicit mixed_precision to Accelerator overrides the launcher's; config.yaml records the one in effect
@@ -203,7 +204,23 @@ def train(cfg: TrainConfig, resume: str | None = None, quiet: bool = False, stop
     if unclaimed := unclaimed_keys(cfg, callbacks):
         raise ConfigError(f"{unclaimed[0]} is set but no callback carries it out; pass the study's callback to "
                           "train() (softdiff train and softdiff compare do), or set it to 0.")
-    lock = lock_run_folder(out, PartialState(cpu=not torch.cuda.is_available()))
+    state = PartialState(cpu=not torch.cuda.is_available())
+    created = NewEntries(out)  # taken back if an input error ends the run before it saved anything
+    lock = lock_run_folder(out, state)
+    try:
+        return _train_or_explain(cfg, resume, quiet, stop_after, callbacks)
+    except SoftdiffError as err:
+        if state.is_main_process and getattr(err, "exit_code", 2) == 2:
+            created.remove()
+        raise
+    finally:
+        lock.release()
+
+
+def _train_or_explain(cfg: TrainConfig, resume: str | None, quiet: bool, stop_after: int,
+                      callbacks: Sequence[TrainerCallback]) -> Path:
+    """``_train``, with a full disk or an allocation failure turned into one sentence."""
+    out = Path(cfg.output_dir)
     try:
         return _train(cfg, resume, quiet, stop_after, callbacks)
     except SoftdiffError:
@@ -219,8 +236,6 @@ def train(cfg: TrainConfig, resume: str | None = None, quiet: bool = False, stop
         if message is None:
             raise
         raise ConfigError(message) from None
-    finally:
-        lock.release()
 
 
 def _train(cfg: TrainConfig, resume: str | None, quiet: bool, stop_after: int,

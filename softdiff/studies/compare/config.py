@@ -8,10 +8,14 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from softdiff.config import load_config
-from softdiff.errors import ConfigError, check_choice, check_positive
+from softdiff.errors import ConfigError, check_at_most, check_choice, check_positive
 from softdiff.evaluation.run_eval import EvalSettings
 
 DEFAULT_ACTIVATIONS = ["softmax", "relu", "gelu", "exp"]
+MAX_TRIALS = 1000           # per arm
+MAX_SEEDS = 1000            # final seeds; tuning seeds per trial
+MAX_SECONDS = 30 * 86400    # budget.seconds: a month of training per run
+MAX_SEED = 2**32 - 1        # train.seed's largest value
 # Keys every run sets itself; a tuning grid or a sweep may not set them.
 RESERVED_KEYS = ("model.activation", "train.seed", "output_dir")
 
@@ -50,14 +54,20 @@ class TuneConfig:
         if not self.log_uniform:
             return points
         rng = np.random.default_rng(self.draw_seed)
-        draws = []
+        draws, seen = [], set()
         for _ in range(self.draws):
             draw = {}
             for key, (low, high) in self.log_uniform.items():
                 value = math.exp(rng.uniform(math.log(low), math.log(high)))
                 draw[key] = float(f"{value:.3g}")
-            draws.append(draw)
+            if str(draw) not in seen:  # two draws rounded alike would be one trial folder trained twice at once
+                seen.add(str(draw))
+                draws.append(draw)
         return [{**p, **d} for p in points for d in draws]
+
+    def trial_count(self) -> int:
+        """How many trials ``trials()`` gives at most, counted without making them."""
+        return math.prod(len(v) for v in self.grid.values()) * (self.draws if self.log_uniform else 1)
 
     @property
     def seed_list(self) -> list[int]:
@@ -70,6 +80,11 @@ class TuneConfig:
                     raise ConfigError(f"{name}.{key}: the runner sets {key} itself; tune other training keys.")
                 if not isinstance(values, (list, tuple)) or not values:
                     raise ConfigError(f"{name}.{key} must be a non-empty list, e.g. [1.0e-3, 3.0e-3, 1.0e-2].")
+                if any(isinstance(v, (dict, list, tuple)) for v in values):
+                    raise ConfigError(f"{name}.{key}={list(values)} must list plain values (numbers, words).")
+                if name == "tune.grid" and len({str(v) for v in values}) != len(values):
+                    raise ConfigError(f"tune.grid.{key}={list(values)} lists a value twice; each value is one "
+                                      "trial, list it once.")
         for key, bounds in self.log_uniform.items():
             ok = len(bounds) == 2 and all(isinstance(b, (int, float)) and math.isfinite(b) for b in bounds)
             if not ok or not 0 < bounds[0] < bounds[1]:
@@ -77,6 +92,10 @@ class TuneConfig:
         if set(self.grid) & set(self.log_uniform):
             raise ConfigError(f"tune: {sorted(set(self.grid) & set(self.log_uniform))[0]} is both in tune.grid and "
                               "tune.log_uniform; keep it in one.")
+        check_at_most("tune.draws", self.draws, MAX_TRIALS, " (trials per arm)")
+        if self.trial_count() > MAX_TRIALS:  # counted, not made: a 60^4 grid would fill the memory first
+            raise ConfigError(f"tune has {self.trial_count()} trials per arm (the grid's combinations times "
+                              f"tune.draws); at most {MAX_TRIALS}.")
         if self.log_uniform and self.draws < 1:
             raise ConfigError(f"tune.draws={self.draws} must be at least 1 with tune.log_uniform set.")
         if not self.log_uniform and self.draws:
@@ -88,12 +107,19 @@ class TuneConfig:
         if not (math.isfinite(self.budget) and 0 < self.budget <= 1):
             raise ConfigError(f"tune.budget={self.budget} must be in (0, 1], the share of the final budget per trial.")
         check_positive("tune.seeds", self.seeds)
+        check_at_most("tune.seeds", self.seeds, MAX_SEEDS)
         check_positive("tune.num_samples", self.num_samples, allow_zero=True)
+        check_at_most("tune.seed_offset + tune.seeds", self.seed_offset + self.seeds, MAX_SEED + 1,
+                      " (train.seed's largest value is 2**32 - 1)")
         if self.seed_offset < 0 or set(self.seed_list) & set(final_seeds):
             raise ConfigError(f"tune.seed_offset={self.seed_offset} must be non-negative and its seeds must differ "
                               f"from the final seeds {list(final_seeds)}, so that selection does not see them.")
-        if self.enabled and len(self.trials()) > 1000:
-            raise ConfigError(f"tune has {len(self.trials())} trials per arm; at most 1000.")
+        if not self.enabled:
+            for key, value, default in (("metric", self.metric, ""), ("num_samples", self.num_samples, 0),
+                                        ("seeds", self.seeds, 1), ("budget", self.budget, 0.25)):
+                if value != default:
+                    raise ConfigError(f"tune.{key}={value} is set but tune has no trials, so it would be ignored; "
+                                      "set tune.grid or tune.log_uniform, or remove it.")
 
 
 @dataclass
@@ -129,7 +155,9 @@ class BudgetConfig:
         if self.mode == "time" and not (math.isfinite(self.seconds) and self.seconds > 0):
             raise ConfigError(f"budget.seconds={self.seconds} must be a positive number of seconds with "
                               "budget.mode=time.")
+        check_at_most("budget.seconds", self.seconds, MAX_SECONDS, " seconds (a month of training per run)")
         check_positive("budget.probe_steps", self.probe_steps)
+        check_at_most("budget.probe_steps", self.probe_steps, 10_000)
 
 
 @dataclass
@@ -159,8 +187,16 @@ class CompareConfig:
         if len(set(self.activations)) != len(self.activations):
             raise ConfigError(f"activations={self.activations} lists an activation twice.")
         check_positive("num_seeds", self.num_seeds)
+        check_at_most("num_seeds", self.num_seeds, MAX_SEEDS)
+        if self.seed_offset < 0:
+            raise ConfigError(f"seed_offset={self.seed_offset} must be non-negative (the final runs' train.seed is "
+                              "seed_offset, seed_offset + 1, ...).")
+        check_at_most("seed_offset + num_seeds", self.seed_offset + self.num_seeds, MAX_SEED + 1,
+                      " (train.seed's largest value is 2**32 - 1)")
         check_positive("workers", self.workers, allow_zero=True)
+        check_at_most("workers", self.workers, 1024)
         check_positive("threads_per_worker", self.threads_per_worker)
+        check_at_most("threads_per_worker", self.threads_per_worker, 1024)
         check_positive("ntk_every", self.ntk_every, allow_zero=True)
         check_choice("eval.scheduler", self.eval.scheduler, SCHEDULERS)
         for key, value in [("eval.steps", self.eval.steps), ("eval.num_samples", self.eval.num_samples),
@@ -168,6 +204,10 @@ class CompareConfig:
                            ("eval.ode_tol", self.eval.ode_tol),
                            ("eval.ode_max_steps", self.eval.ode_max_steps)]:
             check_positive(key, value)
+        for key, value in [("eval.num_samples", self.eval.num_samples),
+                           ("eval.likelihood_samples", self.eval.likelihood_samples),
+                           ("eval.ode_max_steps", self.eval.ode_max_steps)]:
+            check_at_most(key, value, 1_000_000)
         if self.eval.num_samples < 2:
             raise ConfigError(f"eval.num_samples={self.eval.num_samples} must be at least 2 (MMD and FID need two).")
         check_positive("eval.every", self.eval.every, allow_zero=True)

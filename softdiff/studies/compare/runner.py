@@ -20,13 +20,14 @@ import shutil
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Sequence
 
 from softdiff.config import to_yaml
-from softdiff.errors import ConfigError
+from softdiff.errors import ConfigError, SoftdiffError
 from softdiff.evaluation.run_eval import EvalSettings
 from softdiff.studies.compare.config import CompareConfig, setting_overrides
 
@@ -187,18 +188,31 @@ def _git_commit() -> str:
         return "unknown"
 
 
+class WorkerDied(SoftdiffError):
+    """A pool worker process ended without a result (killed, e.g. by the out-of-memory killer)."""
+
+    exit_code = 1
+
+
 def run_comparison(cfg: CompareConfig, command: str = "", log=print) -> Path:
     """Run (or resume) every job of ``cfg``, then write the report folder; returns it. The folder is locked
-    while this runs (a second comparison into it stops at once)."""
-    from softdiff.safe_io import check_output_dir
+    while this runs (a second comparison into it stops at once); an input error found after that takes back
+    what this comparison created (unless a run finished or saved a checkpoint)."""
+    from softdiff.safe_io import NewEntries, check_output_dir
     from softdiff.training.run_lock import RunLock
 
     t0, commit = time.perf_counter(), _git_commit()  # the code that runs, not the one at the end
     if cfg.tune.enabled and cfg.tune.metric:
         check_selection_metric(cfg)
     out = check_output_dir("output_dir", cfg.output_dir)
+    created = NewEntries(out)
     with RunLock(out, "compare folder"):
-        return _run_comparison(cfg, command, log, t0, commit, out)
+        try:
+            return _run_comparison(cfg, command, log, t0, commit, out)
+        except SoftdiffError as err:
+            if getattr(err, "exit_code", 2) == 2:
+                created.remove()
+            raise
 
 
 def check_selection_metric(cfg: CompareConfig) -> None:
@@ -235,10 +249,12 @@ def _end_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)
 
 
-def execute(jobs: list[dict], workers: int, log, what: str = "runs") -> list[dict]:
-    """Run every job (in ``workers`` processes), logging each as it ends; the records in job order."""
+def execute(jobs: list[dict], workers: int, log, what: str = "runs", work=None) -> list[dict]:
+    """Run every job (``work(job)``, default ``run_one``, in ``workers`` processes), logging each as it ends; the
+    records in job order. A worker process that dies is one sentence (:class:`WorkerDied`), the finished runs kept."""
     if not jobs:
         return []
+    work = work or run_one  # looked up now, so that a replaced run_one (tests) is the one used
     results: list[dict] = []
 
     def done(record: dict) -> None:
@@ -252,12 +268,18 @@ def execute(jobs: list[dict], workers: int, log, what: str = "runs") -> list[dic
     workers = max(1, min(workers, len(jobs)))
     if workers == 1:
         for job in jobs:
-            done({**run_one(job), "trial": job.get("trial")})
+            done({**work(job), "trial": job.get("trial")})
     else:
         with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
                                  initializer=_end_with_parent) as pool:
-            for job, record in zip(jobs, pool.map(run_one, jobs)):
-                done({**record, "trial": job.get("trial")})
+            try:
+                for job, record in zip(jobs, pool.map(work, jobs)):
+                    done({**record, "trial": job.get("trial")})
+            except BrokenProcessPool:
+                # Each finished run kept its result.json and an interrupted one its checkpoints: a rerun resumes.
+                raise WorkerDied(f"a worker process died with {len(results)} of {len(jobs)} {what} done (killed, "
+                                 "often by the out-of-memory killer: lower workers= or the runs' size); finished "
+                                 "runs are kept, so run the same command again to resume.") from None
     return results
 
 

@@ -17,8 +17,15 @@ from tqdm import tqdm
 
 from softdiff.studies.ntk import (gd_dynamics, kernel_drift, kernel_regression, max_stable_lr,
                                       monte_carlo_ntk, ntk_scale, spectrum, two_layer_ntk)
-from softdiff.errors import ConfigError, check_choice, check_positive
+from softdiff.errors import ConfigError, check_at_most, check_choice, check_positive, check_total
 from softdiff.nets.two_layer import TWO_LAYER_ACTIVATIONS, TwoLayerSoftmax
+
+
+# Sizes a user can type, bounded before anything is allocated (far above the presets).
+LIMITS = {"n_train": 4096, "n_test": 65_536, "d_in": 4096, "d_out": 256, "data_dim": 4096, "steps": 10_000_000,
+          "n_inits": 1000}
+MAX_WIDTH = 2**20
+MAX_ENTRIES = 2**27  # of the widest net's hidden activations and of the NTK: about 1 GB in float64
 
 
 @dataclass
@@ -57,6 +64,18 @@ class NTKStudyConfig:
                 raise ConfigError(f"widths entry {w} must be an even number >= 2 (coupled initialisation).")
         for key in ("n_train", "n_test", "d_in", "d_out", "data_dim", "steps", "n_inits", "sigma", "score_t0"):
             check_positive(key, getattr(self, key))
+        if len(self.widths) > 64:
+            raise ConfigError(f"widths lists {len(self.widths)} widths; at most 64.")
+        if max(self.widths) > MAX_WIDTH:
+            raise ConfigError(f"widths entry {max(self.widths)} is too large; at most {MAX_WIDTH}.")
+        for key, limit in LIMITS.items():
+            check_at_most(key, getattr(self, key), limit)
+        d_in, d_out = max(self.d_in, self.data_dim + 1), max(self.d_out, self.data_dim)
+        check_total("the widest network's activations", (self.n_train + self.n_test) * max(self.widths) * (d_in + d_out),
+                    MAX_ENTRIES, {"n_train": self.n_train, "n_test": self.n_test, "widths": max(self.widths),
+                                  "d_in": self.d_in, "d_out": self.d_out, "data_dim": self.data_dim})
+        check_total("the NTK", (self.n_train * d_out) * ((self.n_train + self.n_test) * d_out), MAX_ENTRIES,
+                    {"n_train": self.n_train, "n_test": self.n_test, "d_out": self.d_out, "data_dim": self.data_dim})
         check_positive("ridge", self.ridge, allow_zero=True)
         check_positive("loss_target", self.loss_target, allow_zero=True)
         if not 0 < self.lr_fraction < 1:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import matplotlib
 
@@ -18,7 +18,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from softdiff.studies.probes.attention import SINK_THRESHOLD, ProbeResult, probe_run  # noqa: E402
-from softdiff.command_line import add_overrides, command_parser, config_path, overrides, parse, split_positionals  # noqa: E402,E501
+from softdiff.command_line import (add_overrides, command_parser, config_path, output_folder, overrides,  # noqa: E402
+                                   parse, split_positionals)
 from softdiff.config import load_config  # noqa: E402
 from softdiff.errors import ConfigError, check_device, check_finite, check_positive  # noqa: E402
 from softdiff import tables  # noqa: E402
@@ -82,7 +83,7 @@ class ProbeConfig:
     data_root: str = "data"         # root of torchvision datasets (as in training)
     threshold: float = SINK_THRESHOLD  # a head whose sink score exceeds this is a sink head
     device: str = "cpu"
-    output_dir: str = ""            # probe.json and probe_heatmaps.png (default: RUN_DIR/probe)
+    output_dir: Optional[str] = None  # probe.json and probe_heatmaps.png (default: RUN_DIR/probe)
 
     def validate(self) -> None:
         check_positive("num_samples", self.num_samples)
@@ -130,7 +131,7 @@ def load_probe_config(args) -> tuple[list[str], ProbeConfig]:
 
 def main(argv: Sequence[str]) -> int:
     runs, cfg = load_probe_config(parse(parser(), argv))
-    out_dir = check_output_dir("--output-dir", cfg.output_dir or Path(runs[0]) / "probe")
+    out_dir = check_output_dir("--output-dir", output_folder(cfg.output_dir, Path(runs[0]) / "probe"))
     results = [probe_run(d, cfg.timesteps, cfg.num_samples, cfg.seed, ema=cfg.ema, data_root=cfg.data_root,
                          device=cfg.device, threshold=cfg.threshold) for d in runs]
     out_dir.mkdir(parents=True, exist_ok=True)

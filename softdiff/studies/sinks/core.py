@@ -18,13 +18,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from softdiff.errors import ConfigError, check_choice, check_positive
+from softdiff.errors import ConfigError, check_at_most, check_choice, check_positive, check_total
 from softdiff.nets.attention import ATTENTION_NORMALIZATIONS
 from softdiff.studies.probes.attention import AttentionRecorder, key_shares, massive_activation, row_mass
 from softdiff.studies.sinks.model import POSITIONAL, SinkTransformer
 from softdiff.studies.sinks.tasks import classification_batch, induction_batch
 
 TASKS = ("induction", "classification")
+# Sizes a user can type, bounded before anything is allocated (far above the presets).
+LIMITS = {"seeds": 1000, "steps": 10_000_000, "batch_size": 65_536, "embed_dim": 8192, "num_layers": 128,
+          "num_heads": 1024, "mlp_ratio": 64, "vocab_size": 1_000_000, "seq_length": 4096, "num_labels": 100_000,
+          "num_train": 10_000_000, "num_eval": 1_000_000, "threads": 1024}
+MAX_ENTRIES = 2**28  # of the drawn data, of the parameters and of one batch's activations (about 1 GB in float32)
 
 
 @dataclass
@@ -63,6 +68,9 @@ class SinksConfig:
         for key in ("seeds", "steps", "batch_size", "embed_dim", "num_layers", "num_heads", "num_train",
                     "num_eval", "eval_every", "threads", "lr", "mlp_ratio"):
             check_positive(key, getattr(self, key))
+        for key, limit in LIMITS.items():
+            check_at_most(key, getattr(self, key), limit)
+        self._check_sizes()
         if not math.isfinite(self.lr):
             raise ConfigError(f"lr={self.lr!r} must be a finite number.")
         if self.seed < 0:
@@ -80,6 +88,19 @@ class SinksConfig:
                                   f"num_labels={self.num_labels}, seq_length={self.seq_length}.")
         if not 0 <= self.aux_loss_weight < float("inf"):
             raise ConfigError(f"aux_loss_weight={self.aux_loss_weight} must be a finite non-negative number.")
+
+    def _check_sizes(self) -> None:
+        """The data draw (every example draws ``vocab_size`` numbers), the parameters and one batch's activations."""
+        check_total("the drawn data", (self.num_train + self.num_eval) * self.vocab_size, MAX_ENTRIES,
+                    {"num_train": self.num_train, "num_eval": self.num_eval, "vocab_size": self.vocab_size})
+        params = 4 * self.vocab_size * self.embed_dim + self.num_layers * self.embed_dim ** 2 * (4 + 2 * self.mlp_ratio)
+        check_total("the model", int(params), MAX_ENTRIES, {"vocab_size": self.vocab_size, "embed_dim": self.embed_dim,
+                                                            "num_layers": self.num_layers, "mlp_ratio": self.mlp_ratio})
+        acts = self.batch_size * self.seq_length * self.num_layers * (
+            self.embed_dim * (6 + self.mlp_ratio) + self.num_heads * self.seq_length)
+        check_total("one batch's activations", int(acts), MAX_ENTRIES,
+                    {"batch_size": self.batch_size, "seq_length": self.seq_length, "embed_dim": self.embed_dim,
+                     "num_layers": self.num_layers, "num_heads": self.num_heads})
 
 
 def _data(cfg: SinksConfig, n: int, gen: torch.Generator):

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from scipy.optimize import minimize
 
-from softdiff.errors import ConfigError, check_choice
+from softdiff.errors import ConfigError, check_at_most, check_choice, check_total
 from softdiff.safe_io import check_output_dir, save_figure, write_text
 from softdiff.studies.softmax_regression import SoftmaxRegression, convexity_certificate, solve
 
@@ -21,6 +21,9 @@ METHODS = ("auto", "newton", "approx_newton", "approx_newton+ls", "newton_cg", "
 DEFAULT_METHODS = ("auto", "newton", "approx_newton", "approx_newton+ls", "newton_cg", "gd")  # lbfgs wraps scipy's
 SCIPY = ("L-BFGS-B", "BFGS", "trust-ncg")
 KINDS = ("gaussian", "sparse")
+# Sizes a user can type, bounded before anything is allocated: the d x d Hessian and the n x d matrix A (float64,
+# a few copies of each live at once), far above the presets.
+MAX_INSTANCES, MAX_N, MAX_D, MAX_ENTRIES = 100, 10_000_000, 4096, 2**26
 
 
 @dataclass
@@ -50,8 +53,14 @@ class RegressConfig:
             raise ConfigError("instances and methods must each list at least one entry.")
         for m in self.methods:
             check_choice("methods", m, METHODS)
+        if len(self.instances) > MAX_INSTANCES:
+            raise ConfigError(f"instances lists {len(self.instances)} instances; at most {MAX_INSTANCES}.")
         for i, inst in enumerate(self.instances):
             check_choice(f"instances[{i}].kind", inst.kind, KINDS)
+            check_at_most(f"instances[{i}].n", inst.n, MAX_N)
+            check_at_most(f"instances[{i}].d", inst.d, MAX_D, " (the Hessian is d x d)")
+            check_total(f"instances[{i}]'s matrix A", inst.n * inst.d, MAX_ENTRIES,
+                        {f"instances[{i}].n": inst.n, f"instances[{i}].d": inst.d})
             if inst.n < 2 or inst.d < 1 or not (inst.w > 0 and inst.logit_std > 0):
                 raise ConfigError(f"instances[{i}] needs n >= 2, d >= 1, w > 0 and logit_std > 0 (got {inst}).")
         if not 0 < self.tol < 1:

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Optional, Sequence
 
 from softdiff.command_line import add_overrides, command_parser, load_with_output, parse
-from softdiff.errors import ConfigError, check_choice, check_device, check_finite, check_positive
+from softdiff.errors import ConfigError, check_at_most, check_choice, check_device, check_finite, check_positive
 from softdiff.safe_io import write_text
 from softdiff.studies.value_flow.integrate import FlowIntegrationError
 from softdiff.studies.value_flow.presets import PROTOCOLS, RNGS, SPECTRA, preset_cases, run_case
@@ -20,6 +20,7 @@ from softdiff.studies.value_flow.summaries import SUMMARIES, endings
 from softdiff.tables import print_table
 
 DEFAULT_PRESET = "E1"
+MAX_STEPS = 100_000_000  # ten times E5's, the longest protocol
 
 
 @dataclass
@@ -45,6 +46,7 @@ class FlowConfig:
             raise ConfigError(f"seeds={self.seeds} must be at most 100000 (they run as one batch).")
         if self.steps is not None:
             check_positive("steps", self.steps)
+            check_at_most("steps", self.steps, MAX_STEPS, " (ten times the longest protocol, E5)")
         if self.lr is not None:
             check_positive("lr", self.lr)
             check_finite("lr", self.lr)
