@@ -24,7 +24,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRELOAD = ["torch", "diffusers", "accelerate", "matplotlib.pyplot", "softdiff.cli", "softdiff.training.trainer",
            "softdiff.commands.train", "softdiff.pipeline.cli", "softdiff.studies.compare.cli", "softdiff.studies.ntk.cli",
            "softdiff.studies.softmax_regression.cli", "softdiff.studies.value_flow.cli", "softdiff.studies.probes.cli",
-           "softdiff.evaluation.cli", "softdiff.studies.sinks.cli"]
+           "softdiff.evaluation.cli", "softdiff.studies.sinks.cli",
+           # what the commands import only after parsing (so that --help and config errors answer fast)
+           "softdiff.pipeline.pipeline", "softdiff.training.previews", "softdiff.evaluation.run_eval",
+           "softdiff.evaluation.features", "softdiff.studies.compare.runner", "softdiff.studies.ntk.drift",
+           "softdiff.studies.ntk.report", "softdiff.studies.sinks.report", "softdiff.studies.value_flow.plots",
+           "scipy.optimize", "torchdiffeq"]
 
 
 def _child(request: dict) -> int:

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from softdiff.choices import NATIVE_SHAPES, example_shape  # noqa: F401 (re-exported)
 from softdiff.data.images import TORCHVISION, load_digits_images, load_torchvision
 from softdiff.data.file_index import image_files
 from softdiff.data.idx import IDX_DATASETS, load_idx_dataset
@@ -99,18 +100,6 @@ class Dataset:
 
 def _as_unit_float(images: Tensor) -> Tensor:
     return images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
-
-
-NATIVE_SHAPES = {"digits": (1, 8, 8), "mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
-
-
-def example_shape(name: str, image_size: int = 32, channels: int = 3) -> tuple[int, ...]:
-    """One example's shape in model space for dataset ``name``, without loading it."""
-    if name in TOY2D:
-        return (2,)
-    if name in LAZY_DATASETS:
-        return (channels, image_size, image_size)
-    return NATIVE_SHAPES[name]
 
 
 def make_dataset(name: str, root: str | Path = "data", download: bool = False, path: str | None = None,

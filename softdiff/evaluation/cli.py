@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
+from softdiff.choices import FEATURE_DATASETS, SCHEDULERS
 from softdiff.command_line import (add_overrides, command_parser, config_path, output_folder, overrides, parse,
                                    split_positionals)
 from softdiff.config import load_config
 from softdiff.errors import ConfigError, check_choice, check_positive
-from softdiff.evaluation.classifiers import FEATURE_DATASETS
-from softdiff.evaluation.run_eval import EvalSettings
+from softdiff.evaluation.settings import IMAGE_METRICS, INCEPTION_METRICS, VECTOR_METRICS, EvalSettings
 
 
 @dataclass
@@ -27,9 +27,6 @@ class EvalConfig(EvalSettings):
     output_dir: Optional[str] = None  # eval.json and eval_samples.npz (a run: default RUN_DIR/eval); score.json
 
     def validate(self) -> None:
-        from softdiff.diffusion.schedulers import SCHEDULERS
-        from softdiff.evaluation.run_eval import IMAGE_METRICS, INCEPTION_METRICS, VECTOR_METRICS
-
         check_choice("scheduler", self.scheduler, SCHEDULERS)
         if self.dataset:
             check_choice("dataset", self.dataset, FEATURE_DATASETS)

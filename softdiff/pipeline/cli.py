@@ -5,9 +5,9 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
+from softdiff.choices import SCHEDULERS
 from softdiff.command_line import add_overrides, command_parser, config_path, overrides, parse, split_positionals
 from softdiff.config import load_config
-from softdiff.diffusion.schedulers import SCHEDULERS
 from softdiff.errors import ConfigError, check_choice, check_device, check_finite, check_positive
 
 # The pipeline's argument names as this command's keys, for its error messages.
@@ -90,15 +90,15 @@ def _check_output_size(num_samples: int, shape) -> None:
 
 
 def main(argv: Sequence[str]) -> int:
-    import numpy as np
+    args = parse(parser(), argv)
+    cfg = load_sample_config(args)
+    import numpy as np  # the sampling stack only once the arguments are valid
     import torch
 
     from softdiff.pipeline import SoftdiffPipeline
     from softdiff.safe_io import atomic_path, check_output_dir, check_output_file
     from softdiff.training.previews import MAX_GRID_IMAGES, save_picture
 
-    args = parse(parser(), argv)
-    cfg = load_sample_config(args)
     if args.output:
         out = check_output_file("--output", args.output, ".npz")
     else:

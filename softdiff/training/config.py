@@ -1,4 +1,6 @@
-"""The schema of a training run (``configs/*.yaml`` hold only the keys that differ from these defaults)."""
+"""The schema of a training run (``configs/*.yaml`` hold only the keys that differ from these defaults).
+
+Imports no torch: a config error answers before the training stack loads (see softdiff.choices)."""
 from __future__ import annotations
 
 import math
@@ -6,16 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
+from softdiff.choices import (ACTIVATIONS, ATTENTION_NORMALIZATIONS, CONDITIONINGS, DATASETS,
+                              DIFFUSION_PREDICTION_TYPES, FLOW_SCHEDULERS, IDX_DATASETS, IDX_SPLITS, IMAGE_DATASETS,
+                              LAZY_DATASETS, LOSS_WEIGHTINGS, SCHEDULERS, SCORE_NETS, TIMESTEP_DENSITIES,
+                              TWO_LAYER_ACTIVATIONS, example_shape)
 from softdiff.config import load_config
-from softdiff.data import DATASETS, IMAGE_DATASETS, LAZY_DATASETS, example_shape
-from softdiff.data.idx import IDX_DATASETS, SPLITS as IDX_SPLITS
-from softdiff.diffusion.objectives import LOSS_WEIGHTINGS
-from softdiff.diffusion.schedulers import DIFFUSION_PREDICTION_TYPES, FLOW_SCHEDULERS, SCHEDULERS
-from softdiff.diffusion.timesteps import TIMESTEP_DENSITIES
 from softdiff.errors import ConfigError, check_choice, check_positive
-from softdiff.nets import ACTIVATIONS, ATTENTION_NORMALIZATIONS, SCORE_NETS
-from softdiff.nets.score_transformer import CONDITIONINGS
-from softdiff.nets.two_layer import TWO_LAYER_ACTIVATIONS
 
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "ou")
 MAX_STEPS = 100_000_000  # train.steps: weeks of the fastest step; larger is a typo, refused before any work

@@ -6,7 +6,6 @@ from typing import Sequence
 
 from softdiff.command_line import add_overrides, command_parser, config_path, overrides, parse
 from softdiff.studies.compare.config import load_compare_config
-from softdiff.studies.compare.runner import run_comparison
 
 DEFAULT_PRESET = "toy"
 
@@ -34,6 +33,8 @@ def main(argv: Sequence[str]) -> int:
     args = parse(parser(), argv)
     extra = [f"workers={args.workers}"] if args.workers is not None else []
     cfg = load_compare_config(config_path(args, "compare", DEFAULT_PRESET), overrides(args) + extra)
+    from softdiff.studies.compare.runner import run_comparison  # the training stack only for a valid config
+
     out = run_comparison(cfg, " ".join(["softdiff compare", *argv]), log=(lambda *_: None) if args.quiet else print)
     if args.quiet:
         print(f"wrote {out / 'report.md'} and {out / 'results.json'}")

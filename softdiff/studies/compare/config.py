@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 from softdiff.config import load_config
 from softdiff.errors import ConfigError, check_at_most, check_choice, check_positive
-from softdiff.evaluation.run_eval import EvalSettings
+from softdiff.evaluation.settings import EvalSettings
 
 DEFAULT_ACTIVATIONS = ["softmax", "relu", "gelu", "exp"]
 MAX_TRIALS = 1000           # per arm
@@ -179,8 +179,8 @@ class CompareConfig:
     budget: BudgetConfig = field(default_factory=BudgetConfig)
 
     def validate(self) -> None:
-        from softdiff.diffusion.schedulers import SCHEDULERS
-        from softdiff.evaluation.run_eval import IMAGE_METRICS, INCEPTION_METRICS, VECTOR_METRICS
+        from softdiff.choices import SCHEDULERS
+        from softdiff.evaluation.settings import IMAGE_METRICS, INCEPTION_METRICS, VECTOR_METRICS
 
         if not self.activations:
             raise ConfigError("activations is empty; list at least one, e.g. [softmax, relu].")
@@ -275,8 +275,7 @@ def setting_overrides(settings: dict | None) -> list[str]:
 
 
 def _allowed_activations(model_type: str) -> tuple[str, ...]:
-    from softdiff.nets import ACTIVATIONS
-    from softdiff.nets.two_layer import TWO_LAYER_ACTIVATIONS
+    from softdiff.choices import ACTIVATIONS, TWO_LAYER_ACTIVATIONS
 
     return TWO_LAYER_ACTIVATIONS if model_type == "TwoLayerScoreNet" else tuple(ACTIVATIONS)
 

@@ -9,7 +9,6 @@ import torch
 
 from softdiff.command_line import add_overrides, command_parser, load_with_output, parse
 from softdiff.config import save_config
-from softdiff.studies.ntk.report import write_report
 from softdiff.studies.ntk.study import NTKStudyConfig, run_width_study
 
 DEFAULT_PRESET = "default"
@@ -29,6 +28,8 @@ def build_parser():
 def main(argv: Sequence[str]) -> int:
     args = parse(build_parser(), argv)
     cfg, out_dir = load_with_output(args, NTKStudyConfig, "ntk", DEFAULT_PRESET, "runs/ntk")
+    from softdiff.studies.ntk.report import write_report  # matplotlib only once the config is valid
+
     torch.set_num_threads(min(torch.get_num_threads(), 2))
     start = time.perf_counter()
     results = run_width_study(cfg, progress=not args.quiet)

@@ -11,19 +11,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from softdiff.studies.probes.attention import SINK_THRESHOLD, ProbeResult, probe_run  # noqa: E402
-from softdiff.command_line import (add_overrides, command_parser, config_path, output_folder, overrides,  # noqa: E402
-                                   parse, split_positionals)
-from softdiff.config import load_config  # noqa: E402
-from softdiff.errors import ConfigError, check_device, check_finite, check_positive  # noqa: E402
-from softdiff import tables  # noqa: E402
-from softdiff.safe_io import check_output_dir, save_figure, write_text  # noqa: E402
+from softdiff.studies.probes.attention import SINK_THRESHOLD, ProbeResult, probe_run
+from softdiff.command_line import (add_overrides, command_parser, config_path, output_folder, overrides, parse,
+                                   split_positionals)
+from softdiff.config import load_config
+from softdiff.errors import ConfigError, check_device, check_finite, check_positive
+from softdiff import tables
+from softdiff.safe_io import check_output_dir, save_figure, write_text
 
 COLUMNS = (("entropy", "entropy", "{:.2f}"), ("sparsity", "sparsity", "{:.3f}"), ("sink", "sink", "{:.3f}"),
            ("sink_heads", "sink heads", "{:.2f}"), ("register_share", "reg. share", "{:.3f}"),
@@ -52,6 +48,11 @@ def print_table(results: Sequence[ProbeResult]) -> None:
 
 def plot_heatmaps(results: Sequence[ProbeResult], path: Path) -> Path:
     """Layer x head maps of entropy / log N, sparsity and sink score (averaged over timesteps), one row per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # only when writing the picture, not for --help
+
     panels = (("entropy", "entropy / log N"), ("sparsity", "sparsity (mean max weight)"), ("sink", "sink score"))
     fig, axes = plt.subplots(len(results), 3, figsize=(11, 3.2 * len(results)), squeeze=False)
     for index, (row, result) in enumerate(zip(axes, results)):

@@ -14,7 +14,6 @@ from typing import Sequence
 from softdiff.command_line import add_overrides, command_parser, load_with_output, parse
 from softdiff.safe_io import write_text
 from softdiff.studies.sinks.core import SinksConfig, run_study
-from softdiff.studies.sinks.report import TABLE_HEAD, plot_heads, plot_training, summarise, table_rows
 from softdiff.tables import print_table
 
 DEFAULT_PRESET = "induction"
@@ -31,6 +30,9 @@ def main(argv: Sequence[str]) -> int:
     add_overrides(p, "steps=300")
     args = parse(p, argv)
     cfg, out_dir = load_with_output(args, SinksConfig, "sinks", DEFAULT_PRESET, "runs/sinks/{task}")
+    # matplotlib only once the config is valid
+    from softdiff.studies.sinks.report import TABLE_HEAD, plot_heads, plot_training, summarise, table_rows
+
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     runs = run_study(cfg, progress=None if args.quiet else print)

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.optimize import minimize
 
 from softdiff.errors import ConfigError, check_at_most, check_choice, check_total
 from softdiff.safe_io import check_output_dir, save_figure, write_text
@@ -107,6 +106,8 @@ def run_scipy(problem: SoftmaxRegression, method: str, tol: float) -> dict:
     callback reuses the gradient scipy just computed, and trust-ncg's Hessian products share the Hessian parts
     at each point (as softdiff's Newton-CG does), so scipy pays for nothing that softdiff does not.
     """
+    from scipy.optimize import minimize  # only for the scipy baselines, not to read the config
+
     last: dict = {}
 
     def loss_and_grad(x):

@@ -9,7 +9,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from torchdiffeq import odeint
 
 from softdiff.errors import SoftdiffError
 from softdiff.studies.value_flow.history import FlowHistory, record_steps, record_times, snapshot, stack_history
@@ -108,6 +107,8 @@ def _ode(problem: ValueSoftmaxProblem, ref: Tensor, V: Tensor, a: Tensor, t_max,
     def rhs(t: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
         _, _, gV, ga = problem.grads(*state)
         return -gV, -ga
+
+    from torchdiffeq import odeint  # brings scipy; loaded only for method=flow
 
     options = {"max_num_steps": max_ode_steps} if ode_method in _ADAPTIVE_ODE_METHODS else None
     try:
