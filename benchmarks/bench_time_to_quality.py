@@ -196,6 +196,7 @@ def main() -> None:
     evaluate = every(args.eval_every, args.eval_seconds)
     log = lambda line: print(line, flush=True)
     results: dict[str, list[dict]] = {}
+    best = sizes[0]  # the UNet size of every arm after seed 0's trial of the sizes
     for n, seed in enumerate(args.seeds):
         log(f"seed {seed}")
         ours_cfg = load_train_config(args.config, [*base, f"train.seed={seed}", "train.compile=false"])

@@ -369,7 +369,7 @@ def run_point(cfg: CompareConfig, folder: Path, point: Sequence[str], workers: i
     if tuning and cfg.tune.report_shared:
         tuned_at_shared = [r for r in runs if at_shared[r["activation"]]]
         shared = sorted(shared + tuned_at_shared, key=lambda r: (cfg.activations.index(r["activation"]), r["seed"]))
-    return {"point": list(point), "folder": folder, "dataset": dataset, "evaluator": evaluator,
+    return {"point": list(point), "folder": folder, "dataset": evaluator.dataset, "evaluator": evaluator,
             "floors": evaluator.noise_floors(), "runs": runs, "shared_runs": shared if cfg.tune.report_shared else None,
             "tuning": tuning, "budget": budget.table() if cfg.budget.mode == "time" else None}
 
