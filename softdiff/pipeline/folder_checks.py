@@ -304,8 +304,8 @@ def check_scheduler_values(config: dict, where: Path) -> None:
         raise DataError(f"'{where}' has variance_type={variance!r}; choose one of: {', '.join(VARIANCE_TYPES)}.")
     for key in ("thresholding", "rescale_betas_zero_snr"):  # clamp samples / make the last alpha 0
         if config.get(key, False) is not False:
-            raise DataError(f"'{where}' has {key}={config[key]!r}; softdiff's schedules never set it: it must be "
-                            "false.")
+            raise DataError(f"'{where}' has {key}={json.dumps(config[key])}; softdiff's schedules never set it: it "
+                            "must be false.")
     offset = config.get("steps_offset", 0)
     if not (isinstance(offset, int) and not isinstance(offset, bool) and 0 <= offset < steps):
         raise DataError(f"'{where}' has steps_offset={offset!r}; it must be an integer from 0 to {steps - 1}.")
