@@ -234,11 +234,34 @@ def load_classifier(path: str | Path, dataset: str | None = None) -> tuple[Featu
     return model.eval(), meta
 
 
+def check_classifier_writable(path: str | Path, key: str = "feature_classifier") -> None:
+    """ConfigError unless a classifier can be saved at ``path``: a test file is written (and removed) in its
+    folder, or the nearest folder above it that exists, so a bad path is found before minutes of training."""
+    import tempfile
+
+    from softdiff.errors import ConfigError
+    from softdiff.safe_io import check_output_file
+
+    path = Path(path)
+    check_output_file(key, path)
+    base = path.parent
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    try:
+        fd, probe = tempfile.mkstemp(dir=base, prefix=".softdiff-write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise ConfigError(f"{key} '{path}' cannot be written ('{base}': {err.strerror or err}); pass a file path "
+                          "in a folder you can write to.") from None
+
+
 def ensure_classifier(path: str | Path | None = None, seed: int = 0, dataset: str = "digits",
                       splits: tuple[Tensor, Tensor, Tensor, Tensor] | None = None) -> tuple[FeatureClassifier, dict]:
     """``dataset``'s classifier at ``path`` (default: the cache), training and saving it first if missing."""
     path = classifier_path(dataset, path)
     if not path.is_file():
+        check_classifier_writable(path)
         model, acc = train_classifier(seed, dataset=dataset, splits=splits)
         save_classifier(model, path, acc, dataset)
     return load_classifier(path, dataset)

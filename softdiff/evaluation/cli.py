@@ -110,11 +110,17 @@ def main(argv: Sequence[str]) -> int:
     cfg = load_eval_config(args)
     if cfg.output_dir is not None:
         check_output_dir("--output-dir", cfg.output_dir)
+    if cfg.feature_classifier and not args.train_classifier and not Path(cfg.feature_classifier).is_file():
+        from softdiff.evaluation.classifiers import check_classifier_writable
+
+        check_classifier_writable(cfg.feature_classifier)  # it will be trained and saved there: say so first
     if args.train_classifier:
-        from softdiff.evaluation.classifiers import cached_classifier, save_classifier, train_classifier
+        from softdiff.evaluation.classifiers import (cached_classifier, check_classifier_writable, save_classifier,
+                                                     train_classifier)
 
         dataset = cfg.dataset or "digits"
         out = Path(cfg.feature_classifier) if cfg.feature_classifier else cached_classifier(dataset)
+        check_classifier_writable(out)  # before training, not after
         model, acc = train_classifier(cfg.seed, cfg.epochs or None, dataset=dataset)
         save_classifier(model, out, acc, dataset)
         _write_report(cfg, "classifier.json", {"output": str(out), "dataset": dataset, "seed": cfg.seed,

@@ -119,18 +119,33 @@ def score_samples(classifier: FeatureClassifier, images: Tensor, reference: Tens
 
 
 def load_samples(path: str) -> tuple[Tensor, str | None, Tensor | None]:
-    """The ``samples`` array of a ``softdiff sample`` .npz, the dataset it names and the class labels it was
-    asked for, where it records them (no pickled objects are loaded)."""
+    """The ``samples`` array of a ``softdiff sample`` .npz (at least two finite samples), the dataset it names
+    and the class labels it was asked for, where it records them (no pickled objects are loaded)."""
     import numpy as np
 
+    what = "softdiff sample's .npz, with key 'samples'"
     try:
-        with np.load(path, allow_pickle=False) as data:  # no pickled objects: nothing in the file can run
+        data = np.load(path, mmap_mode="r", allow_pickle=False)  # no pickles: nothing in the file can run
+    except (OSError, ValueError) as err:
+        raise DataError(f"--score '{path}' is not a samples file ({what}): "
+                        f"{str(err).splitlines()[0].rstrip('.') if str(err) else type(err).__name__}.") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):  # a bare .npy array
+        raise DataError(f"--score '{path}' holds a single .npy array, not a samples file ({what}); save it with "
+                        "np.savez(FILE, samples=ARRAY).")
+    try:
+        with data:
             dataset = str(data["dataset"]) or None if "dataset" in data.files else None
             labels = torch.from_numpy(np.asarray(data["labels"], dtype=np.int64)) if "labels" in data.files else None
             samples = torch.from_numpy(np.asarray(data["samples"], dtype=np.float32))
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise DataError(f"--score '{path}' is not a samples file from softdiff sample (.npz with key 'samples'): "
+        raise DataError(f"--score '{path}' is not a samples file ({what}): "
                         f"{str(err).splitlines()[0].rstrip('.') if str(err) else type(err).__name__}.") from None
+    count = len(samples) if samples.dim() else 0
+    if count < 2:
+        raise DataError(f"--score '{path}' holds {count} sample{'' if count == 1 else 's'}; scoring needs at least 2 "
+                        "(FID and KID compare two sets of images).")
+    if not bool(torch.isfinite(samples).all()):
+        raise DataError(f"--score '{path}' holds samples with NaN or inf values; score finite samples only.")
     if labels is not None and labels.shape != samples.shape[:1]:
-        raise DataError(f"--score '{path}' holds {len(labels)} labels for {len(samples)} samples.")
+        raise DataError(f"--score '{path}' holds {labels.numel()} labels for {len(samples)} samples.")
     return samples, dataset, labels

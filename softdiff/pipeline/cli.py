@@ -8,7 +8,7 @@ from typing import Sequence
 from softdiff.choices import SCHEDULERS
 from softdiff.command_line import add_overrides, command_parser, config_path, overrides, parse, split_positionals
 from softdiff.config import load_config
-from softdiff.errors import ConfigError, check_choice, check_device, check_finite, check_positive
+from softdiff.errors import ConfigError, DataError, check_choice, check_device, check_finite, check_positive
 
 # The pipeline's argument names as this command's keys, for its error messages.
 KEYS = {"batch_size": "num_samples", "num_inference_steps": "steps", "max_batch_size": "batch_size",
@@ -89,6 +89,17 @@ def _check_output_size(num_samples: int, shape) -> None:
                           f"than the {available / 1e9:.3g} GB of memory available; ask for fewer.")
 
 
+def _check_finite_samples(x, source, cfg: SampleConfig) -> None:
+    """Refuse to write samples with NaN / inf values: they come from broken weights or a broken schedule."""
+    import torch
+
+    bad = int((~torch.isfinite(x)).flatten(1).any(1).sum())
+    if bad:
+        raise DataError(f"the model in '{source}' drew {bad} of {len(x)} samples with NaN or inf values "
+                        f"(scheduler={cfg.scheduler}, steps={cfg.steps}); nothing was written: its weights or noise "
+                        "schedule are broken, or the run diverged.")
+
+
 def main(argv: Sequence[str]) -> int:
     args = parse(parser(), argv)
     cfg = load_sample_config(args)
@@ -111,6 +122,7 @@ def main(argv: Sequence[str]) -> int:
     x = pipe(batch_size=cfg.num_samples, num_inference_steps=cfg.steps,
              generator=torch.Generator().manual_seed(cfg.seed), class_labels=cfg.class_label,
              guidance_scale=cfg.guidance_scale, max_batch_size=cfg.batch_size, progress=not args.quiet).samples
+    _check_finite_samples(x, pipe.source_dir, cfg)
     with atomic_path(out) as tmp:
         # The dataset and (class-conditional models) the requested labels let `softdiff eval --score` check them.
         extra = {} if labels is None else {"labels": labels.numpy()}

@@ -5,7 +5,6 @@ Every file is read as JSON or safetensors; class names in the JSON files are loo
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from softdiff.diffusion.schedulers import FLOW_SCHEDULERS, SCHEDULERS
@@ -43,33 +42,38 @@ def _component(index: dict, name: str, table: dict, where: Path) -> type:
 
 def read_pipeline_folder(folder: Path) -> dict:
     """The pieces of a saved pipeline: ``model`` (the score net), ``scheduler`` (the sampler), the data keys
-    and ``forward_process``, each checked before use."""
+    and ``forward_process``, every file checked against the others before the net is built."""
     from softdiff.nets import SCORE_NETS
-    from softdiff.training.models import check_data_info, check_net_folder, check_schedule, load_net
+    from softdiff.pipeline.folder_checks import (check_data_info, check_net_folder, check_schedule,
+                                                 check_scheduler_values, load_net, read_json_object)
 
     where = folder / PIPELINE_INDEX
-    try:
-        index = json.loads(where.read_text())
-    except (OSError, ValueError, UnicodeDecodeError) as err:
-        raise DataError(f"'{where}' is not valid JSON ({str(err).splitlines()[0]}).") from None
-    if not isinstance(index, dict):
-        raise DataError(f"'{where}' must hold a JSON object.")
-    _component(index, "model", SCORE_NETS, where)
+    index = read_json_object(where, "the pipeline's index")
+    model_cls = _component(index, "model", SCORE_NETS, where)
     scheduler_cls = _component(index, "scheduler", SCHEDULER_CLASSES, where)
+    net = check_net_folder(folder / "model")
+    if net.cls is not model_cls:
+        raise DataError(f"'{where}' names the model {model_cls.__name__}, but '{folder / 'model' / 'config.json'}' "
+                        f"describes a {net.cls.__name__}; the files do not belong together.")
     info = {"name": index.get("dataset"), "kind": index.get("kind"), "shape": index.get("sample_shape"),
             "data_range": index.get("data_range"), "num_classes": index.get("num_classes")}
-    check_data_info(info, where)
+    check_data_info(info, where, net, names={"shape": "sample_shape"})
     process = index.get("forward_process")
     if not isinstance(process, dict):
         raise DataError(f"'{where}' has no forward_process (the training noise schedule, a JSON object).")
-    check_schedule(process, where)
-    model = load_net(folder / "model", check_net_folder(folder / "model"))
-    if not (folder / "scheduler" / "scheduler_config.json").is_file():
+    check_schedule(process, where, net)
+    sampler = folder / "scheduler" / "scheduler_config.json"
+    if not sampler.is_file():
         raise DataError(f"saved pipeline '{folder}' has no scheduler/scheduler_config.json.")
+    sampler_config = read_json_object(sampler, "the sampler's config")
+    check_scheduler_values(sampler_config, sampler)
+    if sampler_config.get("num_train_timesteps", 1000) != process["num_train_timesteps"]:
+        raise DataError(f"'{sampler}' has num_train_timesteps={sampler_config.get('num_train_timesteps', 1000)}, "
+                        f"but the forward_process in '{where}' has {process['num_train_timesteps']}; they must agree.")
     try:
-        scheduler = scheduler_cls.from_config(scheduler_cls.load_config(folder / "scheduler"))
-    except Exception as err:  # a missing or malformed scheduler_config.json
-        raise DataError(f"'{folder / 'scheduler'}' holds no valid {scheduler_cls.__name__} config "
+        scheduler = scheduler_cls.from_config(sampler_config)
+    except Exception as err:  # values of the wrong type
+        raise DataError(f"'{sampler}' holds no valid {scheduler_cls.__name__} config "
                         f"({str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}).") from None
-    return {"model": model, "scheduler": scheduler, "forward_process": process,
+    return {"model": load_net(net), "scheduler": scheduler, "forward_process": process,
             **{key: index[key] for key in DATA_KEYS}}

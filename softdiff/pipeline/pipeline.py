@@ -76,9 +76,10 @@ class SoftdiffPipeline(DiffusionPipeline):
             pipe = cls(**parts)
             source = folder / "model"
         else:
-            from softdiff.training.models import load_trained
+            from softdiff.pipeline.folder_checks import check_model_folder, load_net
 
-            model, process, info = load_trained(folder)
+            checked = check_model_folder(folder)
+            model, process, info = load_net(checked.net), checked.schedule, checked.info
             pipe = cls(model, ForwardProcess(process).scheduler(),
                        kind=info["kind"], sample_shape=info["shape"], num_classes=info["num_classes"],
                        data_range=info["data_range"], dataset=info["name"], forward_process=process)

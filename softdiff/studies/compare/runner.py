@@ -67,7 +67,7 @@ def _read_log(run_dir: Path, key: str) -> list[list[float]]:
 def run_is_complete(run_dir: Path) -> bool:
     """Whether a training in ``run_dir`` finished and both saved models are intact (else resume or retrain)."""
     from softdiff.errors import DataError
-    from softdiff.training.models import check_model_folder
+    from softdiff.pipeline.folder_checks import check_model_folder
 
     try:
         if not json.loads((run_dir / "train_summary.json").read_text()).get("finished"):
