@@ -184,7 +184,9 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     full = load_train_config(args.config).train
-    base = [f"train.steps={args.steps}"] if args.steps else []
+    # Every arm unconditional: diffusers' UNet2DModel recipe has no labels (a class-conditional config drops them).
+    base = ["data.class_conditional=false", "train.label_dropout=0"]
+    base += [f"train.steps={args.steps}"] if args.steps else []
     # --steps shortens the schedule, warm-up included: the same share of it as in the config.
     warmup_for = lambda steps: round(full.warmup_steps * steps / full.steps)  # noqa: E731
     name_of_data = load_train_config(args.config, base).data.name
