@@ -1,4 +1,4 @@
-"""Bad inputs of issue 25 (items 4-6): sizes bounded before allocation, output paths tried for real, what a run
+"""Bad inputs: sizes bounded before allocation, output paths tried for real, what a run
 created taken back when an input error ends it, compare's tuning section checked up front, a duplicate YAML key.
 
 Each CLI case runs as its own process (tests/fork_runner.py) and must exit 2 with one "error:" line naming the key,
@@ -71,6 +71,8 @@ SIZE_CASES = [
     ("softdiff", ["compare", "--output-dir", OUT, *TINY_COMPARE, "budget.mode=time", "budget.seconds=1e12"],
      "budget.seconds"),
     ("softdiff", ["compare", "--output-dir", OUT, *TINY_COMPARE, "num_seeds=1000000000000"], "num_seeds"),
+    ("softdiff", ["eval", "{run}", "num_samples=10000000000", "--output-dir", OUT], "num_samples=10000000000"),
+    ("softdiff", ["eval", "{run}", "ode_max_steps=10000000000", "--output-dir", OUT], "ode_max_steps=10000000000"),
 ]
 
 # Pseudo file systems: root may write anywhere by os.access, the real write fails.

@@ -1,4 +1,4 @@
-"""``--help`` and a one-line config error answer before the heavy stack loads (issue 25, fast answers).
+"""``--help`` and a one-line config error answer before the heavy stack loads.
 
 Each case is a fresh interpreter that calls a command's entry point as the console script or ``python
 train.py`` would, then lists the heavy packages it imported. No timing here: benchmarks/bench_cli_startup.py

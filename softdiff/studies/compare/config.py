@@ -179,7 +179,6 @@ class CompareConfig:
     budget: BudgetConfig = field(default_factory=BudgetConfig)
 
     def validate(self) -> None:
-        from softdiff.choices import SCHEDULERS
         from softdiff.evaluation.settings import IMAGE_METRICS, INCEPTION_METRICS, VECTOR_METRICS
 
         if not self.activations:
@@ -198,26 +197,9 @@ class CompareConfig:
         check_positive("threads_per_worker", self.threads_per_worker)
         check_at_most("threads_per_worker", self.threads_per_worker, 1024)
         check_positive("ntk_every", self.ntk_every, allow_zero=True)
-        check_choice("eval.scheduler", self.eval.scheduler, SCHEDULERS)
-        for key, value in [("eval.steps", self.eval.steps), ("eval.num_samples", self.eval.num_samples),
-                           ("eval.likelihood_samples", self.eval.likelihood_samples),
-                           ("eval.ode_tol", self.eval.ode_tol),
-                           ("eval.ode_max_steps", self.eval.ode_max_steps)]:
-            check_positive(key, value)
-        for key, value in [("eval.num_samples", self.eval.num_samples),
-                           ("eval.likelihood_samples", self.eval.likelihood_samples),
-                           ("eval.ode_max_steps", self.eval.ode_max_steps)]:
-            check_at_most(key, value, 1_000_000)
-        if self.eval.num_samples < 2:
-            raise ConfigError(f"eval.num_samples={self.eval.num_samples} must be at least 2 (MMD and FID need two).")
-        check_positive("eval.every", self.eval.every, allow_zero=True)
-        all_metrics = (*VECTOR_METRICS, *IMAGE_METRICS, *INCEPTION_METRICS)
-        for name in self.eval.metrics:
-            check_choice("eval.metrics", name, all_metrics)
+        self.eval.validate("eval.")
         if self.tune.metric:
-            check_choice("tune.metric", self.tune.metric, all_metrics)
-        if not (math.isfinite(self.eval.ode_tol) and self.eval.ode_tol < 1):
-            raise ConfigError(f"eval.ode_tol={self.eval.ode_tol} must be a finite number in (0, 1).")
+            check_choice("tune.metric", self.tune.metric, (*VECTOR_METRICS, *IMAGE_METRICS, *INCEPTION_METRICS))
         self.tune.validate(self.seeds)
         self.sweep.validate()
         self.budget.validate()
