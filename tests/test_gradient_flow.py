@@ -348,3 +348,13 @@ def test_history_records_both_gradient_norms():
     _, _, gV, ga = problem.grads(V, a)
     assert torch.allclose(hist.grad_norm_V[0], gV.flatten(1).norm(dim=-1), rtol=1e-14)
     assert torch.allclose(hist.grad_norm_a[0], ga.norm(dim=-1), rtol=1e-14)
+
+
+def test_the_package_exports_its_api():
+    import softdiff.studies.value_flow as value_flow
+    from softdiff.studies.value_flow import value_softmax_flow as exported
+
+    assert exported is value_softmax_flow
+    assert all(getattr(value_flow, name) is not None for name in value_flow.__all__)
+    with pytest.raises(AttributeError):
+        value_flow.no_such_name
