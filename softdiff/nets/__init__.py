@@ -2,7 +2,7 @@
 
 The names below load on first use (PEP 562): the score networks bring diffusers, which a study that needs
 only the attention or the two-layer network, or a command answering ``--help``, should not wait for."""
-from importlib import import_module
+from softdiff.lazy_exports import lazy_exports
 
 _EXPORTS = {
     "softdiff.nets.activations": ("ACTIVATIONS", "Activation", "get_activation", "softmax_vjp"),
@@ -12,16 +12,14 @@ _EXPORTS = {
     "softdiff.nets.score_transformer": ("ScoreTransformer",),
     "softdiff.nets.two_layer": ("TwoLayerSoftmax",),
 }
-_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+_lazy_getattr, _names = lazy_exports(__name__, _EXPORTS)
 
 
 def __getattr__(name: str):
     if name == "SCORE_NETS":
-        return {"ScoreMLP": __getattr__("ScoreMLP"), "ScoreTransformer": __getattr__("ScoreTransformer"),
-                "TwoLayerScoreNet": __getattr__("TwoLayerScoreNet")}
-    if name in _MODULE_OF:
-        return getattr(import_module(_MODULE_OF[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        return {"ScoreMLP": _lazy_getattr("ScoreMLP"), "ScoreTransformer": _lazy_getattr("ScoreTransformer"),
+                "TwoLayerScoreNet": _lazy_getattr("TwoLayerScoreNet")}
+    return _lazy_getattr(name)
 
 
-__all__ = sorted([*_MODULE_OF, "SCORE_NETS"])
+__all__ = sorted([*_names, "SCORE_NETS"])

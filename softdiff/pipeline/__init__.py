@@ -1,14 +1,7 @@
 """``SoftdiffPipeline``: load a trained model (a run folder, a model folder or a saved pipeline), sample from
 it, save it as a diffusers pipeline folder."""
+from softdiff.lazy_exports import lazy_exports
 
-
-def __getattr__(name: str):
-    # diffusers loads on first use, so that ``softdiff sample --help`` (softdiff.pipeline.cli) does not wait for it.
-    if name in ("SoftdiffPipeline", "SoftdiffPipelineOutput"):
-        from softdiff.pipeline import pipeline
-
-        return getattr(pipeline, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-__all__ = ["SoftdiffPipeline", "SoftdiffPipelineOutput"]
+# diffusers loads on first use, so that ``softdiff sample --help`` (softdiff.pipeline.cli) does not wait for it.
+__getattr__, __all__ = lazy_exports(__name__,
+                                    {"softdiff.pipeline.pipeline": ("SoftdiffPipeline", "SoftdiffPipelineOutput")})

@@ -1,4 +1,5 @@
 """Training on accelerate: configs, the loop, callbacks, checkpoints and saved models."""
+from softdiff.lazy_exports import lazy_exports
 from softdiff.training.config import TrainConfig, load_train_config
 
 
@@ -9,13 +10,7 @@ def train(cfg: TrainConfig, resume: str | None = None, quiet: bool = False, stop
     return _train(cfg, resume=resume, quiet=quiet, stop_after=stop_after, callbacks=callbacks)
 
 
-def __getattr__(name: str):
-    # The callback types need torch; loaded on first use, so that reading a config does not.
-    if name in ("TrainState", "TrainerCallback"):
-        from softdiff.training import callbacks
-
-        return getattr(callbacks, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+# The callback types need torch; loaded on first use, so that reading a config does not.
+__getattr__, _ = lazy_exports(__name__, {"softdiff.training.callbacks": ("TrainState", "TrainerCallback")})
 
 __all__ = ["TrainConfig", "TrainState", "TrainerCallback", "load_train_config", "train"]

@@ -3,7 +3,7 @@ ODE integration, the history, the E1..E5 presets with their references, summarie
 
 ``from softdiff.studies.value_flow import value_softmax_flow`` works; the names load on first use (PEP 562), so
 the command's ``--help`` does not import the integrators and plots."""
-from importlib import import_module
+from softdiff.lazy_exports import lazy_exports
 
 _EXPORTS = {
     "softdiff.studies.value_flow.integrate": ("FlowIntegrationError", "value_softmax_flow"),
@@ -14,13 +14,4 @@ _EXPORTS = {
     "softdiff.studies.value_flow.problem": ("TiedProblem", "ValueSoftmaxProblem", "make_problem", "objective"),
     "softdiff.studies.value_flow.summaries": ("endings",),
 }
-_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
-
-
-def __getattr__(name: str):
-    if name in _MODULE_OF:
-        return getattr(import_module(_MODULE_OF[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-__all__ = sorted(_MODULE_OF)
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)
