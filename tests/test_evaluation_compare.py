@@ -226,7 +226,7 @@ def test_comparison_reports_attention_probes_and_ntk_drift(tmp_path):
 
 
 def test_report_names_the_objective_the_runs_trained():
-    from softdiff.studies.compare.runner import objective_summary
+    from softdiff.studies.compare.report import objective_summary
     from softdiff.training import load_train_config
     flow = objective_summary(load_train_config("configs/digits.yaml", []).diffusion)
     assert flow.startswith("rectified flow") and "logit_normal (std 0.8)" in flow and "epsilon" not in flow

@@ -251,9 +251,15 @@ def _point_plots(cfg, point: dict, metrics: list[str], out: Path) -> list[str]:
     return [str(p.relative_to(out)) for p in made]
 
 
-def _setup(cfg, command: str, commit: str, t0: float) -> dict:
-    from softdiff.studies.compare.runner import objective_summary
+def objective_summary(d) -> str:
+    """The training objective in words, e.g. "rectified flow, t ~ logit_normal (std 0.8), loss weighting none"."""
+    what = ("rectified flow" if d.objective == "flow"
+            else f"{d.prediction_type} prediction, {d.beta_schedule} betas")
+    density = d.timestep_density + (f" (std {d.density_std})" if d.density_std is not None else "")
+    return f"{what}, t ~ {density}, loss weighting {d.loss_weighting}"
 
+
+def _setup(cfg, command: str, commit: str, t0: float) -> dict:
     b = cfg.base_train_config(cfg.sweep_points()[-1])
     budget = (f"{fmt(cfg.budget.seconds)} s of training per run (steps sized per arm)" if cfg.budget.mode == "time"
               else f"{b.train.steps} steps")

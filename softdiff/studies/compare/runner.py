@@ -30,6 +30,7 @@ from softdiff.config import to_yaml
 from softdiff.errors import ConfigError, SoftdiffError
 from softdiff.evaluation.run_eval import EvalSettings
 from softdiff.studies.compare.config import CompareConfig, setting_overrides
+from softdiff.studies.compare.report import write_outputs
 
 
 def run_overrides(cfg: CompareConfig, activation: str, seed: int, run_dir: Path, point: Sequence[str],
@@ -229,16 +230,6 @@ def check_selection_metric(cfg: CompareConfig) -> None:
                               f"eval.metrics; choose from: {', '.join(applicable)}.")
 
 
-def objective_summary(d) -> str:
-    """The training objective in words, e.g. "rectified flow, t ~ logit_normal (std 0.8), loss weighting none"."""
-    what = ("rectified flow" if d.objective == "flow"
-            else f"{d.prediction_type} prediction, {d.beta_schedule} betas")
-    density = d.timestep_density + (f" (std {d.density_std})" if d.density_std is not None else "")
-    return f"{what}, t ~ {density}, loss weighting {d.loss_weighting}"
-
-
-
-
 def _end_with_parent() -> None:
     """Pool workers end when the comparison process ends, however it ends: a killed comparison leaves no worker
     training on (and holding its run folder's lock) behind it. Linux only (prctl PR_SET_PDEATHSIG)."""
@@ -376,7 +367,6 @@ def run_point(cfg: CompareConfig, folder: Path, point: Sequence[str], workers: i
 
 def _run_comparison(cfg: CompareConfig, command, log, t0: float, commit: str, out: Path) -> Path:
     from softdiff.safe_io import write_text
-    from softdiff.studies.compare.report import write_outputs
 
     write_text(out / "compare_config.yaml", to_yaml(cfg))
     workers = cfg.workers or max(1, (os.cpu_count() or 1) // cfg.threads_per_worker)  # execute() caps it per batch
