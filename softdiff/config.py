@@ -2,7 +2,8 @@
 
 Any dataclass works as a schema. ``load_config(Schema, path, overrides)`` returns an instance of it; unknown
 keys, wrong types, bad override syntax and missing files raise :class:`ConfigError` with one sentence.
-A schema may define ``validate(self)`` for value checks (choices, ranges); it is called after loading.
+A schema may define ``validate(self)`` for value checks (choices, ranges); it is called after loading, and
+``upgrade_keys(layer)`` to read the keys of its older versions (each file and override, as a plain dict).
 
 The configs shipped with the package live in ``softdiff/configs/`` (package data, so they are there in any
 install): ``--config configs/digits.yaml`` reads the local file when it exists and the shipped one otherwise.
@@ -164,6 +165,9 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequ
             layers.append((OmegaConf.from_dotlist([item]), f"override '{item}'"))
         except (OmegaConfBaseException, yaml.YAMLError) as err:
             raise ConfigError(f"override '{item}' could not be parsed: {str(err).splitlines()[0]}.") from None
+    upgrade = getattr(schema, "upgrade_keys", None)  # a schema that renamed keys reads its older configs
+    if callable(upgrade):
+        layers = [(OmegaConf.create(upgrade(OmegaConf.to_container(layer))), source) for layer, source in layers]
     cfg = base
     for layer, source in layers:
         try:

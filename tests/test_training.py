@@ -279,12 +279,12 @@ def test_image_run_and_class_conditional_sampling(tmp_path, run_script):
 
 
 def test_ntk_drift_is_recorded_during_training(tmp_path):
-    from softdiff.studies.ntk import NTKDriftCallback
+    from softdiff.studies.training_callbacks import callbacks_from_config
 
-    cfg = tiny(tmp_path, "train.steps=10", "diagnostics.ntk_every=5", "diagnostics.ntk_probe_size=4")
-    with pytest.raises(ConfigError, match="diagnostics.ntk_every"):  # asked for, but nothing carries it out
+    cfg = tiny(tmp_path, "train.steps=10", "callbacks.ntk_drift.every=5", "callbacks.ntk_drift.probe_size=4")
+    with pytest.raises(ConfigError, match="callbacks.ntk_drift is set but no callback"):  # asked for, not done
         train(cfg, quiet=True)
-    out = train(cfg, quiet=True, callbacks=NTKDriftCallback.from_config(cfg))
+    out = train(cfg, quiet=True, callbacks=callbacks_from_config(cfg))
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     drift = {r["step"]: r for r in records if "ntk_drift" in r}
     assert sorted(drift) == [0, 5, 10]
@@ -302,7 +302,7 @@ def test_ntk_drift_probe_follows_the_model_dtype_and_device(tmp_path):
     from softdiff.training.trainer import scheduler_config_of
 
     # A float64 model on the CPU takes the path of a model on a GPU: the probe is built on the CPU in float32.
-    cfg = tiny(tmp_path, "diagnostics.ntk_every=5", "diagnostics.ntk_probe_size=4")
+    cfg = tiny(tmp_path, "callbacks.ntk_drift.every=5", "callbacks.ntk_drift.probe_size=4")
     dataset = dataset_from_config(cfg.data)
     process = ForwardProcess(scheduler_config_of(cfg))
     model = build_model(cfg, dataset).double()
@@ -371,6 +371,41 @@ def test_callbacks_run_on_their_steps_and_log_into_metrics(tmp_path):
     # A callback does not change the run: the weights equal those of a run without it.
     plain = train(tiny(tmp_path / "plain", "train.steps=10", "train.log_every=100"), quiet=True)
     assert all(torch.equal(a, b) for a, b in zip(weights(out / "model").values(), weights(plain / "model").values()))
+
+
+def test_older_configs_ask_for_the_ntk_drift_in_its_new_place(tmp_path):
+    """``diagnostics.ntk_every`` (the key of older configs and run folders) reads as the study's callback section;
+    the old defaults (off) ask for nothing, so an old run folder's config.yaml loads with no callback."""
+    old_run = tmp_path / "config.yaml"
+    old_run.write_text("train:\n  steps: 7\ndiagnostics:\n  ntk_every: 0\n  ntk_probe_size: 8\n")
+    assert load_train_config(old_run).callbacks == {}
+    old_run.write_text("diagnostics:\n  ntk_every: 50\n")
+    assert load_train_config(old_run).callbacks == {"ntk_drift": {"every": 50}}
+    cfg = load_train_config(old_run, ["diagnostics.ntk_probe_size=4"])
+    assert cfg.callbacks == {"ntk_drift": {"every": 50, "probe_size": 4}}
+    assert load_train_config(None, ["callbacks.ntk_drift.every=5"]).callbacks == {"ntk_drift": {"every": 5}}
+
+
+def test_a_callback_section_is_checked_by_its_callback_before_training(tmp_path):
+    from softdiff.studies.training_callbacks import callbacks_from_config
+
+    with pytest.raises(ConfigError, match=r"^callbacks.nope names no training callback; choose from: ntk_drift.$"):
+        callbacks_from_config(load_train_config(None, ["callbacks.nope.every=5"]))
+    with pytest.raises(ConfigError, match=r"^callbacks.ntk_drift.evry is not a setting .*; valid: every, probe_size"):
+        callbacks_from_config(load_train_config(None, ["callbacks.ntk_drift.evry=5"]))
+    with pytest.raises(ConfigError, match=r"^callbacks.ntk_drift.probe_size=0 must be positive.$"):
+        callbacks_from_config(load_train_config(None, ["callbacks.ntk_drift.probe_size=0"]))
+    with pytest.raises(ConfigError, match=r"^callbacks.ntk_drift must be a mapping"):
+        load_train_config(None, ["callbacks.ntk_drift=5"])
+    (off,) = callbacks_from_config(load_train_config(None, ["callbacks.ntk_drift.every=0"]))
+    assert not any(off.due(step) for step in range(1, 50))  # every=0 records nothing
+
+
+def test_the_core_trainer_names_no_study_callback():
+    root = Path(__file__).resolve().parents[1] / "softdiff" / "training"
+    for name in ("callbacks.py", "trainer.py"):
+        text = (root / name).read_text()
+        assert "ntk" not in text.lower() and "diagnostics." not in text, name
 
 
 def test_core_packages_import_nothing_from_the_studies():

@@ -6,6 +6,7 @@ from typing import Sequence
 
 from softdiff.command_line import add_overrides, command_parser, config_path, overrides, parse
 from softdiff.errors import ConfigError
+from softdiff.studies.training_callbacks import callbacks_from_config, check_callback_names
 from softdiff.training.config import load_train_config
 
 DEFAULT_PRESET = "digits"
@@ -32,13 +33,13 @@ def main(argv: Sequence[str]) -> int:
     if args.stop_after < 0:
         raise ConfigError(f"--stop-after {args.stop_after} must be non-negative.")
     cfg = load_train_config(config_path(args, "", DEFAULT_PRESET), overrides(args))
-    from accelerate import PartialState
+    check_callback_names(cfg)
+    from accelerate import PartialState  # heavy imports only once the config is valid
 
-    from softdiff.studies.ntk.drift import NTKDriftCallback  # heavy imports only once the config is valid
     from softdiff.training.trainer import train
 
     out = train(cfg, resume=args.resume, quiet=args.quiet, stop_after=args.stop_after,
-                callbacks=NTKDriftCallback.from_config(cfg))
+                callbacks=callbacks_from_config(cfg))
     if not PartialState().is_main_process:
         return 0
     if not json.loads((out / "train_summary.json").read_text())["finished"]:

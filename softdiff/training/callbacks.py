@@ -2,8 +2,10 @@
 
 The loop calls every callback on the main process only, with a :class:`TrainState`; a callback returns a dict
 to append to ``metrics.jsonl`` at that step, or None. ``on_step_end`` runs only after the steps where ``due(step)``
-is true, so the other processes wait only on those steps. ``claims`` names the config keys a callback
-carries out: a key set in the config that no callback claims is reported instead of silently ignored.
+is true, so the other processes wait only on those steps. A config asks for callbacks by name in its
+``callbacks`` section (``callbacks.NAME.KEY=VALUE``); whoever calls the trainer builds them (the studies register
+theirs in ``softdiff.studies.training_callbacks``). ``claims`` names the sections a callback carries out: a section
+that no callback claims is reported instead of silently ignored.
 """
 from __future__ import annotations
 
@@ -65,7 +67,6 @@ class PreviewCallback(TrainerCallback):
 
 
 def unclaimed_keys(cfg, callbacks) -> list[str]:
-    """Config keys that ask for a callback's work (non-zero) while no callback in ``callbacks`` claims them."""
+    """The ``callbacks.NAME`` sections of ``cfg`` that no callback in ``callbacks`` claims (asked for, not done)."""
     claimed = {key for cb in callbacks for key in cb.claims}
-    wanted = {"diagnostics.ntk_every": cfg.diagnostics.ntk_every}
-    return [key for key, value in wanted.items() if value and key not in claimed]
+    return [key for key in (f"callbacks.{name}" for name in cfg.callbacks) if key not in claimed]

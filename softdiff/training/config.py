@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 from softdiff.choices import (ACTIVATIONS, ATTENTION_NORMALIZATIONS, CONDITIONINGS, DATASETS,
                               DIFFUSION_PREDICTION_TYPES, FLOW_SCHEDULERS, IDX_DATASETS, IDX_SPLITS, IMAGE_DATASETS,
@@ -112,10 +112,10 @@ class SampleSection:
     guidance_scale: float = 1.0     # class-conditional previews: classifier-free guidance (1: none)
 
 
-@dataclass
-class DiagnosticsSection:
-    ntk_every: int = 0              # NTK drift every this many steps (0: off; by studies.ntk.NTKDriftCallback)
-    ntk_probe_size: int = 8         # examples in the fixed probe batch
+# Keys of older configs and run folders, read as their new spelling: (old dotted key, its old default, new key).
+# A value equal to the old default asked for nothing and is dropped.
+LEGACY_KEYS = (("diagnostics.ntk_every", 0, "callbacks.ntk_drift.every"),
+               ("diagnostics.ntk_probe_size", 8, "callbacks.ntk_drift.probe_size"))
 
 
 @dataclass
@@ -126,7 +126,26 @@ class TrainConfig:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     train: TrainSection = field(default_factory=TrainSection)
     sample: SampleSection = field(default_factory=SampleSection)
-    diagnostics: DiagnosticsSection = field(default_factory=DiagnosticsSection)
+    # Work besides training, by name: callbacks.NAME.KEY=VALUE; the command that trains builds the callback
+    # registered under NAME (e.g. a study's) and it checks its settings; the core knows no names.
+    callbacks: Dict[str, Any] = field(default_factory=dict)
+
+    @staticmethod
+    def upgrade_keys(layer: dict) -> dict:
+        """One layer of a config (a file or an override) with the keys of older configs in their new place."""
+        for old, default, new in LEGACY_KEYS:
+            section, key = old.split(".")
+            if not isinstance(layer.get(section), dict) or key not in layer[section]:
+                continue
+            value = layer[section].pop(key)
+            if not layer[section]:
+                del layer[section]
+            if value != default:
+                node = layer
+                for part in new.split(".")[:-1]:
+                    node = node.setdefault(part, {})
+                node[new.rsplit(".", 1)[1]] = value
+        return layer
 
     def validate(self) -> None:
         """Value checks that types alone cannot express; one sentence per problem."""
@@ -163,7 +182,7 @@ class TrainConfig:
             check_positive(key, value)
         for key, value in [("train.warmup_steps", t.warmup_steps), ("train.grad_clip", t.grad_clip),
                            ("train.weight_decay", t.weight_decay), ("sample.every", self.sample.every),
-                           ("diagnostics.ntk_every", self.diagnostics.ntk_every), ("model.dropout", m.dropout),
+                           ("model.dropout", m.dropout),
                            ("model.conv_stem", m.conv_stem), ("model.conv_decoder", m.conv_decoder),
                            ("sample.guidance_scale", self.sample.guidance_scale)]:
             check_positive(key, value, allow_zero=True)
@@ -183,6 +202,10 @@ class TrainConfig:
         if m.type == "TwoLayerScoreNet" and m.coupled and m.width % 2:
             raise ConfigError(f"model.width={m.width} must be even with model.coupled=true.")
         self._validate_ranges()
+        for name, settings in self.callbacks.items():
+            if not isinstance(settings, dict):
+                raise ConfigError(f"callbacks.{name} must be a mapping of that callback's settings "
+                                  f"(callbacks.{name}.KEY=VALUE), not {settings!r}.")
 
     def _validate_data(self) -> None:
         d = self.data

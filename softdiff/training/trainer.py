@@ -188,7 +188,8 @@ def train(cfg: TrainConfig, resume: str | None = None, quiet: bool = False, stop
     """Train the run described by ``cfg`` into ``cfg.output_dir`` and return that folder.
 
     ``callbacks`` (:mod:`softdiff.training.callbacks`) run on the main process besides the preview pictures,
-    e.g. ``softdiff.studies.ntk.NTKDriftCallback`` for ``diagnostics.ntk_every``.
+    one for each section of ``cfg.callbacks`` (``softdiff.studies.training_callbacks.callbacks_from_config``
+    builds them).
 
     ``stop_after`` > 0 ends this invocation (with a checkpoint) after that many steps, e.g. to split a run
     over jobs with a time limit; ``resume="latest"`` continues it exactly (``"auto"``: or starts from step 0
@@ -202,8 +203,9 @@ def train(cfg: TrainConfig, resume: str | None = None, quiet: bool = False, stop
     preflight(cfg, resume)
     callbacks = [PreviewCallback(cfg.sample.every, cfg.train.steps), *callbacks]
     if unclaimed := unclaimed_keys(cfg, callbacks):
-        raise ConfigError(f"{unclaimed[0]} is set but no callback carries it out; pass the study's callback to "
-                          "train() (softdiff train and softdiff compare do), or set it to 0.")
+        raise ConfigError(f"{unclaimed[0]} is set but no callback carries it out; pass the callback to train() "
+                          "(softdiff.studies.training_callbacks.callbacks_from_config builds it; softdiff train and "
+                          "softdiff compare do), or remove the section.")
     state = PartialState(cpu=not torch.cuda.is_available())
     created = NewEntries(out)  # taken back if an input error ends the run before it saved anything
     lock = lock_run_folder(out, state)

@@ -70,7 +70,7 @@ def diagnostics_lines(diagnostics: dict[str, dict[str, dict]]) -> list[str]:
     with_ntk = [a for a, s in diagnostics.items() if "final_ntk_drift" in s]
     if with_ntk:
         lines += ["Relative NTK drift `||K_t - K_0||_F / ||K_0||_F` on a fixed probe batch at the end of training "
-                  "(`diagnostics.ntk_every`; the curves are in ntk_drift.png): "
+                  "(`callbacks.ntk_drift.every` of each run; the curves are in ntk_drift.png): "
                   + "; ".join(f"{a} {fmt(diagnostics[a]['final_ntk_drift']['mean'])} ± "
                               f"{fmt(diagnostics[a]['final_ntk_drift']['std'])}" for a in with_ntk) + ".", ""]
     return lines

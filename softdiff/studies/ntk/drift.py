@@ -6,6 +6,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
+from softdiff.errors import ConfigError, check_positive
 from softdiff.training.callbacks import TrainerCallback, TrainState
 from softdiff.studies.ntk.empirical import empirical_ntk, ntk_as_matrix
 from softdiff.studies.ntk.regime import kernel_drift, spectrum
@@ -70,21 +71,41 @@ class KernelDriftTracker:
 
 
 class NTKDriftCallback(TrainerCallback):
-    """Records the NTK drift of the score net on a fixed probe batch at mid noise every ``diagnostics.ntk_every``
-    steps (and at the first step of the invocation: drift is relative to it; the tracker is not checkpointed)."""
+    """Records the NTK drift of the score net on a fixed probe batch at mid noise every ``every`` steps (and at the
+    first step of the invocation: drift is relative to it; the tracker is not checkpointed). A config asks for it
+    as ``callbacks.ntk_drift.every=N`` (older configs: ``diagnostics.ntk_every``); ``every=0`` records nothing."""
 
-    claims = ("diagnostics.ntk_every",)
+    name = "ntk_drift"
+    claims = ("callbacks.ntk_drift",)
+    SETTINGS = {"every": 0, "probe_size": 8}  # the settings of callbacks.ntk_drift and their defaults
 
     def __init__(self, every: int, probe_size: int):
         self.every, self.probe_size, self.tracker = every, probe_size, None
 
     @classmethod
+    def from_settings(cls, settings: dict) -> "NTKDriftCallback":
+        """The callback of a config's ``callbacks.ntk_drift`` section; ConfigError (one sentence) for a bad key."""
+        for key, value in settings.items():
+            where = f"callbacks.{cls.name}.{key}"
+            if key not in cls.SETTINGS:
+                raise ConfigError(f"{where} is not a setting of the NTK drift callback; valid: "
+                                  f"{', '.join(cls.SETTINGS)}.")
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"{where}={value!r} must be a whole number.")
+        merged = {**cls.SETTINGS, **settings}
+        check_positive(f"callbacks.{cls.name}.every", merged["every"], allow_zero=True)
+        check_positive(f"callbacks.{cls.name}.probe_size", merged["probe_size"])
+        return cls(merged["every"], merged["probe_size"])
+
+    @classmethod
     def from_config(cls, cfg) -> list["NTKDriftCallback"]:
-        """``[callback]`` when the training config asks for NTK drift, else ``[]``."""
-        every = cfg.diagnostics.ntk_every
-        return [cls(every, cfg.diagnostics.ntk_probe_size)] if every else []
+        """``[callback]`` when the training config has a ``callbacks.ntk_drift`` section, else ``[]``."""
+        settings = cfg.callbacks.get(cls.name)
+        return [cls.from_settings(settings)] if settings is not None else []
 
     def on_train_begin(self, state: TrainState) -> dict | None:
+        if not self.every:
+            return None
         g = torch.Generator().manual_seed(state.cfg.train.seed + 12345)
         x0, _ = state.dataset.sample(self.probe_size, g)
         t = state.process.mid_timesteps(len(x0))
@@ -95,7 +116,7 @@ class NTKDriftCallback(TrainerCallback):
         return self.tracker(state.start, state.model)
 
     def due(self, step: int) -> bool:
-        return step % self.every == 0
+        return bool(self.every) and step % self.every == 0
 
     def on_step_end(self, state: TrainState) -> dict | None:
         return self.tracker(state.step, state.model)
