@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from softdiff.config import to_yaml
 from softdiff.data import make_dataset
 from softdiff.data.augment import flip_mask
 from softdiff.data.lazy import to_square
@@ -287,3 +288,20 @@ def test_in_memory_sets_prepare_only_their_slice_of_the_global_batch(tmp_path):
     assert gathered == [4, 4]
     for k in range(4):                                   # x_t, t, target, weight
         assert torch.equal(torch.cat([halves[0][k], halves[1][k]]), whole[k])
+
+
+def test_a_run_is_evaluated_on_the_files_it_trained_on(tmp_path):
+    """The evaluation reads a run's data as its training did: the run's config (or the caller's DataConfig) with
+    the run's file index, so images added to the folder later are not in its references."""
+    from softdiff.evaluation.run_eval import run_dataset, training_run_folder
+
+    write_folder(tmp_path / "imgs", n=4)
+    run = tmp_path / "run"
+    run.mkdir()
+    cfg = load_train_config(None, ["data.name=folder", f"data.path={tmp_path / 'imgs'}", "data.image_size=8"])
+    (run / "config.yaml").write_text(to_yaml(cfg))
+    make_dataset("folder", path=str(tmp_path / "imgs"), image_size=8, index=run / "data_index.json")  # training
+    Image.new("RGB", (8, 8)).save(tmp_path / "imgs" / "zz-new.png")
+    assert training_run_folder(run) == training_run_folder(run / "model_ema") == run
+    assert len(run_dataset(run)) == len(run_dataset(run, cfg.data)) == 4
+    assert training_run_folder(tmp_path / "imgs") is None

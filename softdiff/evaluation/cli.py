@@ -11,6 +11,7 @@ from softdiff.choices import FEATURE_DATASETS
 from softdiff.command_line import (add_overrides, command_parser, config_path, output_folder, overrides, parse,
                                    split_positionals)
 from softdiff.config import load_config
+from softdiff.devices import check_device_name, resolve_device
 from softdiff.errors import ConfigError, check_at_most, check_choice, check_positive
 from softdiff.evaluation.settings import EvalSettings
 
@@ -53,6 +54,8 @@ def parser():
     mode.add_argument("--train-classifier", action="store_true",
                       help="train dataset's feature classifier and save it as feature_classifier (default: the "
                       "cache; Fashion-MNIST's ships with softdiff and is never overwritten)")
+    p.add_argument("--device", help="where the model and the feature networks run: cpu, cuda or cuda:N (default: "
+                   "cuda when a GPU is available, else cpu)")
     add_overrides(p, "num_samples=500")
     return p
 
@@ -99,7 +102,10 @@ def main(argv: Sequence[str]) -> int:
     from softdiff.safe_io import check_output_dir
 
     args = parse(parser(), argv)
+    if args.device is not None:
+        check_device_name("--device", args.device)
     cfg = load_eval_config(args)
+    device = resolve_device("--device", args.device)  # a GPU asked for but missing: one line, before any work
     if cfg.output_dir is not None:
         check_output_dir("--output-dir", cfg.output_dir)
     if cfg.feature_classifier and not args.train_classifier and not Path(cfg.feature_classifier).is_file():
@@ -127,6 +133,7 @@ def main(argv: Sequence[str]) -> int:
         reference, floor_pool = reference_images(dataset)
         path = classifier_path(dataset, cfg.feature_classifier)
         classifier, meta = ensure_classifier(path, cfg.seed, dataset)
+        classifier.to(device)
         scores = score_samples(classifier, images, reference, floor_pool, cfg.seed, labels)
         scores = {k: round(v, 4) if isinstance(v, float) else v for k, v in scores.items()}
         _write_report(cfg, "score.json", {"samples": args.score, "dataset": dataset, "classifier": str(path),
@@ -137,6 +144,6 @@ def main(argv: Sequence[str]) -> int:
     default_dir = Path(cfg.run) / "eval"
     folder = check_output_dir("--output-dir", output_folder(cfg.output_dir, default_dir))
     settings = EvalSettings(**{k: getattr(cfg, k) for k in EvalSettings.__dataclass_fields__})
-    report = evaluate_run(cfg.run, settings, cfg.ema, folder)
+    report, _ = evaluate_run(cfg.run, settings, cfg.ema, folder, device=device)
     _write_report(cfg, "eval.json", report, default_dir)
     return 0

@@ -40,14 +40,15 @@ def image_features(classifier: FeatureClassifier, images: Tensor, name: str = "i
     if hit is not None and hit[0]() is images and hit[1] == images._version:
         return hit[2]
     checked = _check_images(images, name, classifier.image_shape)
-    features = torch.cat([classifier.features(chunk) for chunk in checked.split(1000)])
+    device = next(classifier.parameters()).device  # the images stay on the CPU; the classifier may be on a GPU
+    features = torch.cat([classifier.features(chunk.to(device)).cpu() for chunk in checked.split(1000)])
     memo[id(images)] = (weakref.ref(images), images._version, features)
     weakref.finalize(images, memo.pop, id(images), None)
     return features
 
 
 def _probabilities(classifier: FeatureClassifier, features: Tensor) -> Tensor:
-    return torch.softmax(classifier.head(features), -1)
+    return torch.softmax(classifier.head(features.to(next(classifier.parameters()).device)), -1).cpu()
 
 
 @torch.no_grad()

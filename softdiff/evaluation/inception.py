@@ -68,7 +68,9 @@ class InceptionFeatures(nn.Module):
 def _features(features: InceptionFeatures, images: Tensor, name: str, batch_size: int) -> Tensor:
     if images.dim() != 4 or images.shape[1] not in (1, 3) or not torch.isfinite(images).all():
         raise DataError(f"{name} must be finite (N, 1 or 3, H, W) tensors in [0, 1], got {tuple(images.shape)}.")
-    return torch.cat([features(images[i:i + batch_size].float()) for i in range(0, len(images), batch_size)])
+    device = next(features.parameters()).device  # the images stay on the CPU; the network may be on a GPU
+    return torch.cat([features(images[i:i + batch_size].float().to(device)).cpu()
+                      for i in range(0, len(images), batch_size)])
 
 
 @torch.no_grad()

@@ -143,11 +143,11 @@ def standard_normal_log_prob(z: Tensor) -> Tensor:
 
 
 def _model_output_fn(model):
-    dtype = next(model.parameters()).dtype
+    weight = next(model.parameters())  # the model's device and dtype; the ODE state stays where the caller keeps it
 
     def output(x: Tensor, t: Tensor) -> Tensor:
-        out = model(x.to(dtype), t.to(dtype))
-        return model_output(out).to(x.dtype)
+        out = model(x.to(weight.device, weight.dtype), t.to(weight.device, weight.dtype))
+        return model_output(out).to(x.device, x.dtype)
 
     return output
 

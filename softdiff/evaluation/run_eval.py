@@ -2,6 +2,7 @@
 samplers, sample counts and metrics for every run of a comparison."""
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -25,6 +26,8 @@ from softdiff.evaluation.metrics import (
 from softdiff.evaluation.settings import (  # noqa: F401 (re-exported)
     HELD_OUT_SEED, HIGHER_IS_BETTER, IMAGE_METRICS, INCEPTION_METRICS, VECTOR_METRICS, EvalSettings,
 )
+
+DENSITY_METRICS = ("nll", "bpd", "score_error")  # computed for the final model only
 
 
 def applicable_metrics(dataset: Dataset, settings: EvalSettings) -> list[str]:
@@ -53,8 +56,9 @@ def draw_samples(model, scheduler_config: dict, dataset: Dataset, settings: Eval
 class RunEvaluator:
     """Reference data, floors and metric functions for one dataset, shared by every run and checkpoint."""
 
-    def __init__(self, dataset: Dataset, settings: EvalSettings, scheduler_config: dict):
+    def __init__(self, dataset: Dataset, settings: EvalSettings, scheduler_config: dict, device=None):
         self.dataset, self.settings, self.scheduler_config = dataset, settings, scheduler_config
+        self.device = torch.device("cpu" if device is None else device)  # the model's and the feature networks'
         self.process = process_from_scheduler_config(scheduler_config)
         self.metrics = applicable_metrics(dataset, settings)
         n = settings.num_samples
@@ -79,12 +83,13 @@ class RunEvaluator:
                 self.held_out = self.second_half[:settings.likelihood_samples]
             needs_features = dataset.name in FEATURE_DATASETS and set(self.metrics) - {"bpd", *INCEPTION_METRICS}
             self.classifier = ensure_classifier(settings.feature_classifier or None, dataset=dataset.name)[0] \
-                if needs_features else None
+                .to(self.device) if needs_features else None
             self.inception = None
             if set(INCEPTION_METRICS) & set(self.metrics):  # fails here, before any training, if weights are missing
                 from softdiff.evaluation.inception import InceptionFeatures, inception_network
 
-                self.inception = InceptionFeatures(inception_network(allow_download=settings.inception_download))
+                self.inception = InceptionFeatures(inception_network(allow_download=settings.inception_download)) \
+                    .to(self.device)
 
     def _sample_metric(self, name: str, x: Tensor, y: Tensor) -> float:
         if name == "mmd":
@@ -136,7 +141,7 @@ class RunEvaluator:
 
     def evaluate(self, model, final: bool) -> tuple[dict[str, float], Tensor]:
         """Metrics of ``model`` (likelihood and score errors only when ``final``), and its samples (data space)."""
-        model.eval()
+        model.eval().to(self.device)
         x = draw_samples(model, self.scheduler_config, self.dataset, self.settings)
         out: dict[str, float] = {}
         if not torch.isfinite(x).all():
@@ -181,25 +186,52 @@ class RunEvaluator:
         return out
 
 
-def _run_dataset(pipe) -> Dataset:
-    """The data a run was trained on (its ``config.yaml``, beside its model folder), else the dataset by name."""
-    from softdiff.data import dataset_from_config, make_dataset
+def training_run_folder(path: str | Path) -> Path | None:
+    """The training run folder that ``path`` names: itself, or the run holding the ``model/`` or ``model_ema/``
+    folder it names; None for a bare model folder or a saved pipeline (no run around it)."""
+    path = Path(path)
+    for folder in (path, path.parent if path.name in ("model", "model_ema") else None):
+        if folder is not None and (folder / "config.yaml").is_file():
+            return folder
+    return None
 
-    run_dir = pipe.source_dir.parent
-    if (run_dir / "config.yaml").is_file() and pipe.source_dir.name in ("model", "model_ema"):
+
+def run_dataset(run_dir: Path, data=None) -> Dataset:
+    """The data the run in ``run_dir`` trained on, read as its training read it: ``data`` (a ``DataConfig``;
+    default: the run's ``config.yaml``) with the run's file index (split, columns and file list included)."""
+    from softdiff.data import dataset_from_config
+
+    if data is None:
         from softdiff.training import load_train_config
 
-        index = run_dir / "data_index.json"
-        return dataset_from_config(load_train_config(run_dir / "config.yaml").data, index if index.is_file() else None)
-    return make_dataset(pipe.config.dataset)
+        data = load_train_config(run_dir / "config.yaml").data
+    index = run_dir / "data_index.json"
+    return dataset_from_config(data, index if index.is_file() else None)
+
+
+def _final_step(run_dir: Path | None) -> int | None:
+    """The step of a run's final model (its ``train_summary.json``), None when unknown."""
+    try:
+        step = json.loads((run_dir / "train_summary.json").read_text()).get("step")
+    except (TypeError, OSError, ValueError, AttributeError):  # no run folder, no summary, or a damaged one
+        return None
+    return step if isinstance(step, int) else None
 
 
 def evaluate_run(run: str | Path, settings: EvalSettings, use_ema: bool = True,
-                 output_dir: str | Path | None = None) -> dict:
-    """The metrics of a trained run's final model (and, with ``settings.every``, of the EMA weights of its
-    checkpoints every that many steps), with the noise floors; its samples go to ``output_dir/eval_samples.npz``."""
+                 output_dir: str | Path | None = None, *, data=None, floors: bool = True,
+                 device=None) -> tuple[dict, Tensor]:
+    """The metrics of a trained run's final model, its samples (data space; also written to
+    ``output_dir/eval_samples.npz``) and, with ``floors``, the noise floors.
+
+    ``history`` holds the metrics of the EMA weights of the checkpoints every ``settings.every`` steps before the
+    final step, then the final model's sample metrics at that step (the metric-vs-steps curve; density metrics
+    only at the end). ``data``: the run's ``DataConfig`` when the caller has it (else read from the run folder);
+    ``device``: where the model and the feature networks run (default: a GPU when there is one)."""
     import numpy as np
 
+    from softdiff.data import make_dataset
+    from softdiff.devices import resolve_device
     from softdiff.pipeline import SoftdiffPipeline
     from softdiff.safe_io import atomic_path
     from softdiff.training.checkpoints import list_checkpoints
@@ -207,16 +239,23 @@ def evaluate_run(run: str | Path, settings: EvalSettings, use_ema: bool = True,
     pipe = SoftdiffPipeline.from_pretrained(run, use_ema=use_ema, scheduler=settings.scheduler)
     pipe.check_inputs(settings.num_samples, settings.steps, None, 1.0, "pt",
                       names={"batch_size": "num_samples", "num_inference_steps": "steps"})
-    evaluator = RunEvaluator(_run_dataset(pipe), settings, pipe.forward_process)
-    history = []
-    if settings.every:
-        for step, checkpoint in sorted(list_checkpoints(pipe.source_dir.parent / "checkpoints")):
-            if step % settings.every == 0:
+    run_dir = training_run_folder(run)
+    dataset = run_dataset(run_dir, data) if run_dir is not None else make_dataset(pipe.config.dataset)
+    device = device if isinstance(device, torch.device) else resolve_device("device", device)
+    evaluator = RunEvaluator(dataset, settings, pipe.forward_process, device)
+    final_step, history = _final_step(run_dir), []
+    if settings.every and run_dir is not None:
+        for step, checkpoint in sorted(list_checkpoints(run_dir / "checkpoints")):
+            if step % settings.every == 0 and (final_step is None or step < final_step):
                 model = SoftdiffPipeline.from_pretrained(run, checkpoint=checkpoint).model
                 history.append({"step": step, **evaluator.evaluate(model, final=False)[0]})
     metrics, samples = evaluator.evaluate(pipe.model, final=True)
+    if final_step is not None:  # the curve ends at the final model (density metrics are its alone)
+        history.append({"step": final_step, **{k: v for k, v in metrics.items()
+                                               if k in evaluator.metrics and k not in DENSITY_METRICS}})
     if output_dir is not None:
         with atomic_path(Path(output_dir) / "eval_samples.npz") as tmp:
             np.savez(tmp, samples=samples.numpy())
-    return {"run": str(run), "model_dir": str(pipe.source_dir), "ema": use_ema, "metrics": metrics,
-            "noise_floors": evaluator.noise_floors(), "history": history}
+    report = {"run": str(run), "model_dir": str(pipe.source_dir), "ema": use_ema, "metrics": metrics,
+              **({"noise_floors": evaluator.noise_floors()} if floors else {}), "history": history}
+    return report, samples

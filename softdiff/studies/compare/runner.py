@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Sequence
 
 from softdiff.config import to_yaml
+from softdiff.devices import visible_devices_for, worker_devices
 from softdiff.errors import ConfigError, SoftdiffError
 from softdiff.evaluation.run_eval import EvalSettings
 from softdiff.studies.compare.config import CompareConfig, setting_overrides
@@ -40,7 +41,7 @@ def run_overrides(cfg: CompareConfig, activation: str, seed: int, run_dir: Path,
     every = cfg.eval.every if eval_every is None else eval_every
     extra = [f"train.steps={steps}", f"model.activation={activation}", f"train.seed={seed}", f"output_dir={run_dir}"]
     if cfg.ntk_every:
-        extra.append(f"diagnostics.ntk_every={cfg.ntk_every}")
+        extra.append(f"callbacks.ntk_drift.every={cfg.ntk_every}")
     if every:
         # Keep a checkpoint at every evaluation step (their EMA weights give the metric-vs-steps curves).
         extra += [f"train.checkpoint_every={every}", f"train.checkpoints_total_limit={steps // every + 1}"]
@@ -100,11 +101,9 @@ def run_one(job: dict) -> dict:
     import torch
 
     torch.set_num_threads(job["threads"])
-    from softdiff.data import make_dataset
-    from softdiff.evaluation.run_eval import RunEvaluator
-    from softdiff.pipeline import SoftdiffPipeline
+    from softdiff.evaluation.run_eval import evaluate_run
     from softdiff.safe_io import atomic_path, finite_json, write_json, write_text
-    from softdiff.studies.ntk.drift import NTKDriftCallback
+    from softdiff.studies.training_callbacks import callbacks_from_config
     from softdiff.training import load_train_config, train
     from softdiff.training.checkpoints import list_checkpoints
     from softdiff.training.trainer import TrainingError
@@ -131,7 +130,7 @@ def run_one(job: dict) -> dict:
     if not run_is_complete(run_dir):  # never run, interrupted, or its final save was torn: resume or retrain
         try:
             train(cfg, resume="auto" if list_checkpoints(run_dir / "checkpoints") else None, quiet=True,
-                  callbacks=NTKDriftCallback.from_config(cfg))
+                  callbacks=callbacks_from_config(cfg))
         except TrainingError as err:  # e.g. a non-finite loss: a result in itself, recorded and reported
             record = {"activation": job["activation"], "seed": job["seed"], "run_dir": str(run_dir),
                       "settings": job.get("settings") or {}, "steps": cfg.train.steps,
@@ -142,23 +141,9 @@ def run_one(job: dict) -> dict:
     summary = json.loads((run_dir / "train_summary.json").read_text())
     t1 = time.perf_counter()
 
-    pipe = SoftdiffPipeline.from_pretrained(run_dir)
-    model, scheduler_config = pipe.model, pipe.forward_process
-    dataset = make_dataset(cfg.data.name, cfg.data.root, cfg.data.download, cfg.data.path, cfg.data.image_size,
-                           cfg.data.channels)
-    evaluator = RunEvaluator(dataset, settings, scheduler_config)
-    history = []
-    if settings.every:
-        for step, checkpoint in sorted(list_checkpoints(run_dir / "checkpoints")):
-            if step < cfg.train.steps:
-                model = SoftdiffPipeline.from_pretrained(run_dir, checkpoint=checkpoint).model
-                history.append({"step": step, **evaluator.evaluate(model, final=False)[0]})
-        model = pipe.model
-    metrics, samples = evaluator.evaluate(model, final=True)
-    density = {"nll", "bpd", "score_error"}  # computed at the end only
-    history.append({"step": cfg.train.steps, **{k: v for k, v in metrics.items()
-                                                 if k in evaluator.metrics and k not in density}})
-    keep = 64 if dataset.kind == "image" else 2000
+    evaluation, samples = evaluate_run(run_dir, settings, data=cfg.data, floors=False)
+    metrics, history = evaluation["metrics"], evaluation["history"]
+    keep = 64 if samples.dim() > 2 else 2000  # pictures for the report: a panel of images, a cloud of points
     with atomic_path(run_dir / "eval_samples.npy") as tmp:
         np.save(tmp, samples[:keep].numpy())
     record = {"activation": job["activation"], "seed": job["seed"], "run_dir": str(run_dir),
@@ -218,16 +203,21 @@ def run_comparison(cfg: CompareConfig, command: str = "", log=print) -> Path:
 
 def check_selection_metric(cfg: CompareConfig) -> None:
     """``tune.metric`` must be one the evaluation computes on the data of every sweep point."""
-    from softdiff.data import make_dataset
+    from softdiff.data import dataset_from_config
     from softdiff.evaluation.run_eval import applicable_metrics
 
     for point in cfg.sweep_points():
         d = cfg.base_train_config(point).data
-        applicable = applicable_metrics(make_dataset(d.name, d.root, d.download, d.path, d.image_size, d.channels),
-                                        cfg.eval)
+        applicable = applicable_metrics(dataset_from_config(d), cfg.eval)
         if cfg.tune.metric not in applicable:
             raise ConfigError(f"tune.metric={cfg.tune.metric} does not apply to data.name={d.name} with these "
                               f"eval.metrics; choose from: {', '.join(applicable)}.")
+
+
+def _gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count()
 
 
 def _end_with_parent() -> None:
@@ -240,9 +230,23 @@ def _end_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)
 
 
-def execute(jobs: list[dict], workers: int, log, what: str = "runs", work=None) -> list[dict]:
+def _start_worker(devices: list[str], started) -> None:
+    """A pool worker's start: it ends with the parent and takes its device, ``devices[i]`` for the i-th worker to
+    start (``started`` counts them across processes); a GPU worker sees only its GPU (set before CUDA starts in
+    it), so its training and its evaluation both run there."""
+    _end_with_parent()
+    with started.get_lock():
+        index, started.value = started.value, started.value + 1
+    visible = visible_devices_for(devices[index % len(devices)], os.environ.get("CUDA_VISIBLE_DEVICES"))
+    if visible is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = visible
+
+
+def execute(jobs: list[dict], workers: int, log, what: str = "runs", work=None,
+            devices: Sequence[str] | None = None) -> list[dict]:
     """Run every job (``work(job)``, default ``run_one``, in ``workers`` processes), logging each as it ends; the
-    records in job order. A worker process that dies is one sentence (:class:`WorkerDied`), the finished runs kept."""
+    records in job order. ``devices``: one per worker process (default: the visible GPUs round-robin, else the
+    CPU). A worker process that dies is one sentence (:class:`WorkerDied`), the finished runs kept."""
     if not jobs:
         return []
     work = work or run_one  # looked up now, so that a replaced run_one (tests) is the one used
@@ -261,8 +265,10 @@ def execute(jobs: list[dict], workers: int, log, what: str = "runs", work=None) 
         for job in jobs:
             done({**work(job), "trial": job.get("trial")})
     else:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
-                                 initializer=_end_with_parent) as pool:
+        context = get_context("spawn")
+        devices = list(devices or worker_devices(workers, _gpu_count()))
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_worker,
+                                 initargs=(devices, context.Value("i", 0))) as pool:
             try:
                 for job, record in zip(jobs, pool.map(work, jobs)):
                     done({**record, "trial": job.get("trial")})
