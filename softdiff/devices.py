@@ -1,19 +1,8 @@
 """Where a command's work runs: the ``--device`` choice of ``softdiff eval`` and the device of each
-``softdiff compare`` worker. The name checks import no torch, so that a bad value answers at once."""
+``softdiff compare`` worker (torch loads only to resolve a device)."""
 from __future__ import annotations
 
-import re
-
-from softdiff.errors import ConfigError
-
-DEVICE_PATTERN = re.compile(r"(cpu|cuda(:\d+)?)")
-
-
-def check_device_name(key: str, name: str) -> str:
-    """``name`` itself when it spells a device (``cpu``, ``cuda`` or ``cuda:N``); else a one-sentence ConfigError."""
-    if not DEVICE_PATTERN.fullmatch(name):
-        raise ConfigError(f"{key} {name!r} is not a device; use cpu, cuda or cuda:N (N = 0, 1, ...).")
-    return name
+from softdiff.errors import check_device
 
 
 def default_device_name(cuda_available: bool) -> str:
@@ -22,20 +11,12 @@ def default_device_name(cuda_available: bool) -> str:
 
 
 def resolve_device(key: str, name: str | None):
-    """The ``torch.device`` named ``name`` (None: the default), checked against the GPUs this process sees."""
+    """The ``torch.device`` named ``name`` (None: the default), checked against the GPUs this process sees (a bad
+    name or a missing GPU is one sentence naming ``key``)."""
     import torch
 
-    if name is None:
-        return torch.device(default_device_name(torch.cuda.is_available()))
-    device = torch.device(check_device_name(key, name))
-    if device.type == "cuda":
-        count = torch.cuda.device_count()
-        index = device.index or 0
-        if index >= count:
-            seen = f"only cuda:0..cuda:{count - 1}" if count else "no GPU"
-            raise ConfigError(f"{key} {name} is not available: this machine has {seen}; use cpu"
-                              f"{' or one of those' if count else ''}.")
-    return device
+    check_device(key, name)
+    return torch.device(name if name is not None else default_device_name(torch.cuda.is_available()))
 
 
 def worker_devices(workers: int, num_gpus: int) -> list[str]:

@@ -43,7 +43,6 @@ CASES = [
     ("sample.py", [], ["RUN", "scheduler=nope"], TORCH_FREE),
     ("softdiff", ["sample"], ["sample", "RUN", "steps=0"], TORCH_FREE),
     ("softdiff", ["eval"], ["eval", "RUN", "metrics=[nope]"], TORCH_FREE),
-    ("softdiff", ["eval"], ["eval", "RUN", "--device", "gpu"], TORCH_FREE),
     ("softdiff", ["compare"], ["compare", "activations=[swish2]"], TORCH_FREE),
     ("softdiff", ["ntk"], ["ntk", "tasks=[nope]"], HEAVY),
     ("softdiff", ["regress"], ["regress", "methods=[nope]"], HEAVY),

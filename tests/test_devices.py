@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from softdiff.devices import check_device_name, resolve_device, visible_devices_for, worker_devices
+from softdiff.devices import resolve_device, visible_devices_for, worker_devices
 from softdiff.errors import ConfigError
 
 
@@ -24,24 +24,34 @@ def test_a_gpu_worker_sees_only_its_gpu_counted_among_the_parents():
     assert visible_devices_for("cpu", "0,1") is None
 
 
-@pytest.mark.parametrize("bad", ["gpu", "cuda:", "cuda:x", "CPU", "", "cuda:0,1"])
+@pytest.mark.parametrize("bad", ["gpu", "cuda:x", "CPU", ""])
 def test_a_bad_device_name_is_one_sentence_naming_the_key(bad):
-    with pytest.raises(ConfigError, match=r"^--device .* is not a device; use cpu, cuda or cuda:N"):
-        check_device_name("--device", bad)
+    with pytest.raises(ConfigError, match=r"^--device .* is not a device name; use cpu, cuda or cuda:N.$"):
+        resolve_device("--device", bad)
 
 
 def test_the_default_device_is_a_gpu_when_there_is_one(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_device("--device", None) == torch.device("cpu")
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert resolve_device("--device", None) == torch.device("cuda")
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    assert resolve_device("--device", "cuda:1") == torch.device("cuda:1")
-    with pytest.raises(ConfigError, match=r"--device cuda:2 is not available: this machine has only cuda:0..cuda:1"):
-        resolve_device("--device", "cuda:2")
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
-    with pytest.raises(ConfigError, match="--device cuda is not available: this machine has no GPU; use cpu."):
+    with pytest.raises(ConfigError, match=r"^--device 'cuda': no CUDA GPU is available on this machine; use cpu.$"):
         resolve_device("--device", "cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("--device", None) == torch.device("cuda")
+    assert resolve_device("--device", "cuda:1") == torch.device("cuda:1")
+    with pytest.raises(ConfigError, match=r"^--device 'cuda:2': this machine has 2 GPU\(s\), cuda:0 to cuda:1.$"):
+        resolve_device("--device", "cuda:2")
+
+
+def test_eval_refuses_a_missing_gpu_in_one_line_before_any_work(tmp_path, capsys, monkeypatch):
+    from softdiff.cli import run_main
+    from softdiff.evaluation.cli import main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert run_main(main, [str(tmp_path / "run"), "--device", "cuda:1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: --device 'cuda:1': no CUDA GPU is available on this machine; use cpu."]
+    assert list(tmp_path.iterdir()) == []
 
 
 def _report_visible_devices(job):

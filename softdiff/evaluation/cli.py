@@ -11,7 +11,7 @@ from softdiff.choices import FEATURE_DATASETS
 from softdiff.command_line import (add_overrides, command_parser, config_path, output_folder, overrides, parse,
                                    split_positionals)
 from softdiff.config import load_config
-from softdiff.devices import check_device_name, resolve_device
+from softdiff.devices import resolve_device
 from softdiff.errors import ConfigError, check_at_most, check_choice, check_positive
 from softdiff.evaluation.settings import EvalSettings
 
@@ -102,8 +102,6 @@ def main(argv: Sequence[str]) -> int:
     from softdiff.safe_io import check_output_dir
 
     args = parse(parser(), argv)
-    if args.device is not None:
-        check_device_name("--device", args.device)
     cfg = load_eval_config(args)
     device = resolve_device("--device", args.device)  # a GPU asked for but missing: one line, before any work
     if cfg.output_dir is not None:
