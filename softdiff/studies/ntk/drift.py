@@ -97,12 +97,6 @@ class NTKDriftCallback(TrainerCallback):
         check_positive(f"callbacks.{cls.name}.probe_size", merged["probe_size"])
         return cls(merged["every"], merged["probe_size"])
 
-    @classmethod
-    def from_config(cls, cfg) -> list["NTKDriftCallback"]:
-        """``[callback]`` when the training config has a ``callbacks.ntk_drift`` section, else ``[]``."""
-        settings = cfg.callbacks.get(cls.name)
-        return [cls.from_settings(settings)] if settings is not None else []
-
     def on_train_begin(self, state: TrainState) -> dict | None:
         if not self.every:
             return None
