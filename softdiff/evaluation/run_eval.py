@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from softdiff.data import Dataset
+from softdiff.data import Dataset, dataset_from_config, make_dataset
+from softdiff.devices import resolve_device
 from softdiff.diffusion.schedulers import make_scheduler
 from softdiff.evaluation.classifiers import FEATURE_DATASETS
 from softdiff.evaluation.likelihood import (
@@ -26,6 +27,7 @@ from softdiff.evaluation.metrics import (
 from softdiff.evaluation.settings import (  # noqa: F401 (re-exported)
     HELD_OUT_SEED, HIGHER_IS_BETTER, IMAGE_METRICS, INCEPTION_METRICS, VECTOR_METRICS, EvalSettings,
 )
+from softdiff.training.config import load_train_config
 
 DENSITY_METRICS = ("nll", "bpd", "score_error")  # computed for the final model only
 
@@ -199,11 +201,7 @@ def training_run_folder(path: str | Path) -> Path | None:
 def run_dataset(run_dir: Path, data=None) -> Dataset:
     """The data the run in ``run_dir`` trained on, read as its training read it: ``data`` (a ``DataConfig``;
     default: the run's ``config.yaml``) with the run's file index (split, columns and file list included)."""
-    from softdiff.data import dataset_from_config
-
     if data is None:
-        from softdiff.training import load_train_config
-
         data = load_train_config(run_dir / "config.yaml").data
     index = run_dir / "data_index.json"
     return dataset_from_config(data, index if index.is_file() else None)
@@ -230,8 +228,6 @@ def evaluate_run(run: str | Path, settings: EvalSettings, use_ema: bool = True,
     ``device``: where the model and the feature networks run (default: a GPU when there is one)."""
     import numpy as np
 
-    from softdiff.data import make_dataset
-    from softdiff.devices import resolve_device
     from softdiff.pipeline import SoftdiffPipeline
     from softdiff.safe_io import atomic_path
     from softdiff.training.checkpoints import list_checkpoints
