@@ -3,7 +3,7 @@
 import sys
 
 from softdiff.cli import run_main
-from softdiff.pipeline.cli import main
+from softdiff.commands.sample import main
 
 if __name__ == "__main__":
     sys.exit(run_main(main, sys.argv[1:]))

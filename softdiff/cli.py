@@ -16,14 +16,14 @@ from softdiff.errors import ConfigError, SoftdiffError
 
 COMMANDS = {
     "train": ("softdiff.commands.train", "train a score model from a config (same as train.py)"),
-    "sample": ("softdiff.pipeline.cli", "sample from a trained model (same as sample.py)"),
-    "compare": ("softdiff.studies.compare.cli", "softmax-vs-ReLU comparison study -> one report"),
-    "ntk": ("softdiff.studies.ntk.cli", "NTK width study of two-layer softmax/relu/exp networks"),
-    "regress": ("softdiff.studies.softmax_regression.cli", "softmax regression solvers vs scipy"),
-    "flow": ("softdiff.studies.value_flow.cli", "gradient flow on the value-softmax model (presets E1-E5)"),
-    "probe": ("softdiff.studies.probes.cli", "attention sink / massive-activation probes of a trained run"),
-    "eval": ("softdiff.evaluation.cli", "metrics of a trained run; score samples; train the digits feature classifier"),
-    "sinks": ("softdiff.studies.sinks.cli", "attention sinks in small transformers (induction, classification)"),
+    "sample": ("softdiff.commands.sample", "sample from a trained model (same as sample.py)"),
+    "compare": ("softdiff.commands.compare", "softmax-vs-ReLU comparison study -> one report"),
+    "ntk": ("softdiff.commands.ntk", "NTK width study of two-layer softmax/relu/exp networks"),
+    "regress": ("softdiff.commands.regress", "softmax regression solvers vs scipy"),
+    "flow": ("softdiff.commands.flow", "gradient flow on the value-softmax model (presets E1-E5)"),
+    "probe": ("softdiff.commands.probe", "attention sink / massive-activation probes of a trained run"),
+    "eval": ("softdiff.commands.evaluate", "metrics of a trained run; score samples; train the digits feature classifier"),
+    "sinks": ("softdiff.commands.sinks", "attention sinks in small transformers (induction, classification)"),
 }
 
 

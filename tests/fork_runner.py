@@ -22,9 +22,9 @@ import traceback
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRELOAD = ["torch", "diffusers", "accelerate", "matplotlib.pyplot", "softdiff.cli", "softdiff.training.trainer",
-           "softdiff.commands.train", "softdiff.pipeline.cli", "softdiff.studies.compare.cli", "softdiff.studies.ntk.cli",
-           "softdiff.studies.softmax_regression.cli", "softdiff.studies.value_flow.cli", "softdiff.studies.probes.cli",
-           "softdiff.evaluation.cli", "softdiff.studies.sinks.cli",
+           "softdiff.commands.train", "softdiff.commands.sample", "softdiff.commands.compare", "softdiff.commands.ntk",
+           "softdiff.commands.regress", "softdiff.commands.flow", "softdiff.commands.probe",
+           "softdiff.commands.evaluate", "softdiff.commands.sinks",
            # what the commands import only after parsing (so that --help and config errors answer fast)
            "softdiff.pipeline.pipeline", "softdiff.training.previews", "softdiff.evaluation.run_eval",
            "softdiff.evaluation.features", "softdiff.studies.compare.runner", "softdiff.studies.ntk.drift",

@@ -11,7 +11,7 @@ from softdiff.cli import run_main
 from softdiff.evaluation.run_eval import VECTOR_METRICS
 from softdiff.studies.compare import budget as budget_module
 from softdiff.studies.compare import runner
-from softdiff.studies.compare.cli import main
+from softdiff.commands.compare import main
 from softdiff.studies.compare.config import TuneConfig, load_compare_config
 from softdiff.studies.compare.tuning import select_best
 from softdiff.training import load_train_config

@@ -83,7 +83,7 @@ def _get(cfg, dotted: str):
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_shipped_configs_load_the_values_they_set(path):
     from softdiff.studies.sinks.core import SinksConfig
-    from softdiff.studies.value_flow.cli import FlowConfig
+    from softdiff.commands.flow import FlowConfig
 
     schema = {"compare": CompareConfig, "ntk": NTKStudyConfig, "regress": RegressConfig, "flow": FlowConfig,
               "sinks": SinksConfig}.get(path.parent.name, TrainConfig)

@@ -45,7 +45,7 @@ def test_the_default_device_is_a_gpu_when_there_is_one(monkeypatch):
 
 def test_eval_refuses_a_missing_gpu_in_one_line_before_any_work(tmp_path, capsys, monkeypatch):
     from softdiff.cli import run_main
-    from softdiff.evaluation.cli import main
+    from softdiff.commands.evaluate import main
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert run_main(main, [str(tmp_path / "run"), "--device", "cuda:1"]) == 2

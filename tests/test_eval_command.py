@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from softdiff.cli import run_main
-from softdiff.evaluation.cli import main
+from softdiff.commands.evaluate import main
 from softdiff.pipeline import SoftdiffPipeline
 from softdiff.training import load_train_config, train
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from softdiff.cli import run_main
-from softdiff.studies.compare.cli import main
+from softdiff.commands.compare import main
 from softdiff.studies.compare.report import REPORT_SECTIONS
 from softdiff.studies.compare.statistics import mean_std, winners
 from softdiff.training.checkpoints import load_ema_weights

@@ -6,7 +6,7 @@ import scipy.linalg
 import torch
 
 from softdiff.cli import run_main
-from softdiff.evaluation.cli import main
+from softdiff.commands.evaluate import main
 from softdiff.errors import DataError
 from softdiff.evaluation.classifiers import digits_split, load_classifier, save_classifier, train_classifier
 from softdiff.evaluation.features import classifier_scores, fid_kid

@@ -11,7 +11,7 @@ from softdiff.cli import run_main
 from softdiff.data import make_dataset
 from softdiff.evaluation.classifiers import (accuracy, cached_classifier, classifier_path, labelled_splits,
                                             load_classifier, shipped_classifier, train_classifier)
-from softdiff.evaluation.cli import main
+from softdiff.commands.evaluate import main
 from softdiff.evaluation.features import classifier_scores, fid_kid, reference_images, score_samples
 from softdiff.evaluation.run_eval import EvalSettings, RunEvaluator
 from softdiff.diffusion.schedulers import training_scheduler_config

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from softdiff.cli import run_main
 from softdiff.errors import ConfigError, DataError
 from softdiff.pipeline import SoftdiffPipeline
-from softdiff.pipeline.cli import main as sample_main
+from softdiff.commands.sample import main as sample_main
 from softdiff.training import load_train_config, train
 
 TOY = ["data.name=8gaussians", "model.type=ScoreMLP", "model.hidden_size=16", "model.num_layers=1",

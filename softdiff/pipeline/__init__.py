@@ -2,6 +2,6 @@
 it, save it as a diffusers pipeline folder."""
 from softdiff.lazy_exports import lazy_exports
 
-# diffusers loads on first use, so that ``softdiff sample --help`` (softdiff.pipeline.cli) does not wait for it.
+# diffusers loads on first use, so that ``softdiff sample --help`` (softdiff.commands.sample) does not wait for it.
 __getattr__, __all__ = lazy_exports(__name__,
                                     {"softdiff.pipeline.pipeline": ("SoftdiffPipeline", "SoftdiffPipelineOutput")})
