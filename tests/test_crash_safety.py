@@ -129,7 +129,7 @@ def test_poisoned_model_folder_is_refused_and_runs_nothing(straight, tmp_path, f
 
 
 def test_checkpoint_ema_of_an_older_format_is_not_unpickled(stopped, straight, tmp_path):
-    from softdiff.training.checkpoints import load_ema_weights
+    from softdiff.checkpoint_ema import load_ema_weights
 
     ckpt = copy_run(stopped, tmp_path / "run") / "checkpoints" / "checkpoint-10"
     model = load_trained(straight / "model")[0]

@@ -9,7 +9,7 @@ from softdiff.cli import run_main
 from softdiff.studies.compare.cli import main
 from softdiff.studies.compare.report import REPORT_SECTIONS
 from softdiff.studies.compare.statistics import mean_std, winners
-from softdiff.training.checkpoints import load_ema_weights
+from softdiff.checkpoint_ema import load_ema_weights
 from softdiff.training.models import load_trained
 
 TINY_TRAIN = "train_overrides=[model.hidden_size=16,model.num_layers=1,train.steps=20,train.log_every=5," \

@@ -142,7 +142,7 @@ def test_bad_folders_are_one_sentence_errors(runs, tmp_path, capsys):
 def test_image_grid_shows_at_most_100_samples(tmp_path):
     from PIL import Image
 
-    from softdiff.training.previews import MAX_GRID_IMAGES, save_picture
+    from softdiff.pictures import MAX_GRID_IMAGES, save_picture
 
     for n, side in ((7, 3), (100, 10), (2000, 10)):     # a square grid of min(n, 100) images (enlarged to 56 px)
         x = torch.rand(n, 1, 28, 28, generator=torch.Generator().manual_seed(n))

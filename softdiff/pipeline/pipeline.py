@@ -88,7 +88,7 @@ class SoftdiffPipeline(DiffusionPipeline):
         if scheduler is not None:
             pipe.set_scheduler(scheduler)
         if checkpoint is not None:
-            from softdiff.training.checkpoints import load_ema_weights
+            from softdiff.checkpoint_ema import load_ema_weights
 
             load_ema_weights(pipe.model, Path(checkpoint))
         pipe.source_dir = source
