@@ -167,7 +167,7 @@ def test_loading_and_sampling_import_no_training_module(tmp_path):
     code = f"""
 import sys
 from softdiff.pipeline import SoftdiffPipeline
-from softdiff.pipeline.cli import main
+from softdiff.commands.sample import main
 SoftdiffPipeline.from_pretrained({str(FIXTURE)!r}, checkpoint={str(FIXTURE / "checkpoints" / "checkpoint-20")!r})
 assert main([{str(FIXTURE)!r}, "steps=2", "num_samples=4", "device=cpu", "--quiet", "--output-dir",
              {str(tmp_path)!r}]) == 0
