@@ -13,6 +13,8 @@ to gather and convert the whole global batch, and now only its slice).
 
 CIFAR-10 stands in where torchvision's files are absent: a tensor of its shape and size (benchmarks/standin.py).
 KEY=VALUE arguments override the config (e.g. a smaller net on CPU: model.hidden_size=128 model.num_layers=4).
+--batch-only: no training; draw_batch alone at the config's own batch, in one process and as rank 0 of 2 (CPU
+time, median of 20 draws), for what the loop's host work would be at that batch on a GPU.
 
 Before and after a change: the same script against a checkout of the older code (PYTHONPATH comes first):
 
@@ -87,6 +89,32 @@ def timed_run(config: str, overrides: list[str], out: Path) -> dict:
             "rank": int(os.environ.get("RANK", 0)), "code": str(Path(trainer.__file__).parents[2])}
 
 
+def batch_only(config: str, overrides: list[str], draws: int = 20) -> None:
+    import torch  # noqa: F401 (before softdiff: the same import order as the loop)
+
+    import softdiff.data
+    from softdiff.data import dataset_from_config
+    from softdiff.diffusion.process import ForwardProcess
+    from softdiff.training import load_train_config
+    from softdiff.training.trainer import draw_batch, scheduler_config_of
+
+    from standin import standin_loader
+
+    cfg = load_train_config(config, overrides)
+    if cfg.data.name == "cifar10" and not (Path(cfg.data.root) / "cifar-10-batches-py").is_dir():
+        softdiff.data.load_torchvision = standin_loader()
+    dataset, process = dataset_from_config(cfg.data), ForwardProcess(scheduler_config_of(cfg))
+    print(f"draw_batch alone, {config} {' '.join(overrides)}: batch {cfg.train.batch_size}, CPU time, median of "
+          f"{draws} draws\n| processes (this one's rank) | ms |\n| --- | --- |")
+    for world in (1, 2):
+        times = []
+        for step in range(draws):
+            start = time.thread_time()
+            draw_batch(dataset, process, cfg, step, 0, 0, world)
+            times.append(time.thread_time() - start)
+        print(f"| {world} (0) | {1e3 * statistics.median(times):.2f} |")
+
+
 def worker(config: str, overrides: list[str]) -> None:
     out = Path(os.environ[OUT_ENV])
     timings = timed_run(config, overrides, out)
@@ -111,6 +139,7 @@ def main() -> None:
     p.add_argument("--processes", type=int, default=1, help="processes (torchrun on CPU when more than 1)")
     p.add_argument("--steps", type=int, default=20, help="timed steps (the medians' samples)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (compiling included)")
+    p.add_argument("--batch-only", action="store_true", help="time draw_batch alone at the config's batch")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
@@ -121,6 +150,8 @@ def main() -> None:
             fail(f"{key}={value} must be at least {low}.")
     if bad := [o for o in args.overrides if "=" not in o]:
         fail(f"'{bad[0]}' is not a KEY=VALUE override.")
+    if args.batch_only:
+        return batch_only(args.config, args.overrides)
     steps = args.warmup + args.steps + 1  # +1: the last draw only closes the last timed step
     overrides = [*args.overrides, f"train.steps={steps}", f"train.checkpoint_every={steps}", "sample.every=0",
                  "sample.num_samples=2", "sample.steps=2", f"train.log_every={steps}"]

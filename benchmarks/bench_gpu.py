@@ -11,16 +11,18 @@ device's name: H100 SXM / PCIe / NVL, H200 (SXM / NVL) and A100; fp32 is measure
 trainer lets CUDA matrix products run in TF32; --peak-tflops overrides the table for every mode. "data ms" is the
 host's time per step in draw_batch and the copy to the device: it overlaps the device's work unless it exceeds it.
 
-The loss comparison trains --compare-steps steps of the config (its own lr schedule: the first steps of the real
-run) per seed in fp32 and in bf16 (both eager); the same seed gives both precisions the same initial weights and
+The loss comparison trains --compare-steps steps of the config per seed in fp32 and in bf16 (both eager), its lr
+schedule shortened to that many steps (warm-up keeping its share), so that the net learns at the config's lr
+rather than sitting in the first steps of a 100,000-step warm-up; the same seed gives both precisions the same initial weights and
 batches. It prints the final loss (mean of the last 50 steps, or of the last half of a shorter run) per seed and whether bf16's mean over seeds lies
 within the seed-to-seed spread (max - min) of fp32's.
 
 Data: CIFAR-10 from torchvision's files under data.root when they are there, else a stand-in tensor of its shape
 and size (benchmarks/standin.py); no network is needed.
 
---cpu-smoke (automatic without CUDA): a reduced net and budget (about a minute on CPU; no MFU unless
---peak-tflops is given, no peak memory).
+--cpu-smoke (automatic without CUDA): a reduced net and budget (no MFU unless --peak-tflops is given, no peak
+memory). Every run also counts the full config's parameters and FLOPs per step on the meta device (no memory,
+no compute), and what the step would take at 35% MFU on an H100 SXM.
 
 On a GPU machine that has torch and accelerate but not diffusers or omegaconf (no network there): fetch their
 wheels here and carry them,
@@ -155,6 +157,26 @@ class TrainStep:
         return counter.get_total_flops()
 
 
+def full_size_count(cfg) -> tuple[int, int]:
+    """(parameters, FLOPs of one forward and backward at the config's batch) of the config's net, counted on the
+    meta device: shapes only, so the full CIFAR-10 net is counted on any machine."""
+    from softdiff.data import Dataset
+
+    d = cfg.data
+    channels, size = (3, 32) if d.name == "cifar10" else (1, 28) if d.name in ("mnist", "fashion_mnist") else (
+        d.channels, d.image_size)
+    stub = Dataset(d.name, "image", (channels, size, size), (0.0, 1.0), 10)
+    b = cfg.train.batch_size
+    with torch.device("meta"):
+        model = build_model(cfg, stub)
+        x, t = torch.randn(b, channels, size, size), torch.rand(b) * 999
+        labels = torch.randint(0, 10, (b,)) if cfg.data.class_conditional else None
+    kwargs = {"class_labels": labels} if labels is not None else {}
+    with FlopCounterMode(display=False) as counter:
+        model_output(model(x, t, **kwargs)).float().pow(2).mean().backward()
+    return sum(p.numel() for p in model.parameters()), counter.get_total_flops()
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -194,8 +216,9 @@ def compare(cfg, dataset, device, seeds: list[int], steps: int) -> dict:
     from dataclasses import replace
 
     finals = {"fp32": [], "bf16": []}
+    warmup = round(cfg.train.warmup_steps * steps / cfg.train.steps)
     for seed in seeds:
-        seeded = replace(cfg, train=replace(cfg.train, seed=seed))
+        seeded = replace(cfg, train=replace(cfg.train, seed=seed, steps=steps, warmup_steps=warmup))
         for name, bf16 in (("fp32", False), ("bf16", True)):
             losses = final_losses(seeded, dataset, device, bf16, steps)
             finals[name].append(statistics.fmean(losses))
@@ -234,6 +257,7 @@ def main() -> None:
     try:  # a bad --json path or config is one line, before any work
         if args.json:
             check_output_file("--json", args.json)
+        full = load_train_config(args.config)
         cfg = load_train_config(args.config, CPU_SMOKE if smoke else [])
     except SoftdiffError as err:
         fail(str(err))
@@ -248,6 +272,12 @@ def main() -> None:
     print(f"config: {args.config}{' (CPU smoke: ' + ' '.join(CPU_SMOKE) + ')' if smoke else ''}; net "
           f"h{m.hidden_size} x {m.num_layers} layers, patch {m.patch_size}; batch {cfg.train.batch_size}; data: "
           f"{source}")
+    params, flops = full_size_count(full)
+    at_35 = flops / (0.35 * 989.4e12)
+    print(f"full config: {params / 1e6:.1f} M parameters, {flops / 1e12:.2f} TFLOP per step at batch "
+          f"{full.train.batch_size} (meta device); at 35% MFU of an H100 SXM's bf16 peak: {1e3 * at_35:.0f} ms a "
+          f"step, {full.train.batch_size / at_35:.0f} images/s, {full.train.steps * at_35 / 60:.0f} min for its "
+          f"{full.train.steps} steps")
     rows = [time_mode(cfg, dataset, device, mode, steps, warmup, peaks) for mode in args.modes]
     print(f"\n{steps} timed steps after {warmup} warm-up steps per mode\n")
     print("| mode | step (ms) | images/s | data (ms) | GFLOP/step | TFLOP/s | MFU | peak memory (GB) |")
@@ -257,17 +287,18 @@ def main() -> None:
         mem = f"{r['peak_memory_gb']:.2f}" if r["peak_memory_gb"] is not None else "n/a"
         print(f"| {r['mode']} | {r['step_ms']:.1f} | {r['images_per_s']:.0f} | {r['data_ms']:.2f} | "
               f"{r['gflops_per_step']:.1f} | {r['achieved_tflops']:.3f} | {mfu} | {mem} |")
-    result = {"device": name, "config": args.config, "cpu_smoke": smoke, "data": source, "timings": rows}
+    result = {"device": name, "config": args.config, "cpu_smoke": smoke, "data": source, "timings": rows,
+              "full_config": {"parameters": params, "flops_per_step": flops, "batch": full.train.batch_size}}
     if compare_steps:
         c = compare(cfg, dataset, device, seeds, compare_steps)
         result["loss_comparison"] = c
         print(f"\nloss, mean of the last {min(LAST, compare_steps // 2)} of {compare_steps} steps (eager)\n")
         print("| seed | fp32 | bf16 | bf16 - fp32 |\n| --- | --- | --- | --- |")
         for s, a, b in zip(c["seeds"], c["final_fp32"], c["final_bf16"]):
-            print(f"| {s} | {a:.5f} | {b:.5f} | {b - a:+.5f} |")
+            print(f"| {s} | {a:.6f} | {b:.6f} | {b - a:+.6f} |")
         verdict = "within" if c["within_spread"] else "OUTSIDE"
-        print(f"\nbf16 - fp32 (means over seeds): {c['bf16_minus_fp32']:+.5f}; fp32 seed-to-seed spread (max - min): "
-              f"{c['fp32_spread']:.5f}: bf16 is {verdict} the seed noise of fp32")
+        print(f"\nbf16 - fp32 (means over seeds): {c['bf16_minus_fp32']:+.6f}; fp32 seed-to-seed spread (max - min): "
+              f"{c['fp32_spread']:.6f}: bf16 is {verdict} the seed noise of fp32")
     if args.json:
         write_json(Path(args.json), result, indent=2)
 
