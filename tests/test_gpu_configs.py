@@ -2,12 +2,12 @@
 recipe (objective, time density, conv stem and decoder, long skips, patch size, labels with dropout, flips, EMA,
 lr schedule) and the loss falls.
 
-What shrinks is the budget: steps, batch, warm-up, previews, the net's width and depth (a step of the full
-CIFAR-10 net takes minutes on one CPU thread), and the GPU speed settings: fp32 instead of bf16 (this CPU has no
-bf16 units: autocast ran a step ~5x slower than fp32) and no torch.compile (compiling takes longer than the 200
-steps). benchmarks/bench_gpu.py times the full nets in bf16 and compiled. Data stands in where the real files
-are absent: MNIST reads Fashion-MNIST's IDX files (the same 28x28 shape and file names), CIFAR-10 a tensor of
-its shape (benchmarks/standin.py). Each run is its own process, as a user's would be.
+What shrinks is the budget: steps, batch, warm-up, previews, the net's width and depth (the full CIFAR-10 net
+is 17.6 TFLOP a step), and the GPU speed settings: fp32 instead of bf16 (the development CPU has no bf16 units:
+autocast ran a step 4-5x slower than fp32) and no torch.compile (compiling took longer than the 200 steps).
+benchmarks/bench_gpu.py times the full cifar10 net in bf16 and compiled. Data stands in where the real files are
+absent: MNIST reads Fashion-MNIST's IDX files (the same 28x28 shape and file names), CIFAR-10 a tensor of its
+shape (benchmarks/standin.py). Each run is its own process, as a user's would be.
 """
 import json
 from pathlib import Path
