@@ -167,3 +167,19 @@ def test_every_objective_trains_a_tiny_model_whose_loss_falls(tmp_path, objectiv
     assert len(losses) == 6 and all(math.isfinite(v) for v in losses)
     # Each objective keeps an irreducible part (the data is multimodal), so the fall is relative, not to zero.
     assert losses[-1] < 0.95 * losses[0] and min(losses[-2:]) < min(losses[:2]), losses
+
+
+@pytest.mark.parametrize("config", [training_scheduler_config("linear", "epsilon"),
+                                    training_scheduler_config("ou", "sample"),
+                                    training_scheduler_config(prediction_type="flow", flow_shift=2.0)])
+def test_a_process_and_its_continuous_view_for_the_likelihood_agree(config):
+    """The likelihood's process is the training process seen in continuous time: the same alpha and sigma at
+    every training timestep."""
+    process = ForwardProcess(config)
+    continuous = process.continuous()
+    t = torch.tensor([1, 250, 500, 999]) if not process.is_flow else torch.tensor([1.0, 250.0, 500.0, 999.0])
+    alpha, sigma = process.alpha_sigma(t, 1)
+    alpha_c, sigma_c = continuous.alpha_sigma(t.double())
+    assert torch.allclose(alpha.double(), alpha_c.double(), rtol=1e-6, atol=1e-7)
+    assert torch.allclose(sigma.double(), sigma_c.double(), rtol=1e-6, atol=1e-7)
+    assert type(process).__name__ == ("RectifiedFlow" if process.is_flow else "DiscreteDiffusion")

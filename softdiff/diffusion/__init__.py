@@ -6,6 +6,7 @@ from softdiff.lazy_exports import lazy_exports
 
 _EXPORTS = {
     "softdiff.diffusion.objectives": ("predict_x0", "score_from_output", "training_target"),
+    "softdiff.diffusion.process": ("DiscreteDiffusion", "ForwardProcess", "RectifiedFlow"),
     "softdiff.diffusion.sampling": ("sample",),
     "softdiff.diffusion.schedulers": ("SCHEDULERS", "make_scheduler", "ou_betas", "training_scheduler_config"),
 }
