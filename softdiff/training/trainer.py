@@ -83,7 +83,7 @@ def draw_batch(dataset: Dataset, objective: Objective, cfg: TrainConfig, step: i
     use_labels = labels is not None and cfg.data.class_conditional
     if use_labels and cfg.train.label_dropout:  # classifier-free guidance learns the unconditional model too
         dropped = torch.rand(size, generator=draws, device=draws.device) < cfg.train.label_dropout
-        labels = torch.where(dropped, NULL_LABEL, labels.to(draws.device))
+        labels = torch.where(dropped, NULL_LABEL, to_device(labels, draws.device))
     lo, hi = rank * size // world, (rank + 1) * size // world
     x0 = take_slice(dataset, x0, lo, hi, cfg.data.skip_bad_files, batches, step, micro)
     if cfg.data.random_flip:
@@ -95,8 +95,9 @@ def draw_batch(dataset: Dataset, objective: Objective, cfg: TrainConfig, step: i
 
 
 def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """``x`` on ``device``; to CUDA through pinned memory without blocking, so the copy overlaps the host's work."""
-    if device.type != "cuda":
+    """``x`` on ``device``; from the CPU to CUDA through pinned memory without blocking, so the copy overlaps the
+    host's work (only host tensors can be pinned: one drawn on the device stays as it is)."""
+    if device.type != "cuda" or x.device.type != "cpu":
         return x.to(device)
     return x.pin_memory().to(device, non_blocking=True)
 
