@@ -1,11 +1,14 @@
-"""Training through the objective object: the same draws and weights as before it, and the draws on the device
-the batch goes to."""
+"""Training through the objective object: the same draws and weights as before it, the draws on the device
+the batch goes to, and a training loop that reads the device back only at its log steps."""
 import hashlib
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+import softdiff
 from softdiff.data import dataset_from_config
 from softdiff.diffusion.objective import Objective
 from softdiff.training import load_train_config, train
@@ -66,6 +69,51 @@ def test_a_short_run_trains_bitwise_the_weights_of_the_previous_code(case, tmp_p
                                            f"output_dir={tmp_path}"]), quiet=True)
     weights = load_file(str(out / "model" / "diffusion_pytorch_model.safetensors"))
     assert fingerprint(weights[k] for k in sorted(weights)) == WEIGHTS[case]
+
+
+HOST_READS = ("item", "tolist", "__bool__", "__float__", "__int__")
+
+
+def reads_of_a_run(tmp_path, monkeypatch, steps: int, *extra) -> list:
+    """Where the training code (softdiff/training, softdiff/diffusion) read a tensor back to the host during one
+    run of ``steps`` steps logged once: each such read waits for the device (a host sync on a GPU)."""
+    package = Path(softdiff.__file__).parent
+    watched = (package / "training", package / "diffusion")
+    reads = []
+
+    def counting(name):
+        real = getattr(torch.Tensor, name)
+
+        def read(self, *args, **kwargs):
+            caller = Path(sys._getframe(1).f_code.co_filename)
+            if any(folder in caller.parents for folder in watched):
+                reads.append(f"{caller.name}:{sys._getframe(1).f_lineno} {name}")
+            return real(self, *args, **kwargs)
+
+        return read
+
+    with monkeypatch.context() as patch:
+        for name in HOST_READS:
+            patch.setattr(torch.Tensor, name, counting(name))
+        cfg = load_train_config(CASES["toy_epsilon"][0], [
+            *CASES["toy_epsilon"][1], f"train.steps={steps}", f"train.log_every={steps}",
+            f"train.checkpoint_every={steps}", f"output_dir={tmp_path / str(steps)}", *extra])
+        train(cfg, quiet=True)
+    return reads
+
+
+def test_the_training_loop_reads_the_device_back_only_at_its_log_steps(tmp_path, monkeypatch):
+    # The reads of a 3-step and a 12-step run logged once are the same few (the loss, the finiteness flag, the
+    # final weight checksum): none per step.
+    short, long = (reads_of_a_run(tmp_path, monkeypatch, steps, "train.grad_accum=2") for steps in (3, 12))
+    assert sorted(long) == sorted(short), long
+    assert len(long) <= 6, long
+
+
+def test_skip_mode_reads_the_finiteness_of_every_micro_batch(tmp_path, monkeypatch):
+    # It must know before optimizer.step(): one read per micro-batch, the price of skipping.
+    short, long = (reads_of_a_run(tmp_path, monkeypatch, steps, "train.on_nonfinite=skip") for steps in (3, 12))
+    assert len(long) - len(short) == 9
 
 
 def test_on_an_accelerator_the_draws_come_from_their_own_generator_seeded_by_the_step(monkeypatch):

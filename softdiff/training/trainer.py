@@ -298,41 +298,49 @@ def _train(cfg: TrainConfig, resume: str | None, quiet: bool, stop_after: int,
 
     bar = tqdm(total=cfg.train.steps, initial=start, disable=quiet or not accelerator.is_local_main_process,
                desc="training", dynamic_ncols=True)
-    # The loss stays on the device until a log step reads it back: no host sync per step for it.
-    loss_sum, logged, skips, t_last, t0 = torch.zeros((), dtype=torch.float64, device=accelerator.device), 0, 0, \
-        time.perf_counter(), time.perf_counter()
+    # The loss, and in stop mode its finiteness, stay on the device until a log step reads them back: no host sync
+    # per step. Skip mode must know before optimizer.step(), so it reads the finiteness of every micro-batch.
+    device, skip_mode = accelerator.device, cfg.train.on_nonfinite == "skip"
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    first_nonfinite = torch.zeros((), dtype=torch.long, device=device)  # the first non-finite step, 0: none yet
+    logged, skips, t_last, t0 = 0, 0, time.perf_counter(), time.perf_counter()
+
+    def nonfinite_error(at: int) -> TrainingError:
+        bar.close()
+        return TrainingError(f"the loss became non-finite at step {at} (train.lr={cfg.train.lr}); nothing was saved "
+                             f"after the last checkpoint in '{checkpoint_dir}'. Lower train.lr, or set "
+                             "train.on_nonfinite=skip to skip such steps.")
+
     model.train()
     end = min(cfg.train.steps, start + stop_after) if stop_after else cfg.train.steps
     batches = batch_stream(dataset, cfg, start, end, rank, world)
     for step in range(start, end):
-        step_loss = torch.zeros((), device=accelerator.device)
+        step_loss, finite = torch.zeros((), device=device), True
         for micro in range(cfg.train.grad_accum):
             x_t, t, target, weight, labels = draw_batch(dataset, objective, cfg, step, micro, rank, world, batches,
-                                                        accelerator.device)
+                                                        device)
             kwargs = {"class_labels": labels} if labels is not None else {}
             with accelerator.accumulate(model), accelerator.autocast():
                 loss = objective.loss(forward(x_t, t, **kwargs), target, weight).mean()
-                # accelerate's reduce knows sum and mean only: finite everywhere iff the count is the world size.
-                finite = accelerator.reduce(torch.isfinite(loss).float(), reduction="sum").item() == world
-                if finite:
-                    accelerator.backward(loss)
-                    if accelerator.sync_gradients and cfg.train.grad_clip:
-                        accelerator.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-                    step_loss += loss.detach() / cfg.train.grad_accum
+                if skip_mode:  # accelerate's reduce knows sum and mean: finite everywhere iff the count is the world
+                    finite = accelerator.reduce(torch.isfinite(loss).float(), reduction="sum").item() == world
+                    if not finite:
+                        break
                 else:
-                    break
+                    bad = ~torch.isfinite(loss.detach()) & (first_nonfinite == 0)
+                    first_nonfinite = torch.where(bad, step + 1, first_nonfinite)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and cfg.train.grad_clip:
+                    accelerator.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+                step_loss += loss.detach() / cfg.train.grad_accum
         if not finite:
             # accumulate() counts every entry: a step cut short restarts its count, or the optimizer never steps
             # again; the prepared optimizer's zero_grad does nothing mid-accumulation, so clear the model's.
             accelerator.step = 0
             model.zero_grad(set_to_none=True)
             skips += 1
-            if cfg.train.on_nonfinite == "stop" or skips > MAX_CONSECUTIVE_SKIPS:
-                bar.close()
-                raise TrainingError(
-                    f"the loss became non-finite at step {step + 1} (train.lr={cfg.train.lr}); nothing was saved "
-                    f"after the last checkpoint in '{checkpoint_dir}'. Lower train.lr, or set "
-                    f"train.on_nonfinite=skip to skip such steps.")
+            if skips > MAX_CONSECUTIVE_SKIPS:
+                raise nonfinite_error(step + 1)
             continue
         skips = 0
         optimizer.step()
@@ -343,9 +351,18 @@ def _train(cfg: TrainConfig, resume: str | None, quiet: bool, stop_after: int,
         loss_sum += step_loss.double()
         logged += 1
         bar.update(1)
-        if done % cfg.train.log_every == 0 or done == cfg.train.steps:
-            now = time.perf_counter()
+        log_due = done % cfg.train.log_every == 0 or done == cfg.train.steps
+        checkpoint_due = done % cfg.train.checkpoint_every == 0 or done == end
+        due = [callback for callback in callbacks if callback.due(done)]
+        if not skip_mode and (log_due or checkpoint_due or due):
+            # Stop mode learns of a non-finite loss here, before anything is logged or saved: the weights it
+            # broke since are dropped, and the message names the step where it happened.
+            flags = accelerator.gather(first_nonfinite.reshape(1))
+            if bool((flags > 0).any()):
+                raise nonfinite_error(int(flags[flags > 0].min()))
+        if log_due:
             mean_loss = float(accelerator.reduce(loss_sum, reduction="mean")) / logged  # equal slices: mean of means
+            now = time.perf_counter()  # after the read-back, so the interval covers the device's work
             record = {"step": done, "loss": mean_loss, "lr": lr_scheduler.get_last_lr()[0],
                       "samples_per_s": logged * cfg.train.batch_size * cfg.train.grad_accum / (now - t_last),
                       "wall_time": now - t0}
@@ -355,9 +372,9 @@ def _train(cfg: TrainConfig, resume: str | None, quiet: bool, stop_after: int,
             accelerator.log({k: v for k, v in record.items() if k != "step"}, step=done)
             bar.set_postfix(loss=f"{record['loss']:.4f}")
             loss_sum, logged, t_last = torch.zeros_like(loss_sum), 0, now
-        if done % cfg.train.checkpoint_every == 0 or done == end:
+        if checkpoint_due:
             checkpoints.save(done)
-        if due := [callback for callback in callbacks if callback.due(done)]:
+        if due:
             if accelerator.is_main_process:
                 state.step = done
                 for callback in due:
