@@ -76,7 +76,14 @@ class DiscreteDiffusion(ForwardProcess):
         self._tables = {self.alphas_cumprod.device: self.alphas_cumprod}
 
     def draw_timesteps(self, batch, generator=None, density="uniform", mean=None, std=None):
-        return sample_timesteps(batch, self.alphas_cumprod, generator, density, mean, std)
+        table = self._table_on(generator.device if generator is not None else self.alphas_cumprod.device)
+        return sample_timesteps(batch, table, generator, density, mean, std)
+
+    def _table_on(self, device: torch.device) -> Tensor:
+        """``alphas_cumprod`` on ``device``, copied to an accelerator once, not at every step."""
+        if device not in self._tables:
+            self._tables[device] = self.alphas_cumprod.to(device)
+        return self._tables[device]
 
     def mid_timesteps(self, batch: int) -> Tensor:
         return torch.full((batch,), self.num_train_timesteps // 2)
@@ -86,10 +93,7 @@ class DiscreteDiffusion(ForwardProcess):
         return DiscreteVP(self.alphas_cumprod)
 
     def alpha_sigma(self, timesteps: Tensor, ndim: int) -> tuple[Tensor, Tensor]:
-        # The table is copied to an accelerator once, not at every step.
-        if timesteps.device not in self._tables:
-            self._tables[timesteps.device] = self.alphas_cumprod.to(timesteps.device)
-        return alpha_sigma(self._tables[timesteps.device], timesteps, ndim)
+        return alpha_sigma(self._table_on(timesteps.device), timesteps, ndim)
 
 
 class RectifiedFlow(ForwardProcess):
