@@ -53,10 +53,10 @@ def _model_output_fn(model):
 def model_score_fn(model, scheduler_config: dict) -> ScoreFn:
     """``score(x, t)`` of a softdiff model whose output is its scheduler's prediction type, at timestep ``t``."""
     from softdiff.diffusion.objectives import append_dims, score_from_output
-    from softdiff.diffusion.schedulers import config_prediction_type
+    from softdiff.diffusion.process import ForwardProcess  # diffusers only when a saved schedule is read
 
-    process = process_from_scheduler_config(scheduler_config)
-    prediction_type = config_prediction_type(scheduler_config)
+    trained = ForwardProcess(scheduler_config)
+    process, prediction_type = trained.continuous(), trained.prediction_type
     output = _model_output_fn(model)
 
     def score(x: Tensor, t: Tensor) -> Tensor:
@@ -69,9 +69,11 @@ def model_score_fn(model, scheduler_config: dict) -> ScoreFn:
 
 def model_field_fn(model, scheduler_config: dict) -> ScoreFn:
     """What ``log_likelihood`` integrates for this model: its velocity (flow models) or its score."""
-    from softdiff.diffusion.schedulers import is_flow_config
+    from softdiff.diffusion.process import ForwardProcess  # diffusers only when a saved schedule is read
 
-    return _model_output_fn(model) if is_flow_config(scheduler_config) else model_score_fn(model, scheduler_config)
+    if ForwardProcess(scheduler_config).is_flow:
+        return _model_output_fn(model)
+    return model_score_fn(model, scheduler_config)
 
 
 def _divergence(out: Tensor, vjp_fn, x: Tensor, probe: Tensor | None) -> Tensor:
