@@ -67,7 +67,7 @@ def test_a_short_run_trains_bitwise_the_weights_of_the_previous_code(case, tmp_p
     config, overrides = CASES[case]
     out = train(load_train_config(config, [*overrides, "train.steps=4", "train.grad_accum=2",
                                            f"output_dir={tmp_path}"]), quiet=True)
-    weights = load_file(str(out / "model" / "diffusion_pytorch_model.safetensors"))
+    weights = load_file(str(out / "model" / "model" / "diffusion_pytorch_model.safetensors"))  # a saved pipeline
     assert fingerprint(weights[k] for k in sorted(weights)) == WEIGHTS[case]
 
 
