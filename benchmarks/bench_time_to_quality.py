@@ -194,6 +194,8 @@ def main() -> None:
     p.add_argument("--png", default=None, help="write FID against training seconds here")
     p.add_argument("--unconditional", action="store_true", help="drop a class-conditional config's labels")
     p.add_argument("--full-curves", action="store_true", help="evaluate to the end, past the last bar")
+    p.add_argument("--recipes", default="ab", choices=["ab", "a", "b"], help="the UNet arms: diffusers' recipe (a), "
+                   "softdiff's (b), or both")
     p.add_argument("--json", default=None, help="write every arm's results (curves included) here")
     args = p.parse_args()
     if args.threads:
@@ -226,7 +228,8 @@ def main() -> None:
                       eval_samples=args.eval_samples, final_samples=args.final_samples, full_curve=args.full_curves)
         results.setdefault(ours.name, []).append(res)
         budget = res["seconds"]
-        for recipe, overrides in [("diffusers (a)", DIFFUSERS_RECIPE), ("softdiff (b)", [f"train.lr={args.lr_unet}"])]:
+        recipes = [("diffusers (a)", DIFFUSERS_RECIPE), ("softdiff (b)", [f"train.lr={args.lr_unet}"])]
+        for recipe, overrides in [r for r in recipes if r[0][-2] in args.recipes]:
             tried = sizes if n == 0 and recipe == "diffusers (a)" else [best]
             for size in tried:
                 name = f"UNet {size}, {recipe}" if side != 8 else f"UNet, {recipe}"
