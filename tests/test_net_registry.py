@@ -98,6 +98,7 @@ def test_a_key_the_net_does_not_take_is_one_line_naming_the_valid_keys(config, k
 def test_the_valid_keys_are_the_constructor_arguments_less_the_filled_ones():
     filled = {"dim", "sample_size", "in_channels", "out_channels", "num_class_embeds",  # from the data
               "t_min", "t_max", "num_train_timesteps", "seed"}                        # TwoLayerScoreNet: other keys
+    assert list(NETS) == list(VALID_KEYS)
     for name, entry in NETS.items():
         own = [k for k in inspect.signature(entry.net_class()).parameters if k not in filled]
         assert ", ".join(own) == VALID_KEYS[name]
@@ -129,6 +130,7 @@ def test_an_alias_is_renamed_and_defaults_are_filled(tmp_path):
 
 # --------------------------------------------------------------------------- signatures read without importing
 def test_source_read_signature_matches_inspect():
+    assert list(NETS) == ["ScoreMLP", "ScoreTransformer", "TwoLayerScoreNet"]
     for name, entry in NETS.items():
         assert isinstance(entry.target, str), name  # shipped nets load on first build
         assert constructor_arguments(entry.target) == constructor_arguments(entry.net_class()), name
