@@ -14,6 +14,10 @@ draw --eval-samples samples with the recipe's sampler and FID against the datase
 the softdiff arm's training seconds (equal wall time); its final EMA weights then draw --final-samples (500)
 samples that the classifier scores (FID, mean top-class probability, smallest class share). Training seconds exclude evaluation.
 --png writes FID against training seconds, one line per arm and seed.
+A class-conditional config (configs/fashion.yaml) makes every arm class-conditional: the UNets through their own
+class embedding (``baselines.LabelledUNet``), each arm with the config's label dropout and guidance scale, samples
+asking for the classes in turn (the final scores add the share classified as the class asked for);
+--unconditional drops the labels from every arm.
 
     python benchmarks/bench_time_to_quality.py [--seeds 0 1 2] [--eval-every 50] [--bars 10 5]
     python benchmarks/bench_time_to_quality.py --config configs/fashion.yaml --steps 200 --eval-seconds 60 \
@@ -22,6 +26,7 @@ samples that the classifier scores (FID, mean top-class probability, smallest cl
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 from pathlib import Path
@@ -66,8 +71,9 @@ class Arm:
 
     def train_step(self) -> None:
         start = time.perf_counter()
-        x_t, t, target, weight, _ = draw_batch(self.dataset, self.process, self.cfg, self.step, 0, 0, 1)
-        loss = diffusion_loss(model_output(self.model(x_t, t)), target, weight).mean()
+        x_t, t, target, weight, labels = draw_batch(self.dataset, self.process, self.cfg, self.step, 0, 0, 1)
+        kwargs = {"class_labels": labels} if labels is not None else {}
+        loss = diffusion_loss(model_output(self.model(x_t, t, **kwargs)), target, weight).mean()
         loss.backward()
         if self.cfg.train.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
@@ -78,36 +84,43 @@ class Arm:
         self.seconds += time.perf_counter() - start
         self.step += 1
 
+    def requested(self, n: int) -> torch.Tensor | None:
+        """The classes asked of ``n`` samples of a class-conditional arm, in turn (None: unconditional)."""
+        return torch.arange(n) % self.dataset.num_classes if self.cfg.data.class_conditional else None
+
     @torch.no_grad()
     def samples(self, n: int, seed: int) -> torch.Tensor:
         sched = make_scheduler(self.cfg.sample.scheduler, self.scheduler_config)
         self.model.eval()
         with ema_weights(self.ema, self.model):
             x = sample(self.model, sched, (n, *self.dataset.shape), self.cfg.sample.steps,
-                       torch.Generator().manual_seed(seed))
+                       torch.Generator().manual_seed(seed), class_labels=self.requested(n),
+                       guidance_scale=self.cfg.sample.guidance_scale)
         self.model.train()
         return self.dataset.from_model(x)
 
 
 def run_arm(arm: Arm, steps: int, bars: list[float], evaluate, classifier, real, log,
-            seconds: float = float("inf"), eval_samples: int = 512, final_samples: int = 500) -> dict:
+            seconds: float = float("inf"), eval_samples: int = 512, final_samples: int = 500,
+            full_curve: bool = False) -> dict:
     """Train ``steps`` steps or ``seconds`` training seconds, whichever comes first; FID whenever ``evaluate(arm)``
-    says so, until every bar is reached; final classifier scores."""
+    says so, until every bar is reached (``full_curve``: to the end); final classifier scores."""
     reached: dict[float, tuple[int, float]] = {}
     history = []
     while arm.step < steps and arm.seconds < seconds:
         arm.train_step()
         last = arm.step >= steps or arm.seconds >= seconds
-        if len(reached) < len(bars) and (evaluate(arm) or last):
+        if (full_curve or len(reached) < len(bars)) and (evaluate(arm) or last):
             fid = fid_kid(classifier, real, arm.samples(eval_samples, 0))["fid"]
             history.append((arm.step, arm.seconds, fid))
             log(f"    {arm.name}: step {arm.step:5d}  train {arm.seconds:6.1f} s  FID {fid:6.2f}")
             for bar in bars:
                 if fid <= bar and bar not in reached:
                     reached[bar] = (arm.step, arm.seconds)
-    final = score_samples(classifier, arm.samples(final_samples, 1), real)
+    final = score_samples(classifier, arm.samples(final_samples, 1), real, labels=arm.requested(final_samples))
     out = {"steps": arm.step, "seconds": arm.seconds, "reached": reached, "history": history,
            "fid": final["fid"], "confidence": final["confidence"], "min_class_share": min(final["class_shares"]),
+           "requested_class_share": final.get("requested_class_share"),
            "samples_per_s": arm.step * arm.cfg.train.batch_size / arm.seconds}
     log(f"    {arm.name}: {arm.step} steps, {arm.seconds:.1f} s: FID {out['fid']:.2f}, confidence "
         f"{out['confidence']:.3f}, smallest class {out['min_class_share']:.3f}")
@@ -180,12 +193,16 @@ def main() -> None:
     p.add_argument("--classifier", default=None, help="feature classifier file (default: the dataset's)")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--png", default=None, help="write FID against training seconds here")
+    p.add_argument("--unconditional", action="store_true", help="drop a class-conditional config's labels")
+    p.add_argument("--full-curves", action="store_true", help="evaluate to the end, past the last bar")
+    p.add_argument("--json", default=None, help="write every arm's results (curves included) here")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     full = load_train_config(args.config).train
-    # Every arm unconditional: diffusers' UNet2DModel recipe has no labels (a class-conditional config drops them).
-    base = ["data.class_conditional=false", "train.label_dropout=0"]
+    # A class-conditional config makes every arm class-conditional (the UNets through their own class embedding),
+    # with the config's label dropout and guidance; --unconditional drops the labels from every arm.
+    base = ["data.class_conditional=false", "train.label_dropout=0"] if args.unconditional else []
     base += [f"train.steps={args.steps}"] if args.steps else []
     # --steps shortens the schedule, warm-up included: the same share of it as in the config.
     warmup_for = lambda steps: round(full.warmup_steps * steps / full.steps)  # noqa: E731
@@ -195,6 +212,7 @@ def main() -> None:
     real = reference_images(name_of_data)[0]
     side = dataset.shape[-1]
     sizes = ["small"] if side == 8 else args.unet_sizes
+    classes = dataset.num_classes if load_train_config(args.config, base).data.class_conditional else None
     evaluate = every(args.eval_every, args.eval_seconds)
     log = lambda line: print(line, flush=True)
     results: dict[str, list[dict]] = {}
@@ -206,7 +224,7 @@ def main() -> None:
         torch.manual_seed(seed)
         ours = Arm("softdiff", build_model(ours_cfg, dataset), ours_cfg, dataset)
         res = run_arm(ours, ours_cfg.train.steps, args.bars, evaluate, classifier, real, log,
-                      eval_samples=args.eval_samples, final_samples=args.final_samples)
+                      eval_samples=args.eval_samples, final_samples=args.final_samples, full_curve=args.full_curves)
         results.setdefault(ours.name, []).append(res)
         budget = res["seconds"]
         for recipe, overrides in [("diffusers (a)", DIFFUSERS_RECIPE), ("softdiff (b)", [f"train.lr={args.lr_unet}"])]:
@@ -214,17 +232,17 @@ def main() -> None:
             for size in tried:
                 name = f"UNet {size}, {recipe}" if side != 8 else f"UNet, {recipe}"
                 cfg = load_train_config(args.config, [*base, f"train.seed={seed}", *overrides])
-                steps = steps_for_seconds(Arm(name, unet(size, side), cfg, dataset), budget)
+                steps = steps_for_seconds(Arm(name, unet(size, side, classes), cfg, dataset), budget)
                 cfg.train.steps = steps  # a decaying lr schedule spans the steps estimated to fit in the budget
                 if cfg.train.warmup_steps:
                     cfg.train.warmup_steps = warmup_for(steps)
                 torch.manual_seed(seed)
-                arm = Arm(name, unet(size, side), cfg, dataset)
+                arm = Arm(name, unet(size, side, classes), cfg, dataset)
                 # A constant lr needs no step count: train for exactly the budget's seconds.
                 constant = cfg.train.lr_schedule == "constant"
                 results.setdefault(name, []).append(run_arm(arm, 10**9 if constant else steps, args.bars, evaluate,
                                                             classifier, real, log, budget, args.eval_samples,
-                                                            args.final_samples))
+                                                            args.final_samples, args.full_curves))
             if n == 0 and recipe == "diffusers (a)":
                 best = min(sizes, key=lambda s: results[f"UNet {s}, {recipe}" if side != 8 else
                                                         f"UNet, {recipe}"][0]["fid"])
@@ -235,8 +253,9 @@ def main() -> None:
           f"eval={'every %g s' % args.eval_seconds if args.eval_seconds else 'every %d steps' % args.eval_every} "
           f"eval_samples={args.eval_samples}; medians over seeds")
     head = " | ".join(f"steps / s to FID <= {b:g}" for b in args.bars)
-    print(f"| arm | seeds | {head} | train samples/s | steps at equal time | FID | confidence | smallest class |")
-    print("| --- " * (len(args.bars) + 7) + "|")
+    print(f"| arm | seeds | {head} | train samples/s | steps at equal time | FID | confidence | smallest class | "
+          f"requested class |")
+    print("| --- " * (len(args.bars) + 8) + "|")
     for name, runs in results.items():
         cells = []
         for bar in args.bars:
@@ -246,9 +265,10 @@ def main() -> None:
             cell = "-" if steps is None else f"{steps:.0f} / {secs:.1f}"
             cells.append(cell + (f" ({missed} missed)" if missed and steps is not None else ""))
         m = {k: median([r[k] for r in runs]) for k in ("samples_per_s", "steps", "fid", "confidence",
-                                                       "min_class_share")}
+                                                       "min_class_share", "requested_class_share")}
+        asked = "-" if m["requested_class_share"] is None else f"{m['requested_class_share']:.3f}"
         print(f"| {name} | {len(runs)} | {' | '.join(cells)} | {m['samples_per_s']:.0f} | {m['steps']:.0f} | "
-              f"{m['fid']:.2f} | {m['confidence']:.3f} | {m['min_class_share']:.3f} |")
+              f"{m['fid']:.2f} | {m['confidence']:.3f} | {m['min_class_share']:.3f} | {asked} |")
     ours = results["softdiff"]
     for name in [n for n in results if n != "softdiff"]:
         for bar in args.bars:
@@ -261,6 +281,9 @@ def main() -> None:
                       f"(per seed: {', '.join(f'{r:.2f}' for r in ratios)})")
         lower = sum(a["fid"] < b["fid"] for a, b in zip(ours, results[name]))
         print(f"final FID at equal time, softdiff lower than {name} on {lower} of {len(results[name])} seeds")
+    if args.json:
+        Path(args.json).write_text(json.dumps({name: [{**r, "reached": {str(b): v for b, v in r["reached"].items()}}
+                                                      for r in runs] for name, runs in results.items()}, indent=1))
     if args.png:
         threads = torch.get_num_threads()
         plot(results, args.png, f"{name_of_data}: FID against training seconds ({threads} thread{'s' * (threads > 1)})")
