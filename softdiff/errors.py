@@ -18,6 +18,12 @@ class DataError(SoftdiffError):
     """A dataset, input file or array is missing or malformed."""
 
 
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none): a reason inside a sentence."""
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
 def lookup(registry: Mapping[str, T], what: str, name: str) -> T:
     """``registry[name]``; a ValueError naming ``what`` and listing the valid names when it is not there."""
     try:

@@ -144,15 +144,16 @@ def test_probe_model_shapes_and_uniform_model():
 
 
 def save_run(tmp_path, name, normalization):
-    """A run folder laid out like train.py's (model/ and model_ema/ with scheduler and data info)."""
+    """A run folder laid out like train.py's (model/ and model_ema/, pipeline folders)."""
     from softdiff.data import make_dataset
     from softdiff.diffusion.schedulers import training_scheduler_config
-    from softdiff.training.models import save_model
+    from softdiff.pipeline import SoftdiffPipeline
 
     run = tmp_path / name
-    model = tiny_transformer(normalization)
+    pipe = SoftdiffPipeline.for_training_run(tiny_transformer(normalization), make_dataset("digits"),
+                                             training_scheduler_config())
     for folder in ("model", "model_ema"):
-        save_model(model, run / folder, training_scheduler_config(), make_dataset("digits"))
+        pipe.save_pretrained(run / folder)
     return run
 
 

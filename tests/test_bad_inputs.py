@@ -11,6 +11,8 @@ import shutil
 import pytest
 import torch
 
+from legacy_layout import save_legacy_model
+from softdiff.pipeline import SoftdiffPipeline
 from softdiff.training import load_train_config, train
 
 TOY = ["--config", "configs/toy2d.yaml"]
@@ -33,7 +35,8 @@ def runs(tmp_path_factory):
 
 
 def _damage(name):
-    """A copy of the toy run's model folder, damaged in one way."""
+    """The toy run's live model as a legacy model folder (tests/legacy_layout.py), damaged in one way: the
+    checks of the legacy branch (those of the net's files are the same for pipeline folders)."""
 
     def edit(model, name=name):
         if name == "pickle_only":
@@ -77,7 +80,7 @@ def _damage(name):
 
 
 # (entry, args, needle); placeholders: {tmp} (a fresh folder), {file} (a regular file), {run} / {img} (finished
-# toy / digits runs), {model} (a damaged copy of {run}/model, see the fourth item), {yaml_*} (prepared files).
+# toy / digits runs), {model} (a damaged legacy copy of {run}/model, see the fourth item), {yaml_*} (prepared files).
 CASES = [
     # --- train.py / softdiff train: config values
     ("train.py", ["train.steps=0", f"output_dir={OUT}"], "train.steps=0", None),
@@ -296,7 +299,7 @@ def test_bad_input_is_one_sentence_and_exit_2(entry, args, needle, damage, tmp_p
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
     model = tmp_path / "damaged" / "model"
     if damage:
-        shutil.copytree(runs["run"] / "model", model)
+        save_legacy_model(SoftdiffPipeline.from_pretrained(runs["run"] / "model"), model)
         _damage(damage)(model)
     fill = {"tmp": tmp_path, "file": tmp_path / "afile", "run": runs["run"], "img": runs["img"],
             "model": model.parent if args[:1] == ["probe"] else model,

@@ -1,8 +1,9 @@
 """Crafted or mismatched model folders and bad ``softdiff eval --score`` inputs: one sentence, exit 2, found
 before anything is built, sampled or trained.
 
-Model folders are written in the test (a tiny ScoreMLP saved as ``softdiff train`` saves it), damaged in one way
-each, and read through ``softdiff sample``, ``softdiff eval RUN`` and ``SoftdiffPipeline.from_pretrained``.
+Model folders are written in the test (a tiny ScoreMLP in the legacy layout, tests/legacy_layout.py, and as a
+pipeline folder, the one format), damaged in one way each, and read through ``softdiff sample``,
+``softdiff eval RUN`` and ``SoftdiffPipeline.from_pretrained``.
 """
 import json
 import os
@@ -15,11 +16,12 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from legacy_layout import save_legacy_model
+
 from softdiff.diffusion.schedulers import training_scheduler_config
 from softdiff.errors import DataError
 from softdiff.nets import ScoreMLP
 from softdiff.pipeline import SoftdiffPipeline
-from softdiff.training.models import save_model
 
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 FLOW = {"_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000, "shift": 1.0}
@@ -27,13 +29,15 @@ FLOW = {"_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps":
 
 @pytest.fixture(scope="module")
 def good(tmp_path_factory):
-    """A run folder whose model_ema/ holds a tiny 2-D ScoreMLP (DDPM schedule), and a saved pipeline of it."""
+    """A run folder whose model_ema/ holds a tiny 2-D ScoreMLP (DDPM schedule) in the legacy layout, and a saved
+    pipeline of it."""
     run = tmp_path_factory.mktemp("model_folders") / "run"
     torch.manual_seed(0)
     net = ScoreMLP(dim=2, hidden_size=8, num_blocks=1)
     data = SimpleNamespace(name="8gaussians", kind="vector", shape=(2,), data_range=(-4.0, 4.0), num_classes=None)
-    save_model(net, run / "model_ema", training_scheduler_config(), data)
-    SoftdiffPipeline.from_pretrained(run).save_pretrained(run.parent / "pipeline")  # default sampler: dpm++sde
+    pipe = SoftdiffPipeline.for_training_run(net, data, training_scheduler_config())  # sampler: dpm++sde
+    save_legacy_model(pipe, run / "model_ema")
+    pipe.save_pretrained(run.parent / "pipeline")
     return run
 
 

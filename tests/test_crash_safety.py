@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from softdiff.errors import ConfigError, DataError
 from softdiff.training import load_train_config, train
-from softdiff.training.models import load_trained
+from softdiff.pipeline import SoftdiffPipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY = "configs/toy2d.yaml"
@@ -35,14 +35,14 @@ def config(out, *extra):
 
 
 def weights(path: Path) -> dict:
-    return load_file(str(path / "diffusion_pytorch_model.safetensors"))
+    return load_file(str(path / "model" / "diffusion_pytorch_model.safetensors"))
 
 
 def assert_same_models(a: Path, b: Path) -> None:
     for sub in ("model", "model_ema"):
         wa, wb = weights(a / sub), weights(b / sub)
         assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa), sub
-        load_trained(b / sub)  # and the folder loads as a whole
+        SoftdiffPipeline.from_pretrained(b / sub)  # and the folder loads as a whole
 
 
 class Payload:
@@ -57,7 +57,7 @@ class Payload:
 
 def poison(path: Path, marker: Path) -> None:
     torch.save({"state": Payload(marker)}, path)
-    probe = marker.with_name(f"{marker.name}-probe-{path.parent.parent.name}-{path.name}")
+    probe = marker.with_name(f"{marker.name}-probe-{'-'.join(path.parts[-4:])}")  # one per poisoned file
     copy = path.with_name(path.name + ".probe")  # the payload is live: full unpickling runs it
     torch.save({"state": Payload(probe)}, copy)
     torch.load(copy, weights_only=False)
@@ -117,22 +117,22 @@ def test_poisoned_checkpoint_is_refused_and_runs_nothing(name, stopped, tmp_path
 def test_poisoned_model_folder_is_refused_and_runs_nothing(straight, tmp_path, forked):
     marker = tmp_path / "marker"
     only_pickle = shutil.copytree(straight / "model", tmp_path / "a" / "model")
-    (only_pickle / "diffusion_pytorch_model.safetensors").unlink()
-    poison(only_pickle / "diffusion_pytorch_model.bin", marker)
+    (only_pickle / "model" / "diffusion_pytorch_model.safetensors").unlink()
+    poison(only_pickle / "model" / "diffusion_pytorch_model.bin", marker)
     res = forked("sample.py", only_pickle, "--steps", "2", "--num-samples", "4", "--output", tmp_path / "a.npz")
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1 and "safetensors" in res.stderr
     both = shutil.copytree(straight / "model", tmp_path / "b" / "model")
-    poison(both / "diffusion_pytorch_model.bin", marker)  # beside good safetensors: never opened
+    poison(both / "model" / "diffusion_pytorch_model.bin", marker)  # beside good safetensors: never opened
     res = forked("sample.py", both, "--steps", "2", "--num-samples", "4", "--output", tmp_path / "b.npz")
     assert res.returncode == 0, res.stderr
     assert not marker.exists(), "a model-folder file ran code"
 
 
 def test_checkpoint_ema_of_an_older_format_is_not_unpickled(stopped, straight, tmp_path):
-    from softdiff.training.checkpoints import load_ema_weights
+    from softdiff.checkpoint_ema import load_ema_weights
 
     ckpt = copy_run(stopped, tmp_path / "run") / "checkpoints" / "checkpoint-10"
-    model = load_trained(straight / "model")[0]
+    model = SoftdiffPipeline.from_pretrained(straight / "model").model
     load_ema_weights(model, ckpt)  # the current format loads
     (ckpt / "ema.safetensors").unlink()
     poison(ckpt / "custom_checkpoint_0.pkl", tmp_path / "marker")
@@ -174,10 +174,10 @@ def test_torn_final_save_of_a_finished_run_is_rewritten_by_resume(straight, tmp_
 
     run = copy_run(straight, tmp_path / "run")
     assert run_is_complete(run)
-    (run / "model_ema" / "diffusion_pytorch_model.safetensors").write_bytes(b"")  # torn, "finished" summary
+    (run / "model_ema" / "model" / "diffusion_pytorch_model.safetensors").write_bytes(b"")  # torn, "finished"
     assert not run_is_complete(run)
     with pytest.raises(DataError, match="not a readable safetensors file"):
-        load_trained(run / "model_ema")
+        SoftdiffPipeline.from_pretrained(run / "model_ema")
     train(config(run), resume="latest", quiet=True)
     assert run_is_complete(run)
     assert_same_models(straight, run)

@@ -9,8 +9,8 @@ from softdiff.cli import run_main
 from softdiff.studies.compare.cli import main
 from softdiff.studies.compare.report import REPORT_SECTIONS
 from softdiff.studies.compare.statistics import mean_std, winners
-from softdiff.training.checkpoints import load_ema_weights
-from softdiff.training.models import load_trained
+from softdiff.checkpoint_ema import load_ema_weights
+from softdiff.pipeline import SoftdiffPipeline
 
 TINY_TRAIN = "train_overrides=[model.hidden_size=16,model.num_layers=1,train.steps=20,train.log_every=5," \
              "train.batch_size=64,sample.every=0,sample.num_samples=8]"
@@ -51,8 +51,8 @@ def test_tiny_comparison_writes_every_section_and_file(tiny_report):
 
 def test_checkpoint_ema_equals_final_ema_model(tiny_report):
     run = tiny_report / "runs" / "softmax-seed0"
-    final, _, _ = load_trained(run / "model_ema")
-    live, _, _ = load_trained(run / "model")
+    final = SoftdiffPipeline.from_pretrained(run / "model_ema").model
+    live = SoftdiffPipeline.from_pretrained(run / "model").model
     assert any(not torch.equal(a, b) for a, b in zip(final.parameters(), live.parameters()))
     load_ema_weights(live, run / "checkpoints" / "checkpoint-20")
     assert all(torch.equal(a, b) for a, b in zip(final.parameters(), live.parameters()))
@@ -62,25 +62,25 @@ def test_rerun_reuses_finished_runs_and_reevaluates_identically(tiny_report, cap
     out = tiny_report
     run = out / "runs" / "relu-seed0"
     before = json.loads((out / "results.json").read_text())
-    weights_mtime = (run / "model_ema" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns
+    weights_mtime = (run / "model_ema" / "model" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns
     (run / "result.json").unlink()  # relu must be re-evaluated (not retrained), softmax reused
     capsys.readouterr()
     assert run_main(main, tiny_argv(out)) == 0
     log = capsys.readouterr().out
     assert "softmax seed 0 (reused)" in log and "relu seed 0 (reused)" not in log
-    assert (run / "model_ema" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns == weights_mtime
+    assert (run / "model_ema" / "model" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns == weights_mtime
     after = json.loads((out / "results.json").read_text())
     assert after["summary"] == before["summary"]  # evaluation is deterministic
 
 
 def test_rerun_resumes_a_run_whose_final_save_was_torn(tiny_report, capsys):
-    """An empty model_ema weights file (a kill during the final save, older layout) is detected: the run is
+    """An empty model_ema weights file (a kill during the final save of an older layout) is detected: the run is
     resumed from its last checkpoint, which rewrites both models exactly, and evaluated again."""
     from safetensors.torch import load_file
 
     out = tiny_report
     run = out / "runs" / "softmax-seed0"
-    weights = run / "model_ema" / "diffusion_pytorch_model.safetensors"
+    weights = run / "model_ema" / "model" / "diffusion_pytorch_model.safetensors"
     before = {k: v.clone() for k, v in load_file(str(weights)).items()}  # not the memory map of a file cut below
     weights.write_bytes(b"")
     (run / "result.json").unlink()

@@ -194,7 +194,7 @@ def test_corrupt_image_stops_training_with_one_line(tmp_path, forked):
 
 
 def weights(path):
-    return load_file(str(path / "diffusion_pytorch_model.safetensors"))
+    return load_file(str(path / "model" / "diffusion_pytorch_model.safetensors"))
 
 
 def test_class_conditional_run_resumes_bitwise_with_workers(tmp_path):
@@ -211,7 +211,7 @@ def test_class_conditional_run_resumes_bitwise_with_workers(tmp_path):
     train(split_cfg, quiet=True, stop_after=3)
     assert (tmp_path / "b/data_index.arrow").is_file()
     split = train(split_cfg, resume="latest", quiet=True)
-    assert json.loads((split / "model/data_info.json").read_text())["num_classes"] == 3
+    assert json.loads((split / "model/model_index.json").read_text())["num_classes"] == 3
     for sub in ("model", "model_ema"):
         a, b = weights(straight / sub), weights(split / sub)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), sub

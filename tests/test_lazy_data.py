@@ -131,7 +131,7 @@ def test_file_index_pins_the_run_to_its_files(tmp_path):
 
 
 def weights(path):
-    return load_file(str(path / "diffusion_pytorch_model.safetensors"))
+    return load_file(str(path / "model" / "diffusion_pytorch_model.safetensors"))
 
 
 def test_split_run_with_workers_is_bitwise_the_straight_run(folder, tmp_path):
@@ -198,8 +198,8 @@ def test_hf_dataset_trains_a_class_conditional_run(hf_folder, tmp_path):
     out = train(cfg, quiet=True)
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["finished"] and summary["step"] == 3
-    info = json.loads((out / "model/data_info.json").read_text())
-    assert info["name"] == "hf" and info["num_classes"] == 3 and info["shape"] == [3, 8, 8]
+    info = json.loads((out / "model/model_index.json").read_text())
+    assert info["dataset"] == "hf" and info["num_classes"] == 3 and info["sample_shape"] == [3, 8, 8]
 
 
 def test_hf_restart_reopens_the_pinned_arrow_files(hf_folder, tmp_path, monkeypatch):
@@ -265,8 +265,7 @@ def test_two_nodes_sharing_the_run_folder_make_a_first_run_on_a_folder(folder, t
     summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
     assert summary["num_processes"] == 2 and len(set(summary["rank_weight_checksums"])) == 1
     single = train(config(tmp_path / "one", root, "model.dropout=0.0"), quiet=True)
-    w1 = load_file(str(single / "model" / "diffusion_pytorch_model.safetensors"))
-    w2 = load_file(str(tmp_path / "run" / "model" / "diffusion_pytorch_model.safetensors"))
+    w1, w2 = weights(single / "model"), weights(tmp_path / "run" / "model")
     assert all(torch.allclose(w1[k], w2[k], rtol=1e-5, atol=1e-6) for k in w1)
 
 

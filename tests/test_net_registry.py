@@ -25,6 +25,7 @@ from softdiff.errors import ConfigError
 from softdiff.nets import NETS, NetEntry, register_net
 from softdiff.nets.embeddings import timestep_tensor
 from softdiff.nets.signature import constructor_arguments
+from softdiff.pipeline import SoftdiffPipeline
 from softdiff.training import load_train_config, train
 from softdiff.training.preflight import activation_bytes, count_parameters, size_keys
 
@@ -173,13 +174,16 @@ def test_a_net_added_with_one_registry_line_trains_and_is_sized(tiny_net, tmp_pa
     assert size_keys(cfg, batch=True) == "train.batch_size=16, model.hidden=6"
 
     out = train(cfg, quiet=True)
-    saved = json.loads((out / "model" / "config.json").read_text())
+    saved = json.loads((out / "model" / "model" / "config.json").read_text())
     assert (saved["_class_name"], saved["hidden"], saved["dim"]) == ("TinyScoreNet", 6, 2)
-    trained = load_file(str(out / "model" / "diffusion_pytorch_model.safetensors"))
+    trained = load_file(str(out / "model" / "model" / "diffusion_pytorch_model.safetensors"))
     assert sum(t.numel() for t in trained.values()) == expected
     torch.manual_seed(cfg.train.seed)  # the trainer's init draw
     init = TinyScoreNet(dim=2, hidden=6).state_dict()
     assert set(init) == set(trained) and not all(torch.equal(init[k], trained[k]) for k in init)
+    # the loaders find it in the registry too
+    live = SoftdiffPipeline.from_pretrained(out, use_ema=False).model
+    assert type(live) is TinyScoreNet and all(torch.equal(p, trained[k]) for k, p in live.state_dict().items())
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [3, 6] and all(math.isfinite(r["loss"]) for r in records)
     assert load_train_config(out / "config.yaml") == cfg

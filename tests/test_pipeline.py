@@ -22,6 +22,8 @@ DIGITS = ["model.hidden_size=16", "model.num_layers=1", "model.num_heads=2", "da
           "train.steps=3", "train.batch_size=16", "train.checkpoint_every=3", "sample.every=0", "sample.steps=2",
           "sample.num_samples=4"]
 
+SAMPLE_DEFAULT = "dpm++sde"  # softdiff sample's default sampler (a run saves its config's sample.scheduler)
+
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
@@ -40,7 +42,7 @@ def draw(pipe, seed=5, n=6, **kwargs):
 
 @pytest.mark.parametrize("name,shape", [("toy", (6, 2)), ("img", (6, 1, 8, 8))])
 def test_samples_are_deterministic_and_equal_what_sample_py_writes(name, shape, runs, tmp_path, monkeypatch):
-    pipe = SoftdiffPipeline.from_pretrained(runs[name])
+    pipe = SoftdiffPipeline.from_pretrained(runs[name], scheduler=SAMPLE_DEFAULT)
     x = draw(pipe)
     assert x.shape == shape and torch.isfinite(x).all()
     assert torch.equal(x, draw(pipe))                       # same generator seed: bitwise the same samples
@@ -63,7 +65,7 @@ def test_samples_are_deterministic_and_equal_what_sample_py_writes(name, shape, 
 
 def test_no_ema_and_checkpoints_pick_other_weights(runs, tmp_path):
     run = runs["toy"]
-    live = SoftdiffPipeline.from_pretrained(run, use_ema=False)
+    live = SoftdiffPipeline.from_pretrained(run, use_ema=False, scheduler=SAMPLE_DEFAULT)
     assert live.source_dir == run / "model" and SoftdiffPipeline.from_pretrained(run).source_dir == run / "model_ema"
     assert run_main(sample_main, [str(run), "--no-ema", "seed=5", "steps=3", "num_samples=6", "device=cpu",
                                   "--output-dir", str(tmp_path), "--quiet"]) == 0
@@ -142,7 +144,7 @@ def test_bad_folders_are_one_sentence_errors(runs, tmp_path, capsys):
 def test_image_grid_shows_at_most_100_samples(tmp_path):
     from PIL import Image
 
-    from softdiff.training.previews import MAX_GRID_IMAGES, save_picture
+    from softdiff.pictures import MAX_GRID_IMAGES, save_picture
 
     for n, side in ((7, 3), (100, 10), (2000, 10)):     # a square grid of min(n, 100) images (enlarged to 56 px)
         x = torch.rand(n, 1, 28, 28, generator=torch.Generator().manual_seed(n))

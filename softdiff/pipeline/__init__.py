@@ -1,5 +1,6 @@
-"""``SoftdiffPipeline``: load a trained model (a run folder, a model folder or a saved pipeline), sample from
-it, save it as a diffusers pipeline folder."""
+"""``SoftdiffPipeline``: load a trained model (a pipeline folder, the one format that training runs save as
+``model/`` and ``model_ema/``, or a run folder), sample from it, save it as a pipeline folder. Imports nothing
+from softdiff.training."""
 from softdiff.lazy_exports import lazy_exports
 
 # diffusers loads on first use, so that ``softdiff sample --help`` (softdiff.pipeline.cli) does not wait for it.

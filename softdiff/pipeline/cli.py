@@ -81,7 +81,7 @@ def load_sample_config(args) -> SampleConfig:
 
 def _check_output_size(num_samples: int, shape) -> None:
     """Refuse a sample count whose output alone cannot fit in memory (before any sampling)."""
-    from softdiff.training.preflight import available_memory
+    from softdiff.memory import available_memory  # torch only once the arguments are valid
 
     need, available = 2 * 4 * num_samples * math.prod(shape), available_memory(gpu=False)  # samples end on the host
     if available is not None and need > available:
@@ -108,7 +108,7 @@ def main(argv: Sequence[str]) -> int:
 
     from softdiff.pipeline import SoftdiffPipeline
     from softdiff.safe_io import atomic_path, check_output_dir, check_output_file
-    from softdiff.training.previews import MAX_GRID_IMAGES, save_picture
+    from softdiff.pictures import MAX_GRID_IMAGES, save_picture
 
     if args.output:
         out = check_output_file("--output", args.output, ".npz")

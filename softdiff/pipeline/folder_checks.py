@@ -1,12 +1,13 @@
 """Cross-checks of a model folder's files before anything is built from them.
 
-A model folder holds ``config.json`` (the score net), ``diffusion_pytorch_model.safetensors`` (its weights),
-``scheduler_config.json`` (the training noise schedule) and ``data_info.json`` (the data space); a saved
-pipeline holds the same pieces in ``model_index.json``, ``model/`` and ``scheduler/``. Every JSON file is read
-with a bounded size and nesting depth and must hold finite numbers only; the weights' header (tensor names,
-shapes, dtypes) is compared with the network the config describes, built on the ``meta`` device (no memory);
-the data shape and classes must fit that network; schedule values must lie in their valid ranges. Each failure
-is one DataError sentence naming the file, the key or tensor, and what is valid.
+A pipeline folder (softdiff.pipeline.folders) holds ``model_index.json`` (the data space and the training
+noise schedule), ``model/`` (``config.json``, the score net, and ``diffusion_pytorch_model.safetensors``, its
+weights) and ``scheduler/`` (the sampler); a model folder of the legacy layout holds the net's two files with
+``scheduler_config.json`` (the training noise schedule) and ``data_info.json`` (the data space). Every JSON file
+is read with a bounded size and nesting depth and must hold finite numbers only; the weights' header (tensor
+names, shapes, dtypes) is compared with the network the config describes, built on the ``meta`` device (no
+memory); the data shape and classes must fit that network; schedule values must lie in their valid ranges. Each
+failure is one DataError sentence naming the file, the key or tensor, and what is valid.
 """
 from __future__ import annotations
 
@@ -351,7 +352,7 @@ class ModelSpec:
 
 
 def check_model_folder(path: Path) -> ModelSpec:
-    """Every file of a saved model folder, checked against each other; nothing is built but meta tensors."""
+    """Every file of a legacy model folder, checked against each other; nothing is built but meta tensors."""
     path = Path(path)
     net = check_net_folder(path)
     schedule = read_json_object(path / SCHEDULE, "the training noise schedule")

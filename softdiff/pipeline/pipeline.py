@@ -1,6 +1,7 @@
 """``SoftdiffPipeline``: a diffusers pipeline around a softdiff score net, its sampler and its data space."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -11,11 +12,14 @@ import torch
 from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 
+from softdiff.checkpoint_ema import load_ema_weights
 from softdiff.data import from_model_space
 from softdiff.diffusion.process import ForwardProcess
 from softdiff.diffusion.sampling import sample
 from softdiff.diffusion.schedulers import SCHEDULERS, make_scheduler
 from softdiff.errors import ConfigError, check_finite, check_positive
+from softdiff.pipeline.folders import read_folder
+from softdiff.safe_io import atomic_dir
 
 OUTPUT_TYPES = ("pt", "np", "pil")
 DEFAULT_SCHEDULER = "dpm++sde"  # the stochastic DPM-Solver++: cleaner samples than the ODE dpm++ at 20 steps
@@ -58,47 +62,47 @@ class SoftdiffPipeline(DiffusionPipeline):
 
     # ------------------------------------------------------------------------------------------- loading
     @classmethod
-    def from_pretrained(cls, path: str | Path, use_ema: bool = True, scheduler: str | None = None,
+    def from_pretrained(cls, path: str | Path, use_ema: bool | None = None, scheduler: str | None = None,
                         checkpoint: str | Path | None = None) -> "SoftdiffPipeline":
-        """Load a training run folder (``model_ema/`` with ``use_ema``, else ``model/``), a bare model folder, or
-        a folder written by :meth:`save_pretrained`.
+        """Load a pipeline folder (what :meth:`save_pretrained` and training write), a training run folder
+        (``model_ema/``, or ``model/`` with ``use_ema=False``), or a model folder of the legacy layout.
 
-        ``scheduler``: a sampler name (``softdiff.diffusion.schedulers.SCHEDULERS``); default: the saved
-        pipeline's sampler, or ``dpm++sde``. ``checkpoint``: a training checkpoint folder whose EMA weights
-        replace the model's. Only JSON and safetensors files are read; a bad folder is a one-sentence
-        ConfigError or DataError.
+        ``use_ema`` True / False turns ``RUN_DIR/model`` and ``RUN_DIR/model_ema`` into the EMA / live one (what
+        the commands' ``--no-ema`` asks); None loads the folder given. ``scheduler``: a sampler name
+        (``softdiff.diffusion.schedulers.SCHEDULERS``); default: the saved sampler (a legacy folder saved none:
+        ``dpm++sde``). ``checkpoint``: a training checkpoint folder whose EMA weights replace the model's. Only
+        JSON and safetensors files are read; a bad folder is a one-sentence ConfigError or DataError.
         """
-        from softdiff.pipeline.folders import read_pipeline_folder, resolve
-
-        layout, folder = resolve(path, use_ema)
-        if layout == "pipeline":
-            parts = read_pipeline_folder(folder)
-            pipe = cls(**parts)
-            source = folder / "model"
-        else:
-            from softdiff.pipeline.folder_checks import check_model_folder, load_net
-
-            checked = check_model_folder(folder)
-            model, process, info = load_net(checked.net), checked.schedule, checked.info
-            pipe = cls(model, ForwardProcess(process).scheduler(),
-                       kind=info["kind"], sample_shape=info["shape"], num_classes=info["num_classes"],
-                       data_range=info["data_range"], dataset=info["name"], forward_process=process)
-            scheduler = scheduler or DEFAULT_SCHEDULER
-            source = folder
+        read = read_folder(path, use_ema)
+        pipe = cls(**read.parts)
+        if scheduler is None and not read.saved_sampler:
+            scheduler = DEFAULT_SCHEDULER
         if scheduler is not None:
             pipe.set_scheduler(scheduler)
         if checkpoint is not None:
-            from softdiff.training.checkpoints import load_ema_weights
-
             load_ema_weights(pipe.model, Path(checkpoint))
-        pipe.source_dir = source
+        pipe.source_dir = read.folder
         return pipe
+
+    @classmethod
+    def for_training_run(cls, model, dataset, scheduler_config: dict, sampler: str = DEFAULT_SCHEDULER
+                         ) -> "SoftdiffPipeline":
+        """The pipeline a training run saves: ``model`` trained on ``dataset`` (a softdiff.data.Dataset) under
+        the forward process ``scheduler_config`` (softdiff.diffusion.schedulers.training_scheduler_config),
+        sampled with ``sampler``."""
+        # The forward process as the full diffusers config of its scheduler, as the legacy layout saved it in
+        # scheduler_config.json: samplers built from it are the same whichever layout a model was read from.
+        process = json.loads(ForwardProcess(scheduler_config).scheduler().to_json_string())
+        try:
+            sampling = make_scheduler(sampler, process)
+        except ValueError as err:  # a diffusion-only sampler for a flow-matching model
+            raise ConfigError(f"{err}.") from None
+        return cls(model, sampling, kind=dataset.kind, sample_shape=dataset.shape, num_classes=dataset.num_classes,
+                   data_range=dataset.data_range, dataset=dataset.name, forward_process=process)
 
     def save_pretrained(self, save_directory: str | Path, **kwargs) -> None:
         """Write ``model_index.json``, ``model/`` and ``scheduler/`` (safetensors and JSON only); the folder is
         filled aside and renamed when complete."""
-        from softdiff.safe_io import atomic_dir
-
         kwargs["safe_serialization"] = True
         with atomic_dir(save_directory) as tmp:
             super().save_pretrained(tmp, **kwargs)

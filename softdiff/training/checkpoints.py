@@ -25,16 +25,14 @@ from typing import Iterator
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from softdiff.errors import ConfigError, DataError, SoftdiffError
+from softdiff.checkpoint_ema import EMA_KEYS, EMA_WEIGHTS, CheckpointError, read_ema, save_ema
+from softdiff.errors import ConfigError, SoftdiffError, first_line
 from softdiff.safe_io import _remove, is_disk_full, replace_dir, write_json
 
 _NAME = re.compile(r"^checkpoint-(\d+)$")
 MARKER = "softdiff_checkpoint.json"  # written last, inside the temporary folder, before the rename
-EMA_WEIGHTS, EMA_STATE = "ema.safetensors", "ema.json"
-EMA_KEYS = {"decay": float, "min_decay": float, "optimization_step": int, "update_after_step": int,
-            "use_ema_warmup": bool, "inv_gamma": (float, int), "power": (float, int)}
 # What torch.load(weights_only=True) may build from accelerate's RNG file: NumPy arrays of numbers.
 _RNG_GLOBALS = [np.ndarray, np.dtype, getattr(np, "_core", getattr(np, "core", None)).multiarray._reconstruct]
 if hasattr(np, "dtypes"):
@@ -46,10 +44,6 @@ class DiskFullError(SoftdiffError):
     """A write failed for lack of space; what was saved before is intact."""
 
     exit_code = 1
-
-
-class CheckpointError(ValueError):
-    """One checkpoint cannot be loaded (the reason is the message)."""
 
 
 def list_checkpoints(checkpoint_dir: Path) -> list[tuple[int, Path]]:
@@ -129,49 +123,6 @@ def ema_names(model) -> list[str]:
     return [name for name, _ in model.named_parameters()]
 
 
-def save_ema(ema, names: list[str], folder: Path) -> None:
-    """The EMA's shadow weights (safetensors, by parameter name) and its counters (JSON)."""
-    if len(names) != len(ema.shadow_params):
-        raise ValueError(f"{len(names)} names for {len(ema.shadow_params)} EMA tensors")
-    tensors = {n: p.detach().to("cpu").contiguous() for n, p in zip(names, ema.shadow_params)}
-    save_file(tensors, str(folder / EMA_WEIGHTS))
-    state = {k: getattr(ema, k) for k in EMA_KEYS}
-    (folder / EMA_STATE).write_text(json.dumps(state, indent=2))
-
-
-def read_ema(folder: Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """``(shadow tensors by name, counters)`` from :func:`save_ema`'s files; CheckpointError when unusable."""
-    if not (folder / EMA_WEIGHTS).is_file():
-        old = " (it was written by an older softdiff, whose EMA state is a pickle that is no longer loaded)" \
-            if (folder / "custom_checkpoint_0.pkl").exists() else ""
-        raise CheckpointError(f"it has no {EMA_WEIGHTS}{old}")
-    try:
-        tensors = load_file(str(folder / EMA_WEIGHTS))
-        state = json.loads((folder / EMA_STATE).read_text())
-    except Exception as err:  # safetensors raises several types for a corrupt file
-        raise CheckpointError(f"its EMA files cannot be read ({_first_line(err)})") from None
-    if not isinstance(state, dict) or any(not isinstance(state.get(k), t) or
-                                          (t is not bool and isinstance(state.get(k), bool))
-                                          for k, t in EMA_KEYS.items()):
-        raise CheckpointError(f"its {EMA_STATE} lacks or mistypes one of: {', '.join(EMA_KEYS)}")
-    return tensors, state
-
-
-def load_ema_weights(model, checkpoint: Path) -> None:
-    """Copy the EMA weights of the checkpoint folder ``checkpoint`` into ``model`` (by parameter name);
-    DataError when the checkpoint has none that fit."""
-    try:
-        tensors, _ = read_ema(Path(checkpoint))
-    except CheckpointError as err:
-        raise DataError(f"checkpoint '{checkpoint}' has no usable EMA weights: {err}.") from None
-    params = dict(model.named_parameters())
-    if set(tensors) != set(params) or any(tensors[k].shape != p.shape for k, p in params.items()):
-        raise DataError(f"the EMA weights of checkpoint '{checkpoint}' do not fit the model they are loaded into.")
-    with torch.no_grad():
-        for name, p in params.items():
-            p.copy_(tensors[name])
-
-
 def load_ema_state(ema, names: list[str], tensors: dict[str, torch.Tensor], state: dict) -> None:
     """Copy checked EMA files into ``ema`` (in place: its tensors keep their device)."""
     with torch.no_grad():
@@ -200,11 +151,6 @@ def _torch_load(file: Path, allowed=()):
     except pickle.UnpicklingError:
         raise CheckpointError(f"its {file.name} holds pickled objects other than tensors and numbers; it was not "
                               "loaded, as loading them could run code") from None
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__
 
 
 # ----------------------------------------------------------------------------------------- the checkpoints
@@ -279,7 +225,7 @@ class Checkpoints:
         except CheckpointError as err:
             error, state = err, None
         except Exception as err:  # a corrupt file can fail in torch, safetensors or pickle's safe subset
-            error, state = CheckpointError(f"it could not be read ({_first_line(err)})"), None
+            error, state = CheckpointError(f"it could not be read ({first_line(err)})"), None
         if self.accelerator.num_processes > 1:
             flag = torch.tensor([0.0 if error else 1.0], device=self.accelerator.device)
             readers = self.accelerator.reduce(flag, reduction="sum").item()  # accelerate's reduce has no "min"
@@ -353,7 +299,7 @@ class Checkpoints:
                 acc.step = int(rng["step"])
         except Exception as err:
             raise ConfigError(f"checkpoint '{path}' passed its checks but could not be applied "
-                              f"({_first_line(err)}); the run stops before training.") from None
+                              f"({first_line(err)}); the run stops before training.") from None
 
     # -- save
     def save(self, step: int) -> Path:
@@ -388,7 +334,7 @@ class Checkpoints:
     def _disk_full_message(self, target: Path, err: BaseException) -> str:
         previous = [p.name for s, p in list_checkpoints(self.folder) if s in self.good]
         intact = f"the previous checkpoint '{previous[0]}' is intact" if previous else "no checkpoint was saved yet"
-        return (f"no space left on device while writing '{target}' ({_first_line(err)}); {intact}. Free space in "
+        return (f"no space left on device while writing '{target}' ({first_line(err)}); {intact}. Free space in "
                 f"'{self.folder}', then continue with --resume latest.")
 
     def _rotate(self, step: int) -> None:

@@ -16,6 +16,7 @@ import torch
 
 from softdiff.data.idx import IDX_DATASETS, check_idx_dataset
 from softdiff.errors import ConfigError, DataError, check_choice
+from softdiff.memory import available_memory
 from softdiff.nets.registry import model_arguments, net_entry
 from softdiff.safe_io import check_output_dir
 from softdiff.training.checkpoints import check_resume_arg
@@ -31,20 +32,6 @@ def size_keys(cfg: TrainConfig, batch: bool = False) -> str:
     if batch:
         keys.insert(0, f"train.batch_size={cfg.train.batch_size}")
     return ", ".join(keys)
-
-
-def available_memory(gpu: bool | None = None) -> int | None:
-    """Bytes available: the GPU's memory (``gpu``; by default when there is one), else the host's available
-    memory; None where unknown."""
-    if torch.cuda.is_available() if gpu is None else gpu:  # (device properties need no CUDA context)
-        return torch.cuda.get_device_properties(int(os.environ.get("LOCAL_RANK", 0))).total_memory
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
 
 
 def count_parameters(cfg: TrainConfig) -> int | None:

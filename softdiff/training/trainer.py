@@ -25,10 +25,11 @@ from softdiff.diffusion.process import ForwardProcess
 from softdiff.diffusion.sampling import NULL_LABEL
 from softdiff.diffusion.schedulers import training_scheduler_config
 from softdiff.errors import ConfigError, SoftdiffError
+from softdiff.pipeline.pipeline import SoftdiffPipeline
 from softdiff.safe_io import NewEntries, is_disk_full, write_json, write_text
 from softdiff.training.checkpoints import Checkpoints, DiskFullError, ema_weights, list_checkpoints
 from softdiff.training.config import TrainConfig
-from softdiff.training.models import build_model, save_model
+from softdiff.training.models import build_model
 from softdiff.training.preflight import effective_mixed_precision, out_of_memory_message, preflight
 from softdiff.training.callbacks import PreviewCallback, TrainerCallback, TrainState, unclaimed_keys
 from softdiff.training.run_lock import lock_run_folder
@@ -366,10 +367,12 @@ def _train(cfg: TrainConfig, resume: str | None, quiet: bool, stop_after: int,
     checksums = accelerator.gather(torch.tensor([_param_checksum(model)], dtype=torch.float64,
                                                 device=accelerator.device)).tolist()
     if end == cfg.train.steps and accelerator.is_main_process:  # each folder appears complete or not at all
-        unwrapped = accelerator.unwrap_model(model)
-        save_model(unwrapped, out / "model", scheduler_config, dataset)
-        with ema_weights(ema, unwrapped):
-            save_model(unwrapped, out / "model_ema", scheduler_config, dataset)
+        # A run saves pipelines (diffusers' convention), sampled with the sampler its config names.
+        pipe = SoftdiffPipeline.for_training_run(accelerator.unwrap_model(model), dataset, scheduler_config,
+                                                 cfg.sample.scheduler)
+        pipe.save_pretrained(out / "model")
+        with ema_weights(ema, pipe.model):
+            pipe.save_pretrained(out / "model_ema")
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:  # written last: "finished" means the saved models are complete
         summary = {"step": end, "finished": end == cfg.train.steps, "num_processes": world,

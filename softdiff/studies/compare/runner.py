@@ -66,15 +66,14 @@ def _read_log(run_dir: Path, key: str) -> list[list[float]]:
 
 def run_is_complete(run_dir: Path) -> bool:
     """Whether a training in ``run_dir`` finished and both saved models are intact (else resume or retrain)."""
-    from softdiff.errors import DataError
-    from softdiff.pipeline.folder_checks import check_model_folder
+    from softdiff.pipeline.folders import RUN_MODELS, read_folder
 
     try:
         if not json.loads((run_dir / "train_summary.json").read_text()).get("finished"):
             return False
-        for name in ("model", "model_ema"):
-            check_model_folder(run_dir / name)
-    except (OSError, ValueError, AttributeError, DataError):
+        for name in RUN_MODELS:
+            read_folder(run_dir / name)  # every file checked, the net loaded
+    except (OSError, ValueError, AttributeError):  # ValueError: also softdiff's ConfigError and DataError
         return False
     return True
 
