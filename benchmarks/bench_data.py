@@ -58,12 +58,11 @@ def child(args) -> None:
 
     from softdiff.data import Dataset, dataset_from_config
     from softdiff.data.images import load_folder
-    from softdiff.diffusion.process import ForwardProcess
+    from softdiff.diffusion.objective import Objective
     from softdiff.diffusion.sampling import model_output
-    from softdiff.diffusion.objectives import diffusion_loss
     from softdiff.training import load_train_config
     from softdiff.training.models import build_model
-    from softdiff.training.trainer import batch_stream, draw_batch, scheduler_config_of
+    from softdiff.training.trainer import batch_stream, draw_batch
 
     name = "folder" if args.loader == "memory" else args.loader
     total = 1 + 2 * args.steps
@@ -79,13 +78,13 @@ def child(args) -> None:
         dataset = dataset_from_config(cfg.data, args.index)
     stream = batch_stream(dataset, cfg, 0, total, 0, 1)
     data_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # imports + the dataset
-    process = ForwardProcess(scheduler_config_of(cfg))
+    objective = Objective.from_config(cfg.diffusion)
     model = build_model(cfg, dataset)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
     def train_step(step):
-        x_t, t, target, weight, _ = draw_batch(dataset, process, cfg, step, 0, 0, 1, stream)
-        diffusion_loss(model_output(model(x_t, t)), target, weight).mean().backward()
+        x_t, t, target, weight, _ = draw_batch(dataset, objective, cfg, step, 0, 0, 1, stream)
+        objective.loss(model_output(model(x_t, t)), target, weight).mean().backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
@@ -97,7 +96,7 @@ def child(args) -> None:
     train_rate = args.steps * args.batch / (time.perf_counter() - start)
     start = time.perf_counter()
     for step in range(1 + args.steps, total):
-        draw_batch(dataset, process, cfg, step, 0, 0, 1, stream)
+        draw_batch(dataset, objective, cfg, step, 0, 0, 1, stream)
     load_rate = args.steps * args.batch / (time.perf_counter() - start)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if stream is not None:

@@ -38,14 +38,13 @@ from diffusers.training_utils import EMAModel
 from softdiff.data import make_dataset
 from softdiff.diffusion import make_scheduler, sample
 from softdiff.diffusion.sampling import model_output
-from softdiff.diffusion.objectives import diffusion_loss
-from softdiff.diffusion.process import ForwardProcess
+from softdiff.diffusion.objective import Objective
 from softdiff.evaluation.classifiers import ensure_classifier
 from softdiff.evaluation.features import fid_kid, reference_images, score_samples
 from softdiff.training import load_train_config
 from softdiff.training.checkpoints import ema_weights
 from softdiff.training.models import build_model
-from softdiff.training.trainer import draw_batch, scheduler_config_of
+from softdiff.training.trainer import draw_batch
 
 from baselines import unet  # noqa: E402 (same folder)
 
@@ -60,8 +59,8 @@ class Arm:
 
     def __init__(self, name: str, model, cfg, dataset):
         self.name, self.model, self.cfg, self.dataset = name, model, cfg, dataset
-        self.scheduler_config = scheduler_config_of(cfg)
-        self.process = ForwardProcess(self.scheduler_config)
+        self.objective = Objective.from_config(cfg.diffusion)
+        self.scheduler_config = self.objective.scheduler_config
         t = cfg.train
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
         self.lr_schedule = get_scheduler(t.lr_schedule, self.optimizer, num_warmup_steps=t.warmup_steps,
@@ -71,9 +70,9 @@ class Arm:
 
     def train_step(self) -> None:
         start = time.perf_counter()
-        x_t, t, target, weight, labels = draw_batch(self.dataset, self.process, self.cfg, self.step, 0, 0, 1)
+        x_t, t, target, weight, labels = draw_batch(self.dataset, self.objective, self.cfg, self.step, 0, 0, 1)
         kwargs = {"class_labels": labels} if labels is not None else {}
-        loss = diffusion_loss(model_output(self.model(x_t, t, **kwargs)), target, weight).mean()
+        loss = self.objective.loss(model_output(self.model(x_t, t, **kwargs)), target, weight).mean()
         loss.backward()
         if self.cfg.train.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)

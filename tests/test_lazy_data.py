@@ -15,8 +15,8 @@ from softdiff.data.lazy import to_square
 from softdiff.data.loader import draw_indices
 from softdiff.errors import DataError
 from softdiff.training import load_train_config, train
-from softdiff.training.trainer import batch_stream, draw_batch, scheduler_config_of, step_generator
-from softdiff.diffusion.process import ForwardProcess
+from softdiff.training.trainer import batch_stream, draw_batch, step_generator
+from softdiff.diffusion.objective import Objective
 
 N_IMAGES = 24
 TINY = ["data.name=folder", "data.image_size=8", "model.hidden_size=16", "model.num_layers=1", "model.num_heads=2",
@@ -50,10 +50,10 @@ def config(out, path, *extra):
 
 
 def batches_of(cfg, dataset, steps, rank=0, world=1, accum=1):
-    process = ForwardProcess(scheduler_config_of(cfg))
+    objective = Objective.from_config(cfg.diffusion)
     stream = batch_stream(dataset, cfg, 0, steps, rank, world)
     try:
-        return [draw_batch(dataset, process, cfg, s, m, rank, world, stream) for s in range(steps)
+        return [draw_batch(dataset, objective, cfg, s, m, rank, world, stream) for s in range(steps)
                 for m in range(accum)]
     finally:
         stream.close()
@@ -84,12 +84,12 @@ def test_random_flip_flips_exactly_the_examples_of_its_stream(folder, tmp_path):
     root, _ = folder
     cfg = config(tmp_path, root, "diffusion.objective=diffusion", "diffusion.prediction_type=sample")
     dataset = make_dataset("folder", path=str(root), image_size=8)
-    process = ForwardProcess(scheduler_config_of(cfg))
+    objective = Objective.from_config(cfg.diffusion)
     masks = []
     for step in (0, 1):
-        plain = draw_batch(dataset, process, cfg, step, 0, 0, 1)
+        plain = draw_batch(dataset, objective, cfg, step, 0, 0, 1)
         cfg.data.random_flip = True
-        flipped = draw_batch(dataset, process, cfg, step, 0, 0, 1)
+        flipped = draw_batch(dataset, objective, cfg, step, 0, 0, 1)
         cfg.data.random_flip = False
         mask = flip_mask(cfg.train.seed, step, 0, 8)
         assert 0 < mask.sum() < 8
@@ -275,14 +275,14 @@ def test_in_memory_sets_prepare_only_their_slice_of_the_global_batch(tmp_path):
     cfg = load_train_config("configs/digits.yaml", [f"output_dir={tmp_path}", "diffusion.objective=diffusion",
                                                    "diffusion.prediction_type=sample", "train.batch_size=8"])
     dataset = make_dataset("digits")
-    process = ForwardProcess(scheduler_config_of(cfg))
-    whole = draw_batch(dataset, process, cfg, 3, 0, 0, 1)
+    objective = Objective.from_config(cfg.diffusion)
+    whole = draw_batch(dataset, objective, cfg, 3, 0, 0, 1)
     x0, _ = dataset.sample(8, step_generator(cfg.train.seed, 3, 0))
     assert torch.equal(whole[2], x0)                     # target = x0 (sample prediction)
     gathered = []
     examples = dataset.examples
     dataset.examples = lambda idx: (gathered.append(len(idx)), examples(idx))[1]
-    halves = [draw_batch(dataset, process, cfg, 3, 0, rank, 2) for rank in (0, 1)]
+    halves = [draw_batch(dataset, objective, cfg, 3, 0, rank, 2) for rank in (0, 1)]
     assert gathered == [4, 4]
     for k in range(4):                                   # x_t, t, target, weight
         assert torch.equal(torch.cat([halves[0][k], halves[1][k]]), whole[k])

@@ -167,3 +167,46 @@ def test_every_objective_trains_a_tiny_model_whose_loss_falls(tmp_path, objectiv
     assert len(losses) == 6 and all(math.isfinite(v) for v in losses)
     # Each objective keeps an irreducible part (the data is multimodal), so the fall is relative, not to zero.
     assert losses[-1] < 0.95 * losses[0] and min(losses[-2:]) < min(losses[:2]), losses
+
+
+def test_the_objective_of_a_flow_config_noises_targets_and_weighs_by_the_flow_formulas():
+    from types import SimpleNamespace
+
+    from softdiff.diffusion.objective import Objective
+
+    d = SimpleNamespace(objective="flow", prediction_type="epsilon", beta_schedule="linear", num_train_timesteps=1000,
+                        ou_t_min=0.01, ou_t_max=3.0, flow_shift=3.0, timestep_density="logit_normal",
+                        density_mean=None, density_std=0.8, loss_weighting="min_snr", min_snr_gamma=5.0,
+                        sigma_data=0.5)
+    objective = Objective.from_config(d)
+    # The flow ignores the diffusion's prediction type and keeps the shift in the config it saves.
+    assert objective.prediction_type == "flow" and objective.scheduler_config["shift"] == 3.0
+    x0, noise = torch.full((2, 3), 2.0, dtype=torch.float64), torch.full((2, 3), -1.0, dtype=torch.float64)
+    t = torch.tensor([200.0, 900.0])  # s = 0.2 (SNR 16) and 0.9 (SNR 1/81)
+    x_t, target, weight = objective.noised(x0, noise, t)
+    assert torch.allclose(x_t[:, 0], torch.tensor([0.8 * 2 - 0.2, 0.1 * 2 - 0.9], dtype=torch.float64))
+    assert torch.equal(target, noise - x0)
+    # min(SNR, 5) weighs the x0 error; the velocity error is 1/s^2 times it: weight = min(SNR, 5) s^2.
+    assert torch.allclose(weight.flatten().double(), torch.tensor([5 * 0.04, 0.01], dtype=torch.float64),
+                          rtol=1e-5)
+    # The time density's parameters reach the draws: logit(t) ~ N(0, 0.8^2), shifted by 3.
+    s = objective.draw_timesteps(20000, torch.Generator().manual_seed(0)).double() / 1000
+    unshifted = s / (3 - 2 * s)
+    logit = torch.log(unshifted / (1 - unshifted))
+    assert logit.std().item() == pytest.approx(0.8, abs=0.02) and logit.mean().item() == pytest.approx(0, abs=0.02)
+
+
+@pytest.mark.parametrize("config", [training_scheduler_config("linear", "epsilon"),
+                                    training_scheduler_config("ou", "sample"),
+                                    training_scheduler_config(prediction_type="flow", flow_shift=2.0)])
+def test_a_process_and_its_continuous_view_for_the_likelihood_agree(config):
+    """The likelihood's process is the training process seen in continuous time: the same alpha and sigma at
+    every training timestep."""
+    process = ForwardProcess(config)
+    continuous = process.continuous()
+    t = torch.tensor([1, 250, 500, 999]) if not process.is_flow else torch.tensor([1.0, 250.0, 500.0, 999.0])
+    alpha, sigma = process.alpha_sigma(t, 1)
+    alpha_c, sigma_c = continuous.alpha_sigma(t.double())
+    assert torch.allclose(alpha.double(), alpha_c.double(), rtol=1e-6, atol=1e-7)
+    assert torch.allclose(sigma.double(), sigma_c.double(), rtol=1e-6, atol=1e-7)
+    assert type(process).__name__ == ("RectifiedFlow" if process.is_flow else "DiscreteDiffusion")

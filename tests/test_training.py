@@ -119,16 +119,16 @@ def test_checkpoint_rotation_keeps_the_newest(tmp_path):
 
 def poison_loss(monkeypatch, is_nan):
     """Make the training loss NaN on the calls where ``is_nan(call_number)`` holds."""
-    import softdiff.training.trainer as trainer
+    from softdiff.diffusion.objective import Objective
 
-    real, calls = trainer.diffusion_loss, {"n": 0}
+    real, calls = Objective.loss, {"n": 0}
 
-    def poisoned(*args):
+    def poisoned(self, *args):
         calls["n"] += 1
-        loss = real(*args)
+        loss = real(self, *args)
         return loss * float("nan") if is_nan(calls["n"]) else loss
 
-    monkeypatch.setattr(trainer, "diffusion_loss", poisoned)
+    monkeypatch.setattr(Objective, "loss", poisoned)
 
 
 def test_nonfinite_loss_stops_without_saving(tmp_path, monkeypatch):

@@ -25,17 +25,23 @@ def _log_sigma_draws(batch: int, density: str, mean: float | None, std: float | 
     default_mean, default_std = DEFAULT_MEAN_STD[density]
     mean = default_mean if mean is None else mean
     std = default_std if std is None else std
-    return mean + std * torch.randn(batch, generator=generator, dtype=torch.float64)
+    return mean + std * torch.randn(batch, generator=generator, dtype=torch.float64, device=_device(generator))
+
+
+def _device(generator: torch.Generator | None) -> torch.device | None:
+    """Where draws from ``generator`` land: its own device (a CUDA generator draws on the GPU), else the default."""
+    return None if generator is None else generator.device
 
 
 def sample_timesteps(batch: int, alphas_cumprod: Tensor, generator: torch.Generator | None = None,
                      density: str = "uniform", mean: float | None = None, std: float | None = None) -> Tensor:
-    """Integer diffusion timesteps (batch,), on the CPU, drawn from ``density`` over the discrete schedule."""
+    """Integer diffusion timesteps (batch,), on the generator's device, drawn from ``density`` over the discrete
+    schedule."""
     _check(density)
     n = len(alphas_cumprod)
     if density == "uniform":
-        return torch.randint(0, n, (batch,), generator=generator)
-    ab = alphas_cumprod.double().cpu()
+        return torch.randint(0, n, (batch,), generator=generator, device=_device(generator))
+    ab = alphas_cumprod.double().to(_device(generator) or "cpu")
     table = 0.5 * torch.log((1 - ab) / ab)  # log sigma_ve per timestep, increasing in t
     wanted = _log_sigma_draws(batch, density, mean, std, generator)
     hi = torch.searchsorted(table, wanted).clamp(1, n - 1)
@@ -50,10 +56,10 @@ def shift_times(t: Tensor, shift: float) -> Tensor:
 
 def sample_flow_times(batch: int, generator: torch.Generator | None = None, density: str = "uniform",
                       mean: float | None = None, std: float | None = None, shift: float = 1.0) -> Tensor:
-    """Rectified-flow times in (0, 1) (batch,), on the CPU; 1 is pure noise."""
+    """Rectified-flow times in (0, 1) (batch,), on the generator's device; 1 is pure noise."""
     _check(density)
     if density == "uniform":
-        t = torch.rand(batch, generator=generator, dtype=torch.float64)
+        t = torch.rand(batch, generator=generator, dtype=torch.float64, device=_device(generator))
     else:
         t = torch.sigmoid(_log_sigma_draws(batch, density, mean, std, generator))
     return shift_times(t, shift).float()

@@ -80,7 +80,7 @@ class TrainSection:
     checkpoint_every: int = 1000
     checkpoints_total_limit: int = 2  # keep this many newest checkpoints
     log_every: int = 50
-    on_nonfinite: str = "stop"      # stop | skip (skip the step; stops after 10 in a row)
+    on_nonfinite: str = "stop"      # stop (found at the next log step) | skip (checked every step; stops after 10)
     label_dropout: float = 0.0      # class-conditional runs: share of labels dropped (classifier-free guidance)
 
 

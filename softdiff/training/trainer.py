@@ -20,10 +20,8 @@ from softdiff.config import save_config
 from softdiff.data import Dataset, dataset_from_config
 from softdiff.data.augment import flip, flip_mask
 from softdiff.data.loader import BatchStream, check_batch_fits, draw_indices, take_slice
-from softdiff.diffusion.objectives import diffusion_loss, loss_weight, training_target
-from softdiff.diffusion.process import ForwardProcess
+from softdiff.diffusion.objective import Objective
 from softdiff.diffusion.sampling import NULL_LABEL
-from softdiff.diffusion.schedulers import training_scheduler_config
 from softdiff.errors import ConfigError, SoftdiffError
 from softdiff.pipeline.pipeline import SoftdiffPipeline
 from softdiff.safe_io import NewEntries, is_disk_full, write_json, write_text
@@ -45,10 +43,12 @@ class TrainingError(SoftdiffError):
     exit_code = 1
 
 
-def step_generator(seed: int, step: int, micro: int) -> torch.Generator:
-    """The RNG of one micro-batch, a pure function of (seed, step): resume and data parallelism stay exact."""
+def step_generator(seed: int, step: int, micro: int, device: str | torch.device = "cpu") -> torch.Generator:
+    """The RNG of one micro-batch, a pure function of (seed, step): resume and data parallelism stay exact.
+
+    ``device``: where its draws land (a CUDA generator draws on the GPU, with no host work or copy)."""
     state = np.random.SeedSequence([seed, step, micro]).generate_state(2)
-    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+    return torch.Generator(device).manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
 def dropout_seed(seed: int, rank: int) -> int:
@@ -59,39 +59,46 @@ def dropout_seed(seed: int, rank: int) -> int:
     return int(state[0]) << 32 | int(state[1])
 
 
-def draw_batch(dataset: Dataset, process: ForwardProcess, cfg: TrainConfig, step: int, micro: int, rank: int,
-               world: int, batches: BatchStream | None = None):
-    """The global batch of one micro-step (identical on every process), and this process's slice of it:
-    noisy inputs, model timesteps, targets, loss weights and (class-conditional runs) labels, NULL_LABEL where
-    dropped. Lazy sets decode only this slice (through ``batches``' workers when given)."""
+def draw_batch(dataset: Dataset, objective: Objective, cfg: TrainConfig, step: int, micro: int, rank: int,
+               world: int, batches: BatchStream | None = None, device: str | torch.device = "cpu"):
+    """The global batch of one micro-step (identical on every process), and this process's slice of it, on
+    ``device``: noisy inputs, model timesteps, targets, loss weights and (class-conditional runs) labels,
+    NULL_LABEL where dropped. Lazy sets decode only this slice (through ``batches``' workers when given).
+
+    The data indices come from the micro-step's CPU generator. On the CPU the timesteps, noise and label dropout
+    follow from the same generator (the draws of every run so far); on an accelerator they come from a generator
+    on the device seeded alike, so that no noise is drawn on the host or copied per step."""
+    device = torch.device(device)
     g = step_generator(cfg.train.seed, step, micro)
-    d, size = cfg.diffusion, cfg.train.batch_size
+    draws = g if device.type == "cpu" else step_generator(cfg.train.seed, step, micro, device)
+    size = cfg.train.batch_size
     if dataset.kind == "image":  # the same first draw as Dataset.sample; only this process's slice is decoded
         x0 = draw_indices(len(dataset), size, g)
         labels = dataset.labels[x0] if dataset.labels is not None else None
     else:
         x0, labels = dataset.sample(size, g)
-    t = process.draw_timesteps(size, g, d.timestep_density, d.density_mean, d.density_std)
-    noise = torch.randn((size, *dataset.shape), generator=g)
+    # Every process draws the global batch's timesteps, noise and dropout and keeps its slice: the numbers each
+    # example gets do not depend on the process count (runs on 1 and 2 processes stay equal).
+    t = objective.draw_timesteps(size, draws)
+    noise = torch.randn((size, *dataset.shape), generator=draws, device=draws.device)
     use_labels = labels is not None and cfg.data.class_conditional
     if use_labels and cfg.train.label_dropout:  # classifier-free guidance learns the unconditional model too
-        labels = torch.where(torch.rand(size, generator=g) < cfg.train.label_dropout, NULL_LABEL, labels)
+        dropped = torch.rand(size, generator=draws, device=draws.device) < cfg.train.label_dropout
+        labels = torch.where(dropped, NULL_LABEL, to_device(labels, draws.device))
     lo, hi = rank * size // world, (rank + 1) * size // world
     x0 = take_slice(dataset, x0, lo, hi, cfg.data.skip_bad_files, batches, step, micro)
     if cfg.data.random_flip:
         x0 = flip(x0, flip_mask(cfg.train.seed, step, micro, size)[lo:hi])
-    t, noise = t[lo:hi], noise[lo:hi]
-    labels = labels[lo:hi] if use_labels else None
-    alpha, sigma = process.alpha_sigma(t, x0.dim())
-    x_t = alpha * x0 + sigma * noise
-    target = training_target(process.prediction_type, x0, noise, alpha, sigma)
-    weight = loss_weight(d.loss_weighting, process.prediction_type, alpha, sigma, d.min_snr_gamma, d.sigma_data)
+    x0, t, noise = to_device(x0, device), t[lo:hi], noise[lo:hi]
+    labels = to_device(labels[lo:hi], device) if use_labels else None
+    x_t, target, weight = objective.noised(x0, noise, t)
     return x_t, t, target, weight, labels
 
 
 def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """``x`` on ``device``; to CUDA through pinned memory without blocking, so the copy overlaps the host's work."""
-    if device.type != "cuda":
+    """``x`` on ``device``; from the CPU to CUDA through pinned memory without blocking, so the copy overlaps the
+    host's work (only host tensors can be pinned: one drawn on the device stays as it is)."""
+    if device.type != "cuda" or x.device.type != "cpu":
         return x.to(device)
     return x.pin_memory().to(device, non_blocking=True)
 
@@ -108,10 +115,7 @@ def batch_stream(dataset: Dataset, cfg: TrainConfig, start: int, end: int, rank:
 
 def scheduler_config_of(cfg: TrainConfig) -> dict:
     """The training scheduler config (the forward process) that ``cfg.diffusion`` describes."""
-    d = cfg.diffusion
-    prediction_type = "flow" if d.objective == "flow" else d.prediction_type
-    return training_scheduler_config(d.beta_schedule, prediction_type, d.num_train_timesteps, d.ou_t_min,
-                                     d.ou_t_max, d.flow_shift)
+    return Objective.from_config(cfg.diffusion).scheduler_config
 
 
 class MetricsLog:
@@ -253,8 +257,8 @@ def _train(cfg: TrainConfig, resume: str | None, quiet: bool, stop_after: int,
     world, rank = accelerator.num_processes, accelerator.process_index
     if cfg.train.batch_size % world:
         raise ConfigError(f"train.batch_size={cfg.train.batch_size} must be divisible by the {world} processes.")
-    scheduler_config = scheduler_config_of(cfg)
-    process = ForwardProcess(scheduler_config)
+    objective = Objective.from_config(cfg.diffusion)
+    scheduler_config = objective.scheduler_config
 
     torch.manual_seed(cfg.train.seed)  # model init (and dropout) draw from the global RNG; accelerate saves it
     model = build_model(cfg, dataset)
@@ -286,7 +290,7 @@ def _train(cfg: TrainConfig, resume: str | None, quiet: bool, stop_after: int,
     if accelerator.log_with:
         accelerator.init_trackers("softdiff", config={k: str(v) for k, v in asdict(cfg).items()})
     log = MetricsLog(out / "metrics.jsonl", start, accelerator.is_main_process)
-    state = TrainState(cfg, dataset, process, scheduler_config, out, accelerator.device, start, start,
+    state = TrainState(cfg, dataset, objective.process, scheduler_config, out, accelerator.device, start, start,
                        accelerator.unwrap_model(model), ema)
     if accelerator.is_main_process:
         for callback in callbacks:
@@ -295,41 +299,49 @@ def _train(cfg: TrainConfig, resume: str | None, quiet: bool, stop_after: int,
 
     bar = tqdm(total=cfg.train.steps, initial=start, disable=quiet or not accelerator.is_local_main_process,
                desc="training", dynamic_ncols=True)
-    # The loss stays on the device until a log step reads it back: no host sync per step for it.
-    loss_sum, logged, skips, t_last, t0 = torch.zeros((), dtype=torch.float64, device=accelerator.device), 0, 0, \
-        time.perf_counter(), time.perf_counter()
+    # The loss, and in stop mode its finiteness, stay on the device until a log step reads them back: no host sync
+    # per step. Skip mode must know before optimizer.step(), so it reads the finiteness of every micro-batch.
+    device, skip_mode = accelerator.device, cfg.train.on_nonfinite == "skip"
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    first_nonfinite = torch.zeros((), dtype=torch.long, device=device)  # the first non-finite step, 0: none yet
+    logged, skips, t_last, t0 = 0, 0, time.perf_counter(), time.perf_counter()
+
+    def nonfinite_error(at: int) -> TrainingError:
+        bar.close()
+        return TrainingError(f"the loss became non-finite at step {at} (train.lr={cfg.train.lr}); nothing was saved "
+                             f"after the last checkpoint in '{checkpoint_dir}'. Lower train.lr, or set "
+                             "train.on_nonfinite=skip to skip such steps.")
+
     model.train()
     end = min(cfg.train.steps, start + stop_after) if stop_after else cfg.train.steps
     batches = batch_stream(dataset, cfg, start, end, rank, world)
     for step in range(start, end):
-        step_loss = torch.zeros((), device=accelerator.device)
+        step_loss, finite = torch.zeros((), device=device), True
         for micro in range(cfg.train.grad_accum):
-            x_t, t, target, weight, labels = draw_batch(dataset, process, cfg, step, micro, rank, world, batches)
-            x_t, t, target, weight = (to_device(v, accelerator.device) for v in (x_t, t, target, weight))
-            kwargs = {"class_labels": to_device(labels, accelerator.device)} if labels is not None else {}
+            x_t, t, target, weight, labels = draw_batch(dataset, objective, cfg, step, micro, rank, world, batches,
+                                                        device)
+            kwargs = {"class_labels": labels} if labels is not None else {}
             with accelerator.accumulate(model), accelerator.autocast():
-                loss = diffusion_loss(forward(x_t, t, **kwargs), target, weight).mean()
-                # accelerate's reduce knows sum and mean only: finite everywhere iff the count is the world size.
-                finite = accelerator.reduce(torch.isfinite(loss).float(), reduction="sum").item() == world
-                if finite:
-                    accelerator.backward(loss)
-                    if accelerator.sync_gradients and cfg.train.grad_clip:
-                        accelerator.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-                    step_loss += loss.detach() / cfg.train.grad_accum
+                loss = objective.loss(forward(x_t, t, **kwargs), target, weight).mean()
+                if skip_mode:  # accelerate's reduce knows sum and mean: finite everywhere iff the count is the world
+                    finite = accelerator.reduce(torch.isfinite(loss).float(), reduction="sum").item() == world
+                    if not finite:
+                        break
                 else:
-                    break
+                    bad = ~torch.isfinite(loss.detach()) & (first_nonfinite == 0)
+                    first_nonfinite = torch.where(bad, step + 1, first_nonfinite)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and cfg.train.grad_clip:
+                    accelerator.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+                step_loss += loss.detach() / cfg.train.grad_accum
         if not finite:
             # accumulate() counts every entry: a step cut short restarts its count, or the optimizer never steps
             # again; the prepared optimizer's zero_grad does nothing mid-accumulation, so clear the model's.
             accelerator.step = 0
             model.zero_grad(set_to_none=True)
             skips += 1
-            if cfg.train.on_nonfinite == "stop" or skips > MAX_CONSECUTIVE_SKIPS:
-                bar.close()
-                raise TrainingError(
-                    f"the loss became non-finite at step {step + 1} (train.lr={cfg.train.lr}); nothing was saved "
-                    f"after the last checkpoint in '{checkpoint_dir}'. Lower train.lr, or set "
-                    f"train.on_nonfinite=skip to skip such steps.")
+            if skips > MAX_CONSECUTIVE_SKIPS:
+                raise nonfinite_error(step + 1)
             continue
         skips = 0
         optimizer.step()
@@ -340,9 +352,18 @@ def _train(cfg: TrainConfig, resume: str | None, quiet: bool, stop_after: int,
         loss_sum += step_loss.double()
         logged += 1
         bar.update(1)
-        if done % cfg.train.log_every == 0 or done == cfg.train.steps:
-            now = time.perf_counter()
+        log_due = done % cfg.train.log_every == 0 or done == cfg.train.steps
+        checkpoint_due = done % cfg.train.checkpoint_every == 0 or done == end
+        due = [callback for callback in callbacks if callback.due(done)]
+        if not skip_mode and (log_due or checkpoint_due or due):
+            # Stop mode learns of a non-finite loss here, before anything is logged or saved: the weights it
+            # broke since are dropped, and the message names the step where it happened.
+            flags = accelerator.gather(first_nonfinite.reshape(1))
+            if bool((flags > 0).any()):
+                raise nonfinite_error(int(flags[flags > 0].min()))
+        if log_due:
             mean_loss = float(accelerator.reduce(loss_sum, reduction="mean")) / logged  # equal slices: mean of means
+            now = time.perf_counter()  # after the read-back, so the interval covers the device's work
             record = {"step": done, "loss": mean_loss, "lr": lr_scheduler.get_last_lr()[0],
                       "samples_per_s": logged * cfg.train.batch_size * cfg.train.grad_accum / (now - t_last),
                       "wall_time": now - t0}
@@ -352,9 +373,9 @@ def _train(cfg: TrainConfig, resume: str | None, quiet: bool, stop_after: int,
             accelerator.log({k: v for k, v in record.items() if k != "step"}, step=done)
             bar.set_postfix(loss=f"{record['loss']:.4f}")
             loss_sum, logged, t_last = torch.zeros_like(loss_sum), 0, now
-        if done % cfg.train.checkpoint_every == 0 or done == end:
+        if checkpoint_due:
             checkpoints.save(done)
-        if due := [callback for callback in callbacks if callback.due(done)]:
+        if due:
             if accelerator.is_main_process:
                 state.step = done
                 for callback in due:

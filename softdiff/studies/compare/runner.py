@@ -329,12 +329,13 @@ def tune_arms(cfg: CompareConfig, folder: Path, point, budget, metric: str, high
 
 def point_evaluator(base, settings):
     """The evaluator of a comparison point: its data read as its runs read it (split, columns) and the forward
-    process they train (the same mapping as training's, flow included), so floors and NLLs use that process."""
+    process they train (the objective training builds, flow included), so floors and NLLs use that process."""
     from softdiff.data import dataset_from_config
+    from softdiff.diffusion.objective import Objective
     from softdiff.evaluation.run_eval import RunEvaluator
-    from softdiff.training.trainer import scheduler_config_of
 
-    return RunEvaluator(dataset_from_config(base.data), settings, scheduler_config_of(base))
+    objective = Objective.from_config(base.diffusion)
+    return RunEvaluator(dataset_from_config(base.data), settings, objective.scheduler_config)
 
 
 def run_point(cfg: CompareConfig, folder: Path, point: Sequence[str], workers: int, log) -> dict:
