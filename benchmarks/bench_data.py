@@ -3,7 +3,7 @@ and as a Hugging Face dataset (``data.name=hf``: an image folder read in place),
 (every image decoded and stacked before the first step).
 
 For each dataset size and loader, a fresh process builds the dataset and the default ScoreTransformer
-(ModelConfig defaults, patch_size 8 at 64x64) and reports: time from building the dataset to the end of the
+(its defaults, patch_size 8 at 64x64) and reports: time from building the dataset to the end of the
 first training step (on a first start, and on a restart that reopens the data through the run's
 ``data_index.json`` as ``--resume`` does), the main process's peak resident memory, examples/s of the
 loader alone (``draw_batch`` for the next steps), and examples/s of training steps fed by that loader.

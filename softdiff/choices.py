@@ -14,8 +14,7 @@ IMAGE_DATASETS = ("digits", *TORCHVISION, *LAZY_DATASETS)
 DATASETS = (*TOY2D, *IMAGE_DATASETS)
 NATIVE_SHAPES = {"digits": (1, 8, 8), "mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
 
-# softdiff.nets
-SCORE_NETS = ("ScoreMLP", "ScoreTransformer", "TwoLayerScoreNet")
+# softdiff.nets (the score nets themselves: softdiff.nets.registry, torch-free too)
 ACTIVATIONS = ("softmax", "relu", "exp", "gelu", "silu", "sigmoid", "tanh", "relu_norm", "identity")
 TWO_LAYER_ACTIVATIONS = ("softmax", "relu", "exp")
 ATTENTION_NORMALIZATIONS = ("softmax", "sigmoid", "sigmoid_norm", "relu_norm")

@@ -139,7 +139,7 @@ CASES = [
     ("train.py", ["train.mixed_precision=fp8", f"output_dir={OUT}"], "train.mixed_precision", None),
     ("train.py", ["train.stepz=5", f"output_dir={OUT}"], "train.stepz", None),
     ("train.py", ["model.hidden_size=1000000", f"output_dir={OUT}"], "model.hidden_size=1000000", None),
-    ("train.py", [*TOY, "model.type=TwoLayerScoreNet", "model.width=200000000000", f"output_dir={OUT}"],
+    ("train.py", ["--config", "configs/toy2d_paper.yaml", "model.width=200000000000", f"output_dir={OUT}"],
      "model.width", None),
     ("train.py", ["train.batch_size=1000000000", f"output_dir={OUT}"], "train.batch_size=1000000000", None),
     # --- train.py: files, folders and flags

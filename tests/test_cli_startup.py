@@ -38,6 +38,7 @@ print(json.dumps({"code": code, "heavy": sorted(m for m in sys.modules if m.spli
 CASES = [
     ("softdiff", ["train"], ["train", "model.activation=swish2"], TORCH_FREE),
     ("softdiff", ["train"], ["train", "train.stepz=5"], TORCH_FREE),
+    ("softdiff", ["train"], ["train", "model.width=64"], TORCH_FREE),  # a key ScoreTransformer does not take
     ("softdiff", ["train"], ["train", "train.steps=many"], TORCH_FREE),
     ("train.py", [], ["model.activation=swish2"], TORCH_FREE),
     ("sample.py", [], ["RUN", "scheduler=nope"], TORCH_FREE),
@@ -83,7 +84,7 @@ def test_the_torch_free_names_match_the_registries():
     from softdiff.diffusion.schedulers import DIFFUSION_PREDICTION_TYPES, FLOW_SCHEDULERS, SCHEDULERS
     from softdiff.diffusion.timesteps import TIMESTEP_DENSITIES
     from softdiff.evaluation.classifiers import FEATURE_DATASETS
-    from softdiff.nets import ACTIVATIONS, ATTENTION_NORMALIZATIONS, SCORE_NETS
+    from softdiff.nets import ACTIVATIONS, ATTENTION_NORMALIZATIONS
     from softdiff.nets.score_transformer import CONDITIONINGS
     from softdiff.nets.two_layer import TWO_LAYER_ACTIVATIONS
 
@@ -93,7 +94,7 @@ def test_the_torch_free_names_match_the_registries():
                   "FLOW_SCHEDULERS": FLOW_SCHEDULERS, "SCHEDULERS": SCHEDULERS,
                   "TIMESTEP_DENSITIES": TIMESTEP_DENSITIES, "FEATURE_DATASETS": FEATURE_DATASETS,
                   "ACTIVATIONS": ACTIVATIONS, "ATTENTION_NORMALIZATIONS": ATTENTION_NORMALIZATIONS,
-                  "SCORE_NETS": SCORE_NETS, "CONDITIONINGS": CONDITIONINGS,
+                  "CONDITIONINGS": CONDITIONINGS,
                   "TWO_LAYER_ACTIVATIONS": TWO_LAYER_ACTIVATIONS}
     for name, registry in registries.items():
         assert tuple(getattr(choices, name)) == tuple(registry), name  # the order shows in error messages

@@ -203,7 +203,7 @@ def test_a_real_step_timing_is_positive_and_leaves_no_folder(tmp_path):
 
 
 def test_a_width_sweep_runs_the_comparison_at_every_value(tmp_path, monkeypatch):
-    fake = FakeRuns(lambda act, cfg, seed: 1.0 / cfg.model.hidden_size + (0.5 if act == "relu" else 0.0) + 0.01 * seed)
+    fake = FakeRuns(lambda act, cfg, seed: 1.0 / cfg.model["hidden_size"] + (0.5 if act == "relu" else 0.0) + 0.01 * seed)
     monkeypatch.setattr(runner, "run_one", fake)
     runner.run_comparison(config(tmp_path, "activations=[softmax,relu]", "num_seeds=2", "sweep.key=model.hidden_size",
                                  "sweep.values=[8,32]"), log=lambda *_: None)

@@ -11,6 +11,7 @@ from softdiff.config import load_config, to_yaml
 from softdiff.studies.ntk.study import NTKStudyConfig
 from softdiff.studies.softmax_regression.study import RegressConfig
 from softdiff.errors import ConfigError
+from softdiff.nets import NETS
 from softdiff.training import TrainConfig
 
 SHIPPED = sorted((Path(__file__).resolve().parents[1] / "softdiff" / "configs").rglob("*.yaml"))
@@ -76,7 +77,10 @@ def _flat(tree: dict, prefix: str = "") -> dict:
 
 def _get(cfg, dotted: str):
     for part in dotted.split("."):
-        cfg = getattr(cfg, part)
+        if isinstance(cfg, dict):  # the model section: a net's arguments, some under an older name (aliases)
+            cfg = cfg[NETS[cfg["type"]].aliases.get(part, part) if "type" in cfg else part]
+        else:
+            cfg = getattr(cfg, part)
     return cfg
 
 
@@ -91,6 +95,11 @@ def test_shipped_configs_load_the_values_they_set(path):
     # Every key the file sets has the file's value (read here by plain YAML); every other key its default.
     written, loaded = _flat(yaml.safe_load(path.read_text())), _flat(dataclasses.asdict(cfg))
     defaults = _flat(dataclasses.asdict(schema()))
+    if schema is TrainConfig:  # the model section's other keys take the net's own defaults
+        entry = NETS[cfg.model["type"]]
+        defaults.update({f"model.{k}": a.default for k, a in entry.config_arguments().items()})
+        written = {f"model.{entry.aliases.get(k[6:], k[6:])}" if k.startswith("model.") else k: v
+                   for k, v in written.items()}
     assert written and set(written) <= set(loaded)
     for key, value in loaded.items():
         assert value == (written[key] if key in written else defaults[key]), key

@@ -125,7 +125,7 @@ def test_a_diverging_run_is_reported_not_fatal(tmp_path, monkeypatch, capsys):
     real_train = softdiff.training.train
 
     def flaky(cfg, **kw):
-        if cfg.model.activation == "exp":
+        if cfg.model["activation"] == "exp":
             raise TrainingError("the loss became non-finite at step 3")
         return real_train(cfg, **kw)
 

@@ -75,7 +75,7 @@ def test_run_directory_layout_and_metrics(tmp_path):
     assert {"loss", "lr", "samples_per_s", "wall_time"} <= set(records[0])
     # The resolved config reloads to the same values, the overrides included.
     reloaded = load_train_config(out / "config.yaml")
-    assert reloaded == cfg and (reloaded.model.hidden_size, reloaded.data.name) == (16, "8gaussians")
+    assert reloaded == cfg and (reloaded.model["hidden_size"], reloaded.data.name) == (16, "8gaussians")
     # EMA weights differ from the live ones, and EMA state is not written into config.json (diffusers trap).
     assert any(not torch.equal(a, b) for a, b in zip(weights(out / "model").values(),
                                                      weights(out / "model_ema").values()))

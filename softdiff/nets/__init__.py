@@ -1,8 +1,10 @@
 """Score networks built from two-layer softmax blocks and value-softmax attention.
 
 The names below load on first use (PEP 562): the score networks bring diffusers, which a study that needs
-only the attention or the two-layer network, or a command answering ``--help``, should not wait for."""
+only the attention or the two-layer network, or a command answering ``--help``, should not wait for. The
+registry of score nets (``model.type``) is torch-free and loads at once."""
 from softdiff.lazy_exports import lazy_exports
+from softdiff.nets.registry import NETS, NetEntry, register_net
 
 _EXPORTS = {
     "softdiff.nets.activations": ("ACTIVATIONS", "Activation", "get_activation", "softmax_vjp"),
@@ -16,10 +18,9 @@ _lazy_getattr, _names = lazy_exports(__name__, _EXPORTS)
 
 
 def __getattr__(name: str):
-    if name == "SCORE_NETS":
-        return {"ScoreMLP": _lazy_getattr("ScoreMLP"), "ScoreTransformer": _lazy_getattr("ScoreTransformer"),
-                "TwoLayerScoreNet": _lazy_getattr("TwoLayerScoreNet")}
+    if name == "SCORE_NETS":  # model.type -> class, for every registered net (the shipped ones and any added)
+        return {type_name: entry.net_class() for type_name, entry in NETS.items()}
     return _lazy_getattr(name)
 
 
-__all__ = sorted([*_names, "SCORE_NETS"])
+__all__ = ["NETS", "NetEntry", "SCORE_NETS", "register_net", *_names]

@@ -19,7 +19,7 @@ class ScoreMLP(ModelMixin, ConfigMixin):
         self,
         dim: int = 2,                   # data dimension (2 for the toy sets; C*H*W for flattened images)
         hidden_size: int = 128,         # channels of the residual stream
-        num_blocks: int = 3,            # number of TwoLayerBlocks
+        num_blocks: int = 4,            # number of TwoLayerBlocks (4: the training config's default since the start)
         activation: str = "softmax",    # activation of every block (softdiff.nets.ACTIVATIONS)
         width_mult: int = 4,            # hidden units per channel inside each block
         fourier_features: int = 0,      # random Fourier features of the input (0: off)

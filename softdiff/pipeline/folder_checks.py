@@ -231,7 +231,7 @@ def load_net(spec: NetSpec) -> torch.nn.Module:
 def _net_shape_ok(shape: list[int], spec: NetSpec) -> tuple[bool, str]:
     """Whether one example of ``shape`` fits the network, and the shape it takes (for messages)."""
     c = spec.config
-    if spec.cls.__name__ == "ScoreTransformer":
+    if "sample_size" in c:  # an image net (softdiff.nets.registry.IMAGE_ARGUMENTS); the others take `dim`
         want = [c.get("in_channels", 1), c.get("sample_size", 8), c.get("sample_size", 8)]
         return shape == want, _fmt(want)
     dim = c.get("dim", 2)

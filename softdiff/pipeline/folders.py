@@ -16,7 +16,7 @@ from pathlib import Path
 from softdiff.diffusion.process import ForwardProcess
 from softdiff.diffusion.schedulers import FLOW_SCHEDULERS, SCHEDULERS
 from softdiff.errors import ConfigError, DataError
-from softdiff.nets import SCORE_NETS
+from softdiff import nets  # nets.SCORE_NETS read at each load: nets registered after import load too
 from softdiff.pipeline.folder_checks import (check_data_info, check_model_folder, check_net_folder, check_schedule,
                                              check_scheduler_values, load_net, read_json_object)
 
@@ -80,7 +80,7 @@ def read_pipeline_folder(folder: Path) -> dict:
     and ``forward_process``, every file checked against the others before the net is built."""
     where = folder / PIPELINE_INDEX
     index = read_json_object(where, "the pipeline's index")
-    model_cls = _component(index, "model", SCORE_NETS, where)
+    model_cls = _component(index, "model", nets.SCORE_NETS, where)
     scheduler_cls = _component(index, "scheduler", SCHEDULER_CLASSES, where)
     net = check_net_folder(folder / "model")
     if net.cls is not model_cls:

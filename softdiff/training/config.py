@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
-from softdiff.choices import (ACTIVATIONS, ATTENTION_NORMALIZATIONS, CONDITIONINGS, DATASETS,
-                              DIFFUSION_PREDICTION_TYPES, FLOW_SCHEDULERS, IDX_DATASETS, IDX_SPLITS, IMAGE_DATASETS,
-                              LAZY_DATASETS, LOSS_WEIGHTINGS, SCHEDULERS, SCORE_NETS, TIMESTEP_DENSITIES,
-                              TWO_LAYER_ACTIVATIONS, example_shape)
+from softdiff.choices import (DATASETS, DIFFUSION_PREDICTION_TYPES, FLOW_SCHEDULERS, IDX_DATASETS, IDX_SPLITS,
+                              IMAGE_DATASETS, LAZY_DATASETS, LOSS_WEIGHTINGS, SCHEDULERS, TIMESTEP_DENSITIES,
+                              example_shape)
 from softdiff.config import load_config
 from softdiff.errors import ConfigError, check_choice, check_positive
+from softdiff.nets.model_config import resolve_model_section
 
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "ou")
 MAX_STEPS = 100_000_000  # train.steps: weeks of the fastest step; larger is a typo, refused before any work
@@ -41,28 +41,9 @@ class DataConfig:
                                     # or the dataset moved; for this invocation only (config.yaml records false)
 
 
-@dataclass
-class ModelConfig:
-    type: str = "ScoreTransformer"  # ScoreTransformer | ScoreMLP | TwoLayerScoreNet
-    activation: str = "softmax"     # activation of every two-layer block
-    attention_normalization: str = "softmax"  # ScoreTransformer: softmax | sigmoid | relu_norm
-    hidden_size: int = 128          # residual-stream channels
-    num_layers: int = 4             # transformer layers (ScoreTransformer) or blocks (ScoreMLP)
-    num_heads: int = 4
-    patch_size: int = 2
-    width_mult: int = 4             # hidden units per channel in the two-layer blocks
-    num_registers: int = 0          # learned register / sink tokens (ScoreTransformer)
-    long_skips: bool = False        # ScoreTransformer: U-ViT long skips (shallow layer i feeds deep layer L-1-i)
-    conv_out: bool = False          # ScoreTransformer: 3x3 convolution on the unpatchified output
-    conv_stem: int = 0              # ScoreTransformer: channels of a 3x3 convolutional stem (0: none)
-    conv_decoder: int = 0           # ScoreTransformer: channels of a full-resolution conv head (0: none)
-    conditioning: str = "adaln"     # ScoreTransformer: adaln (adaLN-Zero) | token (time/class tokens)
-    dropout: float = 0.0
-    fourier_features: int = 0       # ScoreMLP: random Fourier features of the input
-    fourier_scale: float = 1.0
-    width: int = 1024               # TwoLayerScoreNet: hidden units m
-    sigma: float = 1.0              # TwoLayerScoreNet: init std of W
-    coupled: bool = True            # TwoLayerScoreNet: paired init (F = 0 at init)
+def default_model() -> dict[str, Any]:
+    """The model section when a config gives none: the image net with its defaults."""
+    return {"type": "ScoreTransformer"}
 
 
 @dataclass
@@ -122,7 +103,8 @@ LEGACY_KEYS = (("diagnostics.ntk_every", 0, "callbacks.ntk_drift.every"),
 class TrainConfig:
     output_dir: str = "runs/digits"
     data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
+    # `type` plus that net's constructor arguments (softdiff.nets.registry); validate() fills in the rest
+    model: dict[str, Any] = field(default_factory=default_model)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     train: TrainSection = field(default_factory=TrainSection)
     sample: SampleSection = field(default_factory=SampleSection)
@@ -149,17 +131,12 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Value checks that types alone cannot express; one sentence per problem."""
-        m, d, t = self.model, self.data, self.train
+        d, t = self.data, self.train
         check_choice("data.name", d.name, DATASETS)
-        check_choice("model.type", m.type, SCORE_NETS)
-        allowed = TWO_LAYER_ACTIVATIONS if m.type == "TwoLayerScoreNet" else ACTIVATIONS
-        check_choice("model.activation", m.activation, allowed)
-        check_choice("model.attention_normalization", m.attention_normalization, ATTENTION_NORMALIZATIONS)
         check_choice("diffusion.objective", self.diffusion.objective, ("diffusion", "flow"))
         check_choice("diffusion.prediction_type", self.diffusion.prediction_type, DIFFUSION_PREDICTION_TYPES)
         check_choice("diffusion.loss_weighting", self.diffusion.loss_weighting, LOSS_WEIGHTINGS)
         check_choice("diffusion.timestep_density", self.diffusion.timestep_density, TIMESTEP_DENSITIES)
-        check_choice("model.conditioning", m.conditioning, CONDITIONINGS)
         check_choice("diffusion.beta_schedule", self.diffusion.beta_schedule, BETA_SCHEDULES)
         check_choice("train.lr_schedule", t.lr_schedule, ("constant", "cosine", "linear"))
         if t.mixed_precision == "False":  # YAML reads an unquoted `no` (accelerate's spelling) as false
@@ -172,18 +149,14 @@ class TrainConfig:
         for key, value in [("train.steps", t.steps), ("train.batch_size", t.batch_size), ("train.lr", t.lr),
                            ("train.grad_accum", t.grad_accum), ("train.checkpoint_every", t.checkpoint_every),
                            ("train.log_every", t.log_every), ("sample.steps", self.sample.steps),
-                           ("sample.num_samples", self.sample.num_samples), ("model.hidden_size", m.hidden_size),
-                           ("model.num_layers", m.num_layers), ("model.num_heads", m.num_heads),
-                           ("model.width", m.width), ("diffusion.num_train_timesteps",
-                                                      self.diffusion.num_train_timesteps),
+                           ("sample.num_samples", self.sample.num_samples),
+                           ("diffusion.num_train_timesteps", self.diffusion.num_train_timesteps),
                            ("diffusion.min_snr_gamma", self.diffusion.min_snr_gamma),
                            ("diffusion.sigma_data", self.diffusion.sigma_data),
                            ("diffusion.flow_shift", self.diffusion.flow_shift)]:
             check_positive(key, value)
         for key, value in [("train.warmup_steps", t.warmup_steps), ("train.grad_clip", t.grad_clip),
                            ("train.weight_decay", t.weight_decay), ("sample.every", self.sample.every),
-                           ("model.dropout", m.dropout),
-                           ("model.conv_stem", m.conv_stem), ("model.conv_decoder", m.conv_decoder),
                            ("sample.guidance_scale", self.sample.guidance_scale)]:
             check_positive(key, value, allow_zero=True)
         if self.diffusion.density_std is not None and self.diffusion.density_std <= 0:
@@ -194,18 +167,15 @@ class TrainConfig:
             raise ConfigError(f"train.ema_decay={t.ema_decay} must be in [0, 1).")
         if t.checkpoints_total_limit < 1:
             raise ConfigError(f"train.checkpoints_total_limit={t.checkpoints_total_limit} must be at least 1.")
-        is_image = d.name in IMAGE_DATASETS
-        if m.type == "ScoreTransformer" and not is_image:
-            raise ConfigError(f"model.type=ScoreTransformer needs an image dataset, but data.name={d.name!r} is a "
-                              "2-D toy set; use model.type=ScoreMLP or TwoLayerScoreNet.")
         self._validate_data()
-        if m.type == "TwoLayerScoreNet" and m.coupled and m.width % 2:
-            raise ConfigError(f"model.width={m.width} must be even with model.coupled=true.")
         self._validate_ranges()
         for name, settings in self.callbacks.items():
             if not isinstance(settings, dict):
                 raise ConfigError(f"callbacks.{name} must be a mapping of that callback's settings "
                                   f"(callbacks.{name}.KEY=VALUE), not {settings!r}.")
+        # the net's own keys, checked by its registry entry against the data's shape (aliases renamed, defaults
+        # filled in: config.yaml records every argument)
+        self.model = resolve_model_section(self.model, example_shape(d.name, d.image_size, d.channels), d.name)
 
     def _validate_data(self) -> None:
         d = self.data
@@ -234,10 +204,9 @@ class TrainConfig:
 
     def _validate_ranges(self) -> None:
         """Finite floats, ranges, divisibility and limits, so that no bad value surfaces mid-run."""
-        m, d, t, diff = self.model, self.data, self.train, self.diffusion
+        d, t, diff = self.data, self.train, self.diffusion
         for key, value in [("train.lr", t.lr), ("train.weight_decay", t.weight_decay), ("train.grad_clip",
-                           t.grad_clip), ("train.ema_decay", t.ema_decay), ("model.dropout", m.dropout),
-                           ("model.fourier_scale", m.fourier_scale), ("model.sigma", m.sigma),
+                           t.grad_clip), ("train.ema_decay", t.ema_decay),
                            ("diffusion.ou_t_min", diff.ou_t_min), ("diffusion.ou_t_max", diff.ou_t_max),
                            ("diffusion.min_snr_gamma", diff.min_snr_gamma), ("diffusion.sigma_data", diff.sigma_data),
                            ("diffusion.flow_shift", diff.flow_shift), ("diffusion.density_mean", diff.density_mean),
@@ -245,13 +214,8 @@ class TrainConfig:
                            ("sample.guidance_scale", self.sample.guidance_scale)]:
             if value is not None and not math.isfinite(value):
                 raise ConfigError(f"{key}={value} must be a finite number.")
-        if not 0 <= m.dropout < 1:
-            raise ConfigError(f"model.dropout={m.dropout} must be in [0, 1).")
-        for key, value, low in [("model.width_mult", m.width_mult, 1), ("model.patch_size", m.patch_size, 1),
-                                ("model.num_registers", m.num_registers, 0),
-                                ("model.fourier_features", m.fourier_features, 0), ("train.seed", t.seed, 0)]:
-            if value < low:
-                raise ConfigError(f"{key}={value} must be at least {low}.")
+        if t.seed < 0:
+            raise ConfigError(f"train.seed={t.seed} must be at least 0.")
         for key, value, high in [("train.seed", t.seed, 2**32 - 1), ("data.image_size", d.image_size, 4096),
                                  ("train.steps", t.steps, MAX_STEPS), ("train.warmup_steps", t.warmup_steps, MAX_STEPS),
                                  ("sample.num_samples", self.sample.num_samples, 100_000),
@@ -260,14 +224,6 @@ class TrainConfig:
                 raise ConfigError(f"{key}={value} must be at most {high}.")
         if d.image_size < 1:
             raise ConfigError(f"data.image_size={d.image_size} must be positive.")
-        if m.type == "ScoreTransformer":
-            size = example_shape(d.name, d.image_size, d.channels)[-1]
-            source = "data.image_size" if d.name in LAZY_DATASETS else f"the {d.name} images' size"
-            if size % m.patch_size:
-                raise ConfigError(f"model.patch_size={m.patch_size} must divide {source} ({size}); try "
-                                  f"{', '.join(str(p) for p in (1, 2, 4, 7, 8) if size % p == 0)}.")
-            if m.hidden_size % m.num_heads:
-                raise ConfigError(f"model.num_heads={m.num_heads} must divide model.hidden_size={m.hidden_size}.")
         if self.sample.steps > diff.num_train_timesteps:
             raise ConfigError(f"sample.steps={self.sample.steps} must be at most diffusion.num_train_timesteps="
                               f"{diff.num_train_timesteps} (the sampler picks that many of the training timesteps).")

@@ -17,20 +17,18 @@ import torch
 from softdiff.data.idx import IDX_DATASETS, check_idx_dataset
 from softdiff.errors import ConfigError, DataError, check_choice
 from softdiff.memory import available_memory
+from softdiff.nets.registry import model_arguments, net_entry
 from softdiff.safe_io import check_output_dir
 from softdiff.training.checkpoints import check_resume_arg
 from softdiff.training.config import TrainConfig
 
 # weights, gradients, EMA copy and AdamW's two moments, in float32
 BYTES_PER_PARAMETER = 5 * 4
-SIZE_KEYS = {"ScoreTransformer": ("hidden_size", "num_layers", "width_mult"),
-             "ScoreMLP": ("hidden_size", "num_layers", "width_mult", "fourier_features"),
-             "TwoLayerScoreNet": ("width",)}
 
 
 def size_keys(cfg: TrainConfig, batch: bool = False) -> str:
     """``model.hidden_size=128, ...``: the keys that set the model's (and the batch's) memory."""
-    keys = [f"model.{k}={getattr(cfg.model, k)}" for k in SIZE_KEYS.get(cfg.model.type, ())]
+    keys = [f"model.{k}={cfg.model[k]}" for k in net_entry(cfg.model["type"]).size_keys]
     if batch:
         keys.insert(0, f"train.batch_size={cfg.train.batch_size}")
     return ", ".join(keys)
@@ -69,15 +67,9 @@ def activation_bytes(cfg: TrainConfig, processes: int = 1) -> int:
     """A lower estimate of the memory one process's share of a micro-batch keeps for the backward pass."""
     from softdiff.data import example_shape
 
-    m, d = cfg.model, cfg.data
+    d = cfg.data
     shape = example_shape(d.name, d.image_size, d.channels)
-    if m.type == "ScoreTransformer":
-        per_example = ((shape[-1] // m.patch_size) ** 2 + m.num_registers) * m.hidden_size * m.num_layers * (
-            2 + m.width_mult)
-    elif m.type == "ScoreMLP":
-        per_example = m.hidden_size * m.num_layers * (2 + m.width_mult)
-    else:
-        per_example = 2 * m.width
+    per_example = net_entry(cfg.model["type"]).activation_floats(model_arguments(cfg.model), shape)
     return 4 * (cfg.train.batch_size // processes) * per_example
 
 

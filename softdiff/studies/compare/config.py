@@ -10,6 +10,7 @@ from typing import Any, Sequence
 from softdiff.config import load_config
 from softdiff.errors import ConfigError, check_at_most, check_choice, check_positive
 from softdiff.evaluation.settings import EvalSettings
+from softdiff.nets.registry import net_entry
 
 DEFAULT_ACTIVATIONS = ["softmax", "relu", "gelu", "exp"]
 MAX_TRIALS = 1000           # per arm
@@ -213,10 +214,13 @@ class CompareConfig:
             if self.eval.steps > base.diffusion.num_train_timesteps:
                 raise ConfigError(f"eval.steps={self.eval.steps} must be at most the base config's "
                                   f"diffusion.num_train_timesteps={base.diffusion.num_train_timesteps}.")
-            allowed = _allowed_activations(base.model.type)
+            net = base.model["type"]
+            allowed = net_entry(net).choices.get("activation", ())
+            if not allowed:
+                raise ConfigError(f"model.type={net} of base_config has no activation argument to compare.")
             for act in self.activations:
                 if act not in allowed:
-                    raise ConfigError(f"activations: {act!r} is not valid for model.type={base.model.type}; "
+                    raise ConfigError(f"activations: {act!r} is not valid for model.type={net}; "
                                       f"choose from: {', '.join(allowed)}.")
             for settings in (self.tune.trials() if self.tune.enabled else []):
                 try:  # every trial must be a valid training config
@@ -254,12 +258,6 @@ def _flatten(table, prefix: str = "") -> dict:
 def setting_overrides(settings: dict | None) -> list[str]:
     """``{"train.lr": 0.003}`` -> ``["train.lr=0.003"]``."""
     return [f"{key}={value}" for key, value in (settings or {}).items()]
-
-
-def _allowed_activations(model_type: str) -> tuple[str, ...]:
-    from softdiff.choices import ACTIVATIONS, TWO_LAYER_ACTIVATIONS
-
-    return TWO_LAYER_ACTIVATIONS if model_type == "TwoLayerScoreNet" else tuple(ACTIVATIONS)
 
 
 def load_compare_config(path, overrides: Sequence[str] = ()) -> CompareConfig:

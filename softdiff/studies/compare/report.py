@@ -264,7 +264,7 @@ def _setup(cfg, command: str, commit: str, t0: float) -> dict:
     budget = (f"{fmt(cfg.budget.seconds)} s of training per run (steps sized per arm)" if cfg.budget.mode == "time"
               else f"{b.train.steps} steps")
     setup = {"command": f"`{command}`" if command else "(library call)", "commit": commit, "data": b.data.name,
-             "model": f"{b.model.type} (base config {cfg.base_config})",
+             "model": f"{b.model['type']} (base config {cfg.base_config})",
              "train overrides": ", ".join(cfg.train_overrides) or "none",
              "budget": f"{budget}, batch {b.train.batch_size}, lr {b.train.lr}"
                        f"{' (the shared setting; tuned per arm)' if cfg.tune.enabled else ''}, AdamW, "
