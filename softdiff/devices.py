@@ -35,3 +35,13 @@ def visible_devices_for(device: str, visible: str | None) -> str | None:
     index = int(device.partition(":")[2] or 0)
     parent = [v.strip() for v in visible.split(",") if v.strip()] if visible else None
     return parent[index] if parent else str(index)
+
+
+def device_of(module):
+    """The device ``module`` computes on: that of its first parameter or buffer; the CPU for a module with neither
+    (a fixed function standing in for a classifier, say)."""
+    import torch
+
+    tensor = next(module.parameters(), None)
+    tensor = tensor if tensor is not None else next(module.buffers(), None)
+    return tensor.device if tensor is not None else torch.device("cpu")

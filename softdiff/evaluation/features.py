@@ -14,6 +14,7 @@ from softdiff.errors import DataError
 from softdiff.evaluation import metrics
 from softdiff.data.images import load_digits_images
 from softdiff.evaluation.classifiers import FeatureClassifier, labelled_splits
+from softdiff.devices import device_of
 
 
 def _check_images(images: Tensor, name: str, shape: tuple[int, ...]) -> Tensor:
@@ -40,7 +41,7 @@ def image_features(classifier: FeatureClassifier, images: Tensor, name: str = "i
     if hit is not None and hit[0]() is images and hit[1] == images._version:
         return hit[2]
     checked = _check_images(images, name, classifier.image_shape)
-    device = next(classifier.parameters()).device  # the images stay on the CPU; the classifier may be on a GPU
+    device = device_of(classifier)  # the images stay on the CPU; the classifier may be on a GPU
     features = torch.cat([classifier.features(chunk.to(device)).cpu() for chunk in checked.split(1000)])
     memo[id(images)] = (weakref.ref(images), images._version, features)
     weakref.finalize(images, memo.pop, id(images), None)
@@ -48,7 +49,7 @@ def image_features(classifier: FeatureClassifier, images: Tensor, name: str = "i
 
 
 def _probabilities(classifier: FeatureClassifier, features: Tensor) -> Tensor:
-    return torch.softmax(classifier.head(features.to(next(classifier.parameters()).device)), -1).cpu()
+    return torch.softmax(classifier.head(features.to(device_of(classifier))), -1).cpu()
 
 
 @torch.no_grad()

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from softdiff.errors import DataError
 from softdiff.evaluation.metrics import fid_kid
+from softdiff.devices import device_of
 
 WEIGHTS_URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
                "weights-inception-2015-12-05-6726825d.pth")
@@ -68,7 +69,7 @@ class InceptionFeatures(nn.Module):
 def _features(features: InceptionFeatures, images: Tensor, name: str, batch_size: int) -> Tensor:
     if images.dim() != 4 or images.shape[1] not in (1, 3) or not torch.isfinite(images).all():
         raise DataError(f"{name} must be finite (N, 1 or 3, H, W) tensors in [0, 1], got {tuple(images.shape)}.")
-    device = next(features.parameters()).device  # the images stay on the CPU; the network may be on a GPU
+    device = device_of(features)  # the images stay on the CPU; the network may be on a GPU
     return torch.cat([features(images[i:i + batch_size].float().to(device)).cpu()
                       for i in range(0, len(images), batch_size)])
 
