@@ -5,7 +5,7 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
-from softdiff.choices import SCHEDULERS
+from softdiff.choices import DEFAULT_SAMPLER, SCHEDULERS
 from softdiff.command_line import add_overrides, command_parser, config_path, overrides, parse, split_positionals
 from softdiff.config import load_config
 from softdiff.errors import ConfigError, DataError, check_choice, check_device, check_finite, check_positive
@@ -20,7 +20,7 @@ class SampleConfig:
     """What ``softdiff sample`` draws (every key can be set as ``key=value``)."""
 
     run: str = ""                   # a run folder, RUN_DIR/model(_ema), a bare model folder or a saved pipeline
-    scheduler: str = "dpm++sde"     # the stochastic DPM-Solver++: cleaner samples than the ODE dpm++ at 20 steps
+    scheduler: str = DEFAULT_SAMPLER
     steps: int = 20
     num_samples: int = 64
     seed: int = 0

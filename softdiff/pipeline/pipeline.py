@@ -13,6 +13,7 @@ from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 
 from softdiff.checkpoint_ema import load_ema_weights
+from softdiff.choices import DEFAULT_SAMPLER
 from softdiff.data import from_model_space
 from softdiff.diffusion.process import ForwardProcess
 from softdiff.diffusion.sampling import sample
@@ -22,7 +23,6 @@ from softdiff.pipeline.folders import read_folder
 from softdiff.safe_io import atomic_dir
 
 OUTPUT_TYPES = ("pt", "np", "pil")
-DEFAULT_SCHEDULER = "dpm++sde"  # the stochastic DPM-Solver++: cleaner samples than the ODE dpm++ at 20 steps
 
 
 @dataclass
@@ -76,7 +76,7 @@ class SoftdiffPipeline(DiffusionPipeline):
         read = read_folder(path, use_ema)
         pipe = cls(**read.parts)
         if scheduler is None and not read.saved_sampler:
-            scheduler = DEFAULT_SCHEDULER
+            scheduler = DEFAULT_SAMPLER
         if scheduler is not None:
             pipe.set_scheduler(scheduler)
         if checkpoint is not None:
@@ -85,7 +85,7 @@ class SoftdiffPipeline(DiffusionPipeline):
         return pipe
 
     @classmethod
-    def for_training_run(cls, model, dataset, scheduler_config: dict, sampler: str = DEFAULT_SCHEDULER
+    def for_training_run(cls, model, dataset, scheduler_config: dict, sampler: str = DEFAULT_SAMPLER
                          ) -> "SoftdiffPipeline":
         """The pipeline a training run saves: ``model`` trained on ``dataset`` (a softdiff.data.Dataset) under
         the forward process ``scheduler_config`` (softdiff.diffusion.schedulers.training_scheduler_config),

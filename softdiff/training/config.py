@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
-from softdiff.choices import (DATASETS, DIFFUSION_PREDICTION_TYPES, FLOW_SCHEDULERS, IDX_DATASETS, IDX_SPLITS,
+from softdiff.choices import (DATASETS, DEFAULT_SAMPLER, DIFFUSION_PREDICTION_TYPES, FLOW_SCHEDULERS, IDX_DATASETS, IDX_SPLITS,
                               IMAGE_DATASETS, LAZY_DATASETS, LOSS_WEIGHTINGS, SCHEDULERS, TIMESTEP_DENSITIES,
                               example_shape)
 from softdiff.config import load_config
@@ -87,7 +87,7 @@ class TrainSection:
 @dataclass
 class SampleSection:
     every: int = 1000               # write samples/step-N.png every this many steps (0: only at the end)
-    scheduler: str = "dpm++"
+    scheduler: str = DEFAULT_SAMPLER  # the previews' sampler, and the one the run's model folders save
     steps: int = 20
     num_samples: int = 64
     guidance_scale: float = 1.0     # class-conditional previews: classifier-free guidance (1: none)

@@ -72,11 +72,13 @@ def draw_batch(dataset: Dataset, objective: Objective, cfg: TrainConfig, step: i
     g = step_generator(cfg.train.seed, step, micro)
     draws = g if device.type == "cpu" else step_generator(cfg.train.seed, step, micro, device)
     size = cfg.train.batch_size
-    if dataset.kind == "image":  # the same first draw as Dataset.sample; only this process's slice is decoded
-        x0 = draw_indices(len(dataset), size, g)
-        labels = dataset.labels[x0] if dataset.labels is not None else None
+    # Images: the batch's indices (the same first draw as Dataset.sample), only this process's slice decoded
+    # below; 2-D sets: the points themselves.
+    if dataset.kind == "image":
+        indices_or_points = draw_indices(len(dataset), size, g)
+        labels = dataset.labels[indices_or_points] if dataset.labels is not None else None
     else:
-        x0, labels = dataset.sample(size, g)
+        indices_or_points, labels = dataset.sample(size, g)
     # Every process draws the global batch's timesteps, noise and dropout and keeps its slice: the numbers each
     # example gets do not depend on the process count (runs on 1 and 2 processes stay equal).
     t = objective.draw_timesteps(size, draws)
@@ -86,7 +88,7 @@ def draw_batch(dataset: Dataset, objective: Objective, cfg: TrainConfig, step: i
         dropped = torch.rand(size, generator=draws, device=draws.device) < cfg.train.label_dropout
         labels = torch.where(dropped, NULL_LABEL, to_device(labels, draws.device))
     lo, hi = rank * size // world, (rank + 1) * size // world
-    x0 = take_slice(dataset, x0, lo, hi, cfg.data.skip_bad_files, batches, step, micro)
+    x0 = take_slice(dataset, indices_or_points, lo, hi, cfg.data.skip_bad_files, batches, step, micro)
     if cfg.data.random_flip:
         x0 = flip(x0, flip_mask(cfg.train.seed, step, micro, size)[lo:hi])
     x0, t, noise = to_device(x0, device), t[lo:hi], noise[lo:hi]
