@@ -241,18 +241,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_two_nodes_sharing_the_run_folder_make_a_first_run_on_a_folder(folder, tmp_path):
+def first_run_on_two_nodes(data_args: list[str], tmp_path: Path) -> dict:
     """``torchrun --nnodes 2`` on one machine, one process per node, both writing into one run folder as nodes on
-    NFS do: the first run builds data_index.json once (main process first, then the other node reads it), both
-    ranks end with the same weights, and those equal a one-process run's up to float reduction order."""
+    NFS do, on a dataset no run has listed yet: both nodes finish, both ranks end with the same weights, and those
+    equal a one-process run's up to float reduction order. The run's data_index.json."""
     import os
     import subprocess
     import sys
 
-    root, _ = folder
     repo = Path(__file__).resolve().parents[1]
-    args = ["train.py", "--config", "configs/digits.yaml", *TINY, "model.dropout=0.0", f"data.path={root}",
+    args = ["train.py", "--config", "configs/digits.yaml", *TINY, "model.dropout=0.0", *data_args,
             f"output_dir={tmp_path / 'run'}", "--quiet"]
     endpoint = f"127.0.0.1:{_free_port()}"
     env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
@@ -261,13 +259,30 @@ def test_two_nodes_sharing_the_run_folder_make_a_first_run_on_a_folder(folder, t
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
     results = [node.communicate(timeout=300) for node in nodes]
     assert [node.returncode for node in nodes] == [0, 0], results[0][1][-1500:] + results[1][1][-1500:]
-    index = json.loads((tmp_path / "run" / "data_index.json").read_text())
-    assert len(index["files"]) == N_IMAGES
     summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
     assert summary["num_processes"] == 2 and len(set(summary["rank_weight_checksums"])) == 1
-    single = train(config(tmp_path / "one", root, "model.dropout=0.0"), quiet=True)
+    single = train(load_train_config("configs/digits.yaml", [*TINY, "model.dropout=0.0", *data_args,
+                                                             f"output_dir={tmp_path / 'one'}"]), quiet=True)
     w1, w2 = weights(single / "model"), weights(tmp_path / "run" / "model")
     assert all(torch.allclose(w1[k], w2[k], rtol=1e-5, atol=1e-6) for k in w1)
+    assert not list((tmp_path / "run").glob(".data_index.tmp-*"))  # no rank left a half-written index behind
+    return json.loads((tmp_path / "run" / "data_index.json").read_text())
+
+
+@pytest.mark.slow
+def test_two_nodes_sharing_the_run_folder_make_a_first_run_on_a_folder(folder, tmp_path):
+    """The main process lists the folder first, then the other node reads its index (no race on data_index.json)."""
+    root, _ = folder
+    index = first_run_on_two_nodes([f"data.path={root}"], tmp_path)
+    assert len(index["files"]) == N_IMAGES
+
+
+@pytest.mark.slow
+def test_two_nodes_sharing_the_run_folder_make_a_first_run_on_an_hf_dataset(hf_folder, tmp_path):
+    """The same for a saved Hugging Face dataset: one index pins its Arrow files for both nodes."""
+    path, _ = hf_folder
+    index = first_run_on_two_nodes([f"data.path={path}", "data.name=hf", "data.image_column=img"], tmp_path)
+    assert index["arrow_files"]
 
 
 def test_in_memory_sets_prepare_only_their_slice_of_the_global_batch(tmp_path):
