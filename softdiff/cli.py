@@ -10,6 +10,7 @@ import argparse
 import errno
 import importlib
 import sys
+import warnings
 from typing import Callable, Sequence
 
 from softdiff.errors import ConfigError, SoftdiffError
@@ -46,8 +47,6 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
 def run_main(main: Callable[[Sequence[str]], int | None], argv: Sequence[str]) -> int:
     """Call a command's ``main``; user errors print one line and give exit code 2 (warnings print one line
     each, without the source line)."""
-    import warnings
-
     format_before, warnings.formatwarning = warnings.formatwarning, _one_line_warning
     try:
         return int(main(list(argv)) or 0)

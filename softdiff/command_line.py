@@ -4,16 +4,25 @@
 the config file or the preset (a shipped config) gives a typed config, ``key=value`` pairs override any of its
 keys, ``--output-dir`` sets where everything is written and ``--quiet`` silences progress bars. Each command
 adds only its own few flags.
+
+Every command is split in two: ``softdiff.commands.NAME`` parses and checks its arguments without the heavy
+packages, and :func:`run_work` then hands them to ``softdiff.commands.work.NAME``, which does the work.
 """
 from __future__ import annotations
 
 import argparse
+import importlib
+import re
+from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
 from softdiff.cli import ArgumentParser
-from softdiff.config import CONFIG_DIR, shipped_configs
+from softdiff.config import CONFIG_DIR, load_config, shipped_configs
 from softdiff.errors import ConfigError
+from softdiff.safe_io import check_output_dir
+
+WORK_PACKAGE = "softdiff.commands.work"
 
 
 def command_parser(prog: str, description: str, examples: Sequence[str], presets: str | None = None,
@@ -46,6 +55,12 @@ def parse(p: ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
     return p.parse_intermixed_args(list(argv))
 
 
+def run_work(command: str, *job) -> int:
+    """Do ``command``'s work: ``run(*job)`` of ``softdiff.commands.work.<command>``, whose heavy imports (torch,
+    diffusers, matplotlib) sit at its top. It is imported by name only here, after the arguments are checked, so
+    that ``--help`` and a config error answer before those packages load."""
+    return importlib.import_module(f"{WORK_PACKAGE}.{command}").run(*job)
+
 
 def config_path(args: argparse.Namespace, presets: str | None = None, default_preset: str | None = None) -> Path | None:
     """The YAML file that ``--config`` or ``--preset`` (else the default preset) names."""
@@ -77,8 +92,6 @@ def output_folder(value: str | None, default) -> str:
 def split_positionals(values: Sequence[str]) -> tuple[list[str], list[str]]:
     """Positional words as ``(paths, key=value overrides)``, in any order: a word is an override when it starts
     with a config key and ``=`` (``steps=5``, ``eval.steps=5``); anything else (a folder) is a path."""
-    import re
-
     key = re.compile(r"^[A-Za-z_][\w.]*=")
     return [v for v in values if not key.match(v)], [v for v in values if key.match(v)]
 
@@ -86,11 +99,6 @@ def split_positionals(values: Sequence[str]) -> tuple[list[str], list[str]]:
 def load_with_output(args: argparse.Namespace, schema, presets: str, default_preset: str, default_output: str):
     """The typed ``schema`` config from ``--config`` / ``--preset`` and the overrides, and its output folder
     (``output_dir``, else ``default_output`` formatted with the config's fields), checked but not created."""
-    from dataclasses import asdict
-
-    from softdiff.config import load_config
-    from softdiff.safe_io import check_output_dir
-
     cfg = load_config(schema, config_path(args, presets, default_preset), overrides(args))
     out = check_output_dir("--output-dir" if args.output_dir is not None else "output_dir",
                            output_folder(cfg.output_dir, default_output.format(**asdict(cfg))))

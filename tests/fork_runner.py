@@ -26,6 +26,9 @@ PRELOAD = ["torch", "diffusers", "accelerate", "matplotlib.pyplot", "softdiff.cl
            "softdiff.commands.regress", "softdiff.commands.flow", "softdiff.commands.probe",
            "softdiff.commands.evaluate", "softdiff.commands.sinks",
            # what the commands import only after parsing (so that --help and config errors answer fast)
+           "softdiff.commands.work.train", "softdiff.commands.work.sample", "softdiff.commands.work.compare",
+           "softdiff.commands.work.ntk", "softdiff.commands.work.regress", "softdiff.commands.work.flow",
+           "softdiff.commands.work.probe", "softdiff.commands.work.evaluate", "softdiff.commands.work.sinks",
            "softdiff.pipeline.pipeline", "softdiff.training.previews", "softdiff.evaluation.run_eval",
            "softdiff.evaluation.features", "softdiff.studies.compare.runner", "softdiff.studies.ntk.drift",
            "softdiff.studies.ntk.report", "softdiff.studies.sinks.report", "softdiff.studies.value_flow.plots",

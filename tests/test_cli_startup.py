@@ -98,3 +98,26 @@ def test_the_torch_free_names_match_the_registries():
                   "TWO_LAYER_ACTIVATIONS": TWO_LAYER_ACTIVATIONS}
     for name, registry in registries.items():
         assert tuple(getattr(choices, name)) == tuple(registry), name  # the order shows in error messages
+
+
+def test_commands_import_at_the_top_and_hand_their_work_to_a_work_module():
+    """Start-up stays fast by structure, not by imports inside functions: each command module imports at its top
+    only what checks the arguments, and its ``main`` hands over to the ``run`` of the work module of its name."""
+    import ast
+    from importlib.util import find_spec
+
+    from softdiff.cli import COMMANDS
+
+    package = ROOT / "softdiff"
+    files = [package / "cli.py", package / "command_line.py", *sorted((package / "commands").rglob("*.py"))]
+    local = [f"{path.relative_to(ROOT)}:{node.lineno}" for path in files
+             for function in ast.walk(ast.parse(path.read_text()))
+             if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef))
+             for node in ast.walk(function) if isinstance(node, (ast.Import, ast.ImportFrom))]
+    assert local == []
+    for module, _ in COMMANDS.values():
+        calls = [node for node in ast.walk(ast.parse(find_spec(module).loader.get_source(module)))
+                 if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "run_work"]
+        assert len(calls) == 1, module
+        work = find_spec(f"softdiff.commands.work.{calls[0].args[0].value}")
+        assert work is not None and "\ndef run(" in work.loader.get_source(work.name), module

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from softdiff.command_line import add_overrides, command_parser, config_path, overrides, parse
+from softdiff.command_line import add_overrides, command_parser, config_path, overrides, parse, run_work
 from softdiff.studies.compare.config import load_compare_config
 
 DEFAULT_PRESET = "toy"
@@ -29,13 +29,12 @@ def parser():
     return p
 
 
-def main(argv: Sequence[str]) -> int:
+def prepare(argv: Sequence[str]):
+    """The parsed arguments and the checked config."""
     args = parse(parser(), argv)
     extra = [f"workers={args.workers}"] if args.workers is not None else []
-    cfg = load_compare_config(config_path(args, "compare", DEFAULT_PRESET), overrides(args) + extra)
-    from softdiff.studies.compare.runner import run_comparison  # the training stack only for a valid config
+    return args, load_compare_config(config_path(args, "compare", DEFAULT_PRESET), overrides(args) + extra)
 
-    out = run_comparison(cfg, " ".join(["softdiff compare", *argv]), log=(lambda *_: None) if args.quiet else print)
-    if args.quiet:
-        print(f"wrote {out / 'report.md'} and {out / 'results.json'}")
-    return 0
+
+def main(argv: Sequence[str]) -> int:
+    return run_work("compare", *prepare(argv), " ".join(["softdiff compare", *argv]))

@@ -2,18 +2,17 @@
 dataset's feature classifier (FID / KID features)."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional, Sequence
 
 from softdiff.choices import FEATURE_DATASETS
-from softdiff.command_line import (add_overrides, command_parser, config_path, output_folder, overrides, parse,
+from softdiff.command_line import (add_overrides, command_parser, config_path, overrides, parse, run_work,
                                    split_positionals)
 from softdiff.config import load_config
 from softdiff.devices import resolve_device
 from softdiff.errors import ConfigError, check_at_most, check_choice, check_positive
 from softdiff.evaluation.settings import EvalSettings
+from softdiff.safe_io import check_output_dir
 
 
 @dataclass
@@ -71,77 +70,15 @@ def load_eval_config(args) -> EvalConfig:
     return cfg
 
 
-def _write_report(cfg: EvalConfig, name: str, report: dict, default_dir: Path | None = None) -> None:
-    """Print ``report`` as one JSON line; write it as ``name`` into the output folder when there is one."""
-    from softdiff.safe_io import finite_json, write_json
-
-    print(json.dumps(finite_json(report)))
-    folder = output_folder(cfg.output_dir, default_dir)
-    if folder:
-        write_json(Path(folder) / name, finite_json(report), indent=2)
-        print(f"wrote {Path(folder) / name}")
-
-
-def _score_dataset(given: str, named: str | None, images, path: str) -> str:
-    """The dataset whose classifier scores ``images``: ``dataset=``, else the samples file's, else digits by shape."""
-    from softdiff.evaluation.classifiers import RECIPES
-
-    dataset = given or named or ("digits" if tuple(images.shape[1:]) == (1, 8, 8) else "")
-    if not dataset:
-        raise ConfigError(f"--score '{path}' does not name its dataset; add dataset=NAME, one of: "
-                          f"{', '.join(FEATURE_DATASETS)}.")
-    check_choice("dataset", dataset, FEATURE_DATASETS)
-    shape = RECIPES[dataset].network.image_shape
-    if tuple(images.shape[1:]) != shape:
-        raise ConfigError(f"--score '{path}' holds samples of shape {tuple(images.shape[1:])}, but {dataset} images "
-                          f"are {shape}; name the right dataset=.")
-    return dataset
-
-
-def main(argv: Sequence[str]) -> int:
-    from softdiff.safe_io import check_output_dir
-
+def prepare(argv: Sequence[str]):
+    """The parsed arguments, the checked config and the device; the output folder checked (not created)."""
     args = parse(parser(), argv)
     cfg = load_eval_config(args)
     device = resolve_device("--device", args.device)  # a GPU asked for but missing: one line, before any work
     if cfg.output_dir is not None:
         check_output_dir("--output-dir", cfg.output_dir)
-    if cfg.feature_classifier and not args.train_classifier and not Path(cfg.feature_classifier).is_file():
-        from softdiff.evaluation.classifiers import check_classifier_writable
+    return args, cfg, device
 
-        check_classifier_writable(cfg.feature_classifier)  # it will be trained and saved there: say so first
-    if args.train_classifier:
-        from softdiff.evaluation.classifiers import (cached_classifier, check_classifier_writable, save_classifier,
-                                                     train_classifier)
 
-        dataset = cfg.dataset or "digits"
-        out = Path(cfg.feature_classifier) if cfg.feature_classifier else cached_classifier(dataset)
-        check_classifier_writable(out)  # before training, not after
-        model, acc = train_classifier(cfg.seed, cfg.epochs or None, dataset=dataset)
-        save_classifier(model, out, acc, dataset)
-        _write_report(cfg, "classifier.json", {"output": str(out), "dataset": dataset, "seed": cfg.seed,
-                                               "test_accuracy": round(acc, 4)})
-        return 0
-    if args.score:
-        from softdiff.evaluation.classifiers import classifier_path, ensure_classifier
-        from softdiff.evaluation.features import load_samples, reference_images, score_samples
-
-        images, named, labels = load_samples(args.score)
-        dataset = _score_dataset(cfg.dataset, named, images, args.score)
-        reference, floor_pool = reference_images(dataset)
-        path = classifier_path(dataset, cfg.feature_classifier)
-        classifier, meta = ensure_classifier(path, cfg.seed, dataset)
-        classifier.to(device)
-        scores = score_samples(classifier, images, reference, floor_pool, cfg.seed, labels)
-        scores = {k: round(v, 4) if isinstance(v, float) else v for k, v in scores.items()}
-        _write_report(cfg, "score.json", {"samples": args.score, "dataset": dataset, "classifier": str(path),
-                                          "classifier_test_accuracy": float(meta["test_accuracy"]), **scores})
-        return 0
-    from softdiff.evaluation.run_eval import evaluate_run
-
-    default_dir = Path(cfg.run) / "eval"
-    folder = check_output_dir("--output-dir", output_folder(cfg.output_dir, default_dir))
-    settings = EvalSettings(**{k: getattr(cfg, k) for k in EvalSettings.__dataclass_fields__})
-    report, _ = evaluate_run(cfg.run, settings, cfg.ema, folder, device=device)
-    _write_report(cfg, "eval.json", report, default_dir)
-    return 0
+def main(argv: Sequence[str]) -> int:
+    return run_work("evaluate", *prepare(argv))

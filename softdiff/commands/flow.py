@@ -6,18 +6,12 @@ the reference outcome (references.py).
 """
 from __future__ import annotations
 
-import json
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from softdiff.command_line import add_overrides, command_parser, load_with_output, parse
+from softdiff.command_line import add_overrides, command_parser, load_with_output, parse, run_work
 from softdiff.errors import ConfigError, check_at_most, check_choice, check_device, check_finite, check_positive
-from softdiff.safe_io import write_text
-from softdiff.studies.value_flow.integrate import FlowIntegrationError
-from softdiff.studies.value_flow.presets import PROTOCOLS, RNGS, SPECTRA, preset_cases, run_case
-from softdiff.studies.value_flow.summaries import SUMMARIES, endings
-from softdiff.tables import print_table
+from softdiff.studies.value_flow.presets import PROTOCOLS, RNGS, SPECTRA
 
 DEFAULT_PRESET = "E1"
 MAX_STEPS = 100_000_000  # ten times E5's, the longest protocol
@@ -68,37 +62,11 @@ def parser():
     return p
 
 
-def main(argv: Sequence[str]) -> int:
+def prepare(argv: Sequence[str]):
+    """The parsed arguments, the checked config and its output folder (checked, not created)."""
     args = parse(parser(), argv)
-    cfg, out_dir = load_with_output(args, FlowConfig, "flow", DEFAULT_PRESET, "runs/flow/{protocol}")
-    from softdiff.studies.value_flow.plots import plot_all  # matplotlib only once the config is valid
+    return (args, *load_with_output(args, FlowConfig, "flow", DEFAULT_PRESET, "runs/flow/{protocol}"))
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    histories, results, table = {}, {"config": asdict(cfg), "cases": {}}, []
-    for case in preset_cases(cfg.protocol, cfg.seeds, cfg.seed, cfg.rng, cfg.spectrum):
-        start = time.perf_counter()
-        try:
-            hist = run_case(case, steps=cfg.steps, lr=cfg.lr, method=cfg.method, device=cfg.device)
-        except FlowIntegrationError as err:  # one stiff case (e.g. E2's l1 as an ODE) should not sink the rest
-            print(f"{case.label}: skipped: {err}")
-            results["cases"][case.label] = {"reference": case.reference, "error": str(err)}
-            continue
-        seconds = time.perf_counter() - start
-        histories[case.label] = hist
-        rows = SUMMARIES[cfg.protocol](case, hist)
-        table += [(case.label, *row) for row in rows]
-        results["cases"][case.label] = {"reference": case.reference, "seconds": seconds,
-                                        "endings": endings(hist.s[-1]),
-                                        "summary": [dict(zip(("quantity", "measured", "reference"), r)) for r in rows],
-                                        "history": hist.to_dict()}
-        if not args.quiet:
-            print(f"{case.label}: {hist.meta.get('steps', hist.meta.get('t_max'))} "
-                  f"{'steps' if cfg.method == 'gd' else 'time'} x {hist.meta['batch']} seeds in {seconds:.1f} s")
-    if not histories:
-        raise FlowIntegrationError(f"every case of {cfg.protocol} failed with method={cfg.method}; use method=gd.")
-    write_text(out_dir / "results.json", json.dumps(results, allow_nan=False, default=str))
-    pngs = plot_all(histories, out_dir, f"{cfg.protocol} ({cfg.method}, rng={cfg.rng})")
-    print()
-    print_table(("case", "quantity", "measured", "reference"), table)
-    print(f"\nwrote {out_dir / 'results.json'} and {', '.join(p.name for p in pngs)}")
-    return 0
+
+def main(argv: Sequence[str]) -> int:
+    return run_work("flow", *prepare(argv))

@@ -2,14 +2,10 @@
 networks as the width grows (theory: docs/theory.md, section 1)."""
 from __future__ import annotations
 
-import time
 from typing import Sequence
 
-import torch
-
-from softdiff.command_line import add_overrides, command_parser, load_with_output, parse
-from softdiff.config import save_config
-from softdiff.studies.ntk.study import NTKStudyConfig, run_width_study
+from softdiff.command_line import add_overrides, command_parser, load_with_output, parse, run_work
+from softdiff.studies.ntk.study import NTKStudyConfig
 
 DEFAULT_PRESET = "default"
 
@@ -25,21 +21,11 @@ def build_parser():
     return p
 
 
-def main(argv: Sequence[str]) -> int:
+def prepare(argv: Sequence[str]):
+    """The parsed arguments, the checked config and its output folder (checked, not created)."""
     args = parse(build_parser(), argv)
-    cfg, out_dir = load_with_output(args, NTKStudyConfig, "ntk", DEFAULT_PRESET, "runs/ntk")
-    from softdiff.studies.ntk.report import write_report  # matplotlib only once the config is valid
+    return (args, *load_with_output(args, NTKStudyConfig, "ntk", DEFAULT_PRESET, "runs/ntk"))
 
-    torch.set_num_threads(min(torch.get_num_threads(), 2))
-    start = time.perf_counter()
-    results = run_width_study(cfg, progress=not args.quiet)
-    paths = write_report(results, out_dir)
-    save_config(cfg, out_dir / "config.yaml")
-    print(f"ntk width study finished in {time.perf_counter() - start:.1f} s")
-    for task, by_act in results["summary"].items():
-        for act, s in by_act.items():
-            print(f"  {task:<10} {act:<8} drift slope {s['drift_slope']:+.2f}  "
-                  f"(theory ~ -0.5), init lambda_min at m={cfg.widths[-1]}: "
-                  f"{results['runs'][task][act][-1]['lambda_min']:.3g}")
-    print("wrote " + ", ".join(str(p) for p in paths + [out_dir / "config.yaml"]))
-    return 0
+
+def main(argv: Sequence[str]) -> int:
+    return run_work("ntk", *prepare(argv))

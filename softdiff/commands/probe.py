@@ -6,71 +6,16 @@ massive-activation ratio; averaged over heads and timesteps), the runs side by s
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
-import numpy as np
-
-from softdiff.studies.probes.attention import SINK_THRESHOLD, ProbeResult, probe_run
 from softdiff.command_line import (add_overrides, command_parser, config_path, output_folder, overrides, parse,
-                                   split_positionals)
+                                   run_work, split_positionals)
 from softdiff.config import load_config
 from softdiff.errors import ConfigError, check_device, check_finite, check_positive
-from softdiff import tables
-from softdiff.safe_io import check_output_dir, save_figure, write_text
-
-COLUMNS = (("entropy", "entropy", "{:.2f}"), ("sparsity", "sparsity", "{:.3f}"), ("sink", "sink", "{:.3f}"),
-           ("sink_heads", "sink heads", "{:.2f}"), ("register_share", "reg. share", "{:.3f}"),
-           ("row_mass", "row mass", "{:.2f}"), ("massive", "max/median |h|", "{:.1f}"))
-
-
-def _label(result: ProbeResult, index: int) -> str:
-    return f"run{index + 1} ({result.normalization})"
-
-
-def print_table(results: Sequence[ProbeResult]) -> None:
-    """One line per (layer, run) with the per-layer probe scores."""
-    head = ["layer", "run"] + [name for _, name, _ in COLUMNS]
-    rows = []
-    for layer in range(max(r.entropy.shape[1] for r in results)):
-        for i, result in enumerate(results):
-            table = result.layer_table()
-            if layer < len(table):
-                rows.append([str(layer), _label(result, i)] + [fmt.format(table[layer][key]) for key, _, fmt in COLUMNS])
-    tables.print_table(head, rows, right_from=2)
-    for i, result in enumerate(results):
-        print(f"{_label(result, i)}: {result.meta.get('run_dir')}, N = {result.num_tokens} tokens "
-              f"(log N = {np.log(result.num_tokens):.2f}, {result.num_special} registers), timesteps "
-              f"{result.timesteps}, sink head = sink score > {result.threshold}")
-
-
-def plot_heatmaps(results: Sequence[ProbeResult], path: Path) -> Path:
-    """Layer x head maps of entropy / log N, sparsity and sink score (averaged over timesteps), one row per run."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # only when writing the picture, not for --help
-
-    panels = (("entropy", "entropy / log N"), ("sparsity", "sparsity (mean max weight)"), ("sink", "sink score"))
-    fig, axes = plt.subplots(len(results), 3, figsize=(11, 3.2 * len(results)), squeeze=False)
-    for index, (row, result) in enumerate(zip(axes, results)):
-        for ax, (key, title) in zip(row, panels):
-            data = getattr(result, key).mean(0)
-            if key == "entropy":
-                data = data / np.log(result.num_tokens)
-            im = ax.imshow(data, vmin=0, vmax=1, cmap="magma", aspect="auto")
-            ax.set_xlabel("head")
-            ax.set_ylabel("layer")
-            ax.set_xticks(range(data.shape[1]))
-            ax.set_yticks(range(data.shape[0]))
-            ax.set_title(f"{_label(result, index)}: {title}", fontsize=9)
-            fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    save_figure(fig, path, dpi=110)
-    plt.close(fig)
-    return path
+from softdiff.safe_io import check_output_dir
+from softdiff.studies.probes.attention import SINK_THRESHOLD
 
 
 @dataclass
@@ -130,14 +75,11 @@ def load_probe_config(args) -> tuple[list[str], ProbeConfig]:
     return runs, cfg
 
 
-def main(argv: Sequence[str]) -> int:
+def prepare(argv: Sequence[str]):
+    """The run folders, the checked config and the output folder (checked, not created)."""
     runs, cfg = load_probe_config(parse(parser(), argv))
-    out_dir = check_output_dir("--output-dir", output_folder(cfg.output_dir, Path(runs[0]) / "probe"))
-    results = [probe_run(d, cfg.timesteps, cfg.num_samples, cfg.seed, ema=cfg.ema, data_root=cfg.data_root,
-                         device=cfg.device, threshold=cfg.threshold) for d in runs]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_text(out_dir / "probe.json", json.dumps({"runs": [r.to_dict() for r in results]}))
-    png = plot_heatmaps(results, out_dir / "probe_heatmaps.png")
-    print_table(results)
-    print(f"\nwrote {out_dir / 'probe.json'} and {png}")
-    return 0
+    return runs, cfg, check_output_dir("--output-dir", output_folder(cfg.output_dir, Path(runs[0]) / "probe"))
+
+
+def main(argv: Sequence[str]) -> int:
+    return run_work("probe", *prepare(argv))

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from softdiff.command_line import add_overrides, command_parser, config_path, overrides, parse
+from softdiff.command_line import add_overrides, command_parser, config_path, overrides, parse, run_work
 from softdiff.config import load_config
-from softdiff.studies.softmax_regression.study import RegressConfig, run_study
+from softdiff.studies.softmax_regression.study import RegressConfig
 
 DEFAULT_PRESET = "default"
 
@@ -24,10 +24,11 @@ def parser():
     return p
 
 
-def main(argv: Sequence[str]) -> int:
+def prepare(argv: Sequence[str]):
+    """The parsed arguments and the checked config."""
     args = parse(parser(), argv)
-    cfg = load_config(RegressConfig, config_path(args, "regress", DEFAULT_PRESET), overrides(args))
-    out = run_study(cfg, " ".join(["softdiff regress", *argv]), **({"log": lambda *_: None} if args.quiet else {}))
-    if args.quiet:
-        print(f"wrote {out / 'report.md'} and {out / 'results.json'}")
-    return 0
+    return args, load_config(RegressConfig, config_path(args, "regress", DEFAULT_PRESET), overrides(args))
+
+
+def main(argv: Sequence[str]) -> int:
+    return run_work("regress", *prepare(argv), " ".join(["softdiff regress", *argv]))

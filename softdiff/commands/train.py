@@ -1,12 +1,11 @@
 """``python train.py`` / ``softdiff train``: train a score model from a config."""
 from __future__ import annotations
 
-import json
 from typing import Sequence
 
-from softdiff.command_line import add_overrides, command_parser, config_path, overrides, parse
+from softdiff.command_line import add_overrides, command_parser, config_path, overrides, parse, run_work
 from softdiff.errors import ConfigError
-from softdiff.studies.training_callbacks import callbacks_from_config, check_callback_names
+from softdiff.studies.training_callbacks import check_callback_names
 from softdiff.training.config import load_train_config
 
 DEFAULT_PRESET = "digits"
@@ -28,23 +27,15 @@ def parser():
     return p
 
 
-def main(argv: Sequence[str]) -> int:
+def prepare(argv: Sequence[str]):
+    """The parsed arguments and the checked config (its callbacks named right too)."""
     args = parse(parser(), argv)
     if args.stop_after < 0:
         raise ConfigError(f"--stop-after {args.stop_after} must be non-negative.")
     cfg = load_train_config(config_path(args, "", DEFAULT_PRESET), overrides(args))
     check_callback_names(cfg)
-    from accelerate import PartialState  # heavy imports only once the config is valid
+    return args, cfg
 
-    from softdiff.training.trainer import train
 
-    out = train(cfg, resume=args.resume, quiet=args.quiet, stop_after=args.stop_after,
-                callbacks=callbacks_from_config(cfg))
-    if not PartialState().is_main_process:
-        return 0
-    if not json.loads((out / "train_summary.json").read_text())["finished"]:
-        print(f"stopped early: continue with --resume latest (checkpoints in {out / 'checkpoints'})")
-        return 0
-    print(f"done: samples in {out / 'samples'}, model in {out / 'model_ema'} (EMA) and {out / 'model'}")
-    print(f"sample more with: softdiff sample {out} --num-samples 64 --output-dir {out / 'samples_more'}")
-    return 0
+def main(argv: Sequence[str]) -> int:
+    return run_work("train", *prepare(argv))
