@@ -22,7 +22,7 @@ from softdiff.data.augment import flip, flip_mask
 from softdiff.data.loader import BatchStream, check_batch_fits, draw_indices, take_slice
 from softdiff.diffusion.objective import Objective
 from softdiff.diffusion.sampling import NULL_LABEL
-from softdiff.errors import ConfigError, SoftdiffError
+from softdiff.errors import ConfigError, SoftdiffError, first_line
 from softdiff.pipeline.pipeline import SoftdiffPipeline
 from softdiff.safe_io import NewEntries, is_disk_full, write_json, write_text
 from softdiff.training.checkpoints import Checkpoints, DiskFullError, ema_weights, list_checkpoints
@@ -238,7 +238,7 @@ def _train_or_explain(cfg: TrainConfig, resume: str | None, quiet: bool, stop_af
         if is_disk_full(err, out):
             saved = [p.name for _, p in list_checkpoints(out / "checkpoints")]
             intact = f"the newest checkpoint '{saved[0]}' is intact" if saved else "no checkpoint was saved yet"
-            where = getattr(err, "filename", None) or (str(err).strip().splitlines() or [type(err).__name__])[0]
+            where = getattr(err, "filename", None) or first_line(err)
             raise DiskFullError(f"no space left on device while writing into '{out}' ({where}); {intact}. Free "
                                 "space, then continue with --resume latest.") from None
         message = out_of_memory_message(cfg, err) if isinstance(err, (MemoryError, RuntimeError)) else None
