@@ -128,11 +128,6 @@ def optimization(model: torch.nn.Module, cfg: TrainConfig, device: torch.device)
     return optimizer, lr_scheduler, ema
 
 
-def scheduler_config_of(cfg: TrainConfig) -> dict:
-    """The training scheduler config (the forward process) that ``cfg.diffusion`` describes."""
-    return Objective.from_config(cfg.diffusion).scheduler_config
-
-
 class MetricsLog:
     """``metrics.jsonl``: one JSON object per logged step; on resume, lines past the resumed step are dropped,
     and so is a line torn by a kill mid-write (the file is rewritten atomically)."""
