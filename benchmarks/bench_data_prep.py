@@ -94,23 +94,23 @@ def batch_only(config: str, overrides: list[str], draws: int = 20) -> None:
 
     import softdiff.data
     from softdiff.data import dataset_from_config
-    from softdiff.diffusion.process import ForwardProcess
+    from softdiff.diffusion.objective import Objective
     from softdiff.training import load_train_config
-    from softdiff.training.trainer import draw_batch, scheduler_config_of
+    from softdiff.training.trainer import draw_batch
 
     from standin import standin_loader
 
     cfg = load_train_config(config, overrides)
     if cfg.data.name == "cifar10" and not (Path(cfg.data.root) / "cifar-10-batches-py").is_dir():
         softdiff.data.load_torchvision = standin_loader()
-    dataset, process = dataset_from_config(cfg.data), ForwardProcess(scheduler_config_of(cfg))
+    dataset, objective = dataset_from_config(cfg.data), Objective.from_config(cfg.diffusion)
     print(f"draw_batch alone, {config} {' '.join(overrides)}: batch {cfg.train.batch_size}, CPU time, median of "
           f"{draws} draws\n| processes (this one's rank) | ms |\n| --- | --- |")
     for world in (1, 2):
         times = []
         for step in range(draws):
             start = time.thread_time()
-            draw_batch(dataset, process, cfg, step, 0, 0, world)
+            draw_batch(dataset, objective, cfg, step, 0, 0, world)
             times.append(time.thread_time() - start)
         print(f"| {world} (0) | {1e3 * statistics.median(times):.2f} |")
 

@@ -1,7 +1,7 @@
 """The cifar10 config's training step on one CUDA device: images/s, step time, peak memory and MFU in fp32, bf16
 and bf16 + torch.compile, and a bf16-vs-fp32 loss comparison over seeds.
 
-Each mode times the training loop's step (softdiff.training.trainer's draw_batch and to_device, the forward and
+Each mode times the training loop's step (softdiff.training.trainer's draw_batch on the device, the forward and
 loss under autocast, backward, gradient clipping, AdamW (fused on CUDA), the foreach EMA) after --warmup steps
 (compiling included), synchronising the device before and after the timed steps only. MFU = FLOPs of one step's
 forward and backward (counted once by torch.utils.flop_counter.FlopCounterMode on the eager net: matrix
@@ -9,7 +9,8 @@ products, convolutions and attention; not the elementwise work nor the optimizer
 device's peak FLOP/s for the mode's dtype. The peaks (dense, from the vendors' datasheets) are looked up by the
 device's name: H100 SXM / PCIe / NVL, H200 (SXM / NVL) and A100; fp32 is measured against the TF32 peak, since the
 trainer lets CUDA matrix products run in TF32; --peak-tflops overrides the table for every mode. "data ms" is the
-host's time per step in draw_batch and the copy to the device: it overlaps the device's work unless it exceeds it.
+host's time per step in draw_batch (noise and timesteps drawn on the device, the images copied there): it overlaps
+the device's work unless it exceeds it.
 
 The loss comparison trains --compare-steps steps of the config per seed in fp32 and in bf16 (both eager), its lr
 schedule shortened to that many steps (warm-up keeping its share), so that the net learns at the config's lr
@@ -45,24 +46,22 @@ from pathlib import Path
 
 try:
     import torch
-    from diffusers.optimization import get_scheduler
-    from diffusers.training_utils import EMAModel
     from torch.utils.flop_counter import FlopCounterMode
 
     import softdiff.data
-    from softdiff.diffusion.objectives import diffusion_loss
-    from softdiff.diffusion.process import ForwardProcess
+    from softdiff.diffusion.objective import Objective
     from softdiff.diffusion.sampling import model_output
     from softdiff.errors import SoftdiffError
     from softdiff.safe_io import check_output_file, write_json
     from softdiff.training import load_train_config
     from softdiff.training.models import build_model
-    from softdiff.training.trainer import draw_batch, scheduler_config_of, to_device
+    from softdiff.training.trainer import draw_batch
 except ImportError as err:
     sys.exit(f"error: {err}; on a machine without diffusers or omegaconf, carry their wheels (see this script's "
              "docstring).")
 
-from standin import standin_loader  # noqa: E402 (same folder)
+from hand_step import HandStep  # noqa: E402 (same folder)
+from standin import standin_loader  # noqa: E402
 
 # Dense peak TFLOP/s by dtype (vendors' datasheets; the sparse figures are twice these). Checked in this order.
 PEAK_TFLOPS = [
@@ -112,40 +111,28 @@ class TrainStep:
 
     def __init__(self, cfg, dataset, device: torch.device, bf16: bool, compiled: bool):
         self.cfg, self.dataset, self.device, self.bf16 = cfg, dataset, device, bf16
-        self.process = ForwardProcess(scheduler_config_of(cfg))
+        self.objective = Objective.from_config(cfg.diffusion)
         torch.manual_seed(cfg.train.seed)
         self.model = build_model(cfg, dataset).to(device).train()
-        t = cfg.train
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay,
-                                           fused=device.type == "cuda")
-        self.lr_schedule = get_scheduler(t.lr_schedule, self.optimizer, num_warmup_steps=t.warmup_steps,
-                                         num_training_steps=t.steps)
-        self.ema = EMAModel(self.model.parameters(), decay=t.ema_decay, foreach=True)
-        self.ema.to(device)
+        self.update = HandStep(self.model, cfg, device)
         self.forward = torch.compile(self.model) if compiled else self.model
         self.step, self.data_seconds = 0, 0.0
 
     def batch(self):
         start = time.perf_counter()
-        x_t, t, target, weight, labels = draw_batch(self.dataset, self.process, self.cfg, self.step, 0, 0, 1)
-        x_t, t, target, weight = (to_device(v, self.device) for v in (x_t, t, target, weight))
-        kwargs = {"class_labels": to_device(labels, self.device)} if labels is not None else {}
+        x_t, t, target, weight, labels = draw_batch(self.dataset, self.objective, self.cfg, self.step, 0, 0, 1,
+                                                    device=self.device)
+        kwargs = {"class_labels": labels} if labels is not None else {}
         self.data_seconds += time.perf_counter() - start
         return x_t, t, target, weight, kwargs
 
     def loss(self, forward, x_t, t, target, weight, kwargs) -> torch.Tensor:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            return diffusion_loss(model_output(forward(x_t, t, **kwargs)), target, weight).mean()
+            return self.objective.loss(model_output(forward(x_t, t, **kwargs)), target, weight).mean()
 
     def __call__(self) -> torch.Tensor:
         loss = self.loss(self.forward, *self.batch())
-        loss.backward()
-        if self.cfg.train.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
-        self.optimizer.step()
-        self.lr_schedule.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.ema.step(self.model.parameters())
+        self.update.step(loss)
         self.step += 1
         return loss.detach()
 
@@ -153,7 +140,7 @@ class TrainStep:
         """FLOPs of one forward and backward on the eager net (gradients cleared after)."""
         with FlopCounterMode(display=False) as counter:
             self.loss(self.model, *self.batch()).backward()
-        self.optimizer.zero_grad(set_to_none=True)
+        self.update.optimizer.zero_grad(set_to_none=True)
         return counter.get_total_flops()
 
 
@@ -270,7 +257,7 @@ def main() -> None:
     m = cfg.model
     print(f"device: {name}; torch {torch.__version__}; threads {torch.get_num_threads()}")
     print(f"config: {args.config}{' (CPU smoke: ' + ' '.join(CPU_SMOKE) + ')' if smoke else ''}; net "
-          f"h{m.hidden_size} x {m.num_layers} layers, patch {m.patch_size}; batch {cfg.train.batch_size}; data: "
+          f"h{m['hidden_size']} x {m['num_layers']} layers, patch {m['patch_size']}; batch {cfg.train.batch_size}; data: "
           f"{source}")
     params, flops = full_size_count(full)
     at_35 = flops / (0.35 * 989.4e12)

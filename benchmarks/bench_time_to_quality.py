@@ -32,8 +32,6 @@ import time
 from pathlib import Path
 
 import torch
-from diffusers.optimization import get_scheduler
-from diffusers.training_utils import EMAModel
 
 from softdiff.data import make_dataset
 from softdiff.diffusion import make_scheduler, sample
@@ -47,6 +45,7 @@ from softdiff.training.models import build_model
 from softdiff.training.trainer import draw_batch
 
 from baselines import unet  # noqa: E402 (same folder)
+from hand_step import HandStep  # noqa: E402
 
 DIFFUSERS_RECIPE = ["diffusion.objective=diffusion", "diffusion.prediction_type=epsilon",
                     "diffusion.timestep_density=uniform", "diffusion.loss_weighting=none", "train.lr=1e-3",
@@ -61,25 +60,14 @@ class Arm:
         self.name, self.model, self.cfg, self.dataset = name, model, cfg, dataset
         self.objective = Objective.from_config(cfg.diffusion)
         self.scheduler_config = self.objective.scheduler_config
-        t = cfg.train
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-        self.lr_schedule = get_scheduler(t.lr_schedule, self.optimizer, num_warmup_steps=t.warmup_steps,
-                                         num_training_steps=t.steps)
-        self.ema = EMAModel(model.parameters(), decay=t.ema_decay)
+        self.update = HandStep(model, cfg)
         self.step, self.seconds = 0, 0.0
 
     def train_step(self) -> None:
         start = time.perf_counter()
         x_t, t, target, weight, labels = draw_batch(self.dataset, self.objective, self.cfg, self.step, 0, 0, 1)
         kwargs = {"class_labels": labels} if labels is not None else {}
-        loss = self.objective.loss(model_output(self.model(x_t, t, **kwargs)), target, weight).mean()
-        loss.backward()
-        if self.cfg.train.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
-        self.optimizer.step()
-        self.lr_schedule.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.ema.step(self.model.parameters())
+        self.update.step(self.objective.loss(model_output(self.model(x_t, t, **kwargs)), target, weight).mean())
         self.seconds += time.perf_counter() - start
         self.step += 1
 
@@ -91,7 +79,7 @@ class Arm:
     def samples(self, n: int, seed: int) -> torch.Tensor:
         sched = make_scheduler(self.cfg.sample.scheduler, self.scheduler_config)
         self.model.eval()
-        with ema_weights(self.ema, self.model):
+        with ema_weights(self.update.ema, self.model):
             x = sample(self.model, sched, (n, *self.dataset.shape), self.cfg.sample.steps,
                        torch.Generator().manual_seed(seed), class_labels=self.requested(n),
                        guidance_scale=self.cfg.sample.guidance_scale)

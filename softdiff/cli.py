@@ -13,7 +13,7 @@ import sys
 import warnings
 from typing import Callable, Sequence
 
-from softdiff.errors import ConfigError, SoftdiffError
+from softdiff.errors import ConfigError, SoftdiffError, first_line
 
 COMMANDS = {
     "train": ("softdiff.commands.train", "train a score model from a config (same as train.py)"),
@@ -33,11 +33,6 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         raise ConfigError(f"{self.prog}: {message} (see {self.prog} --help).")
-
-
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:
@@ -63,7 +58,7 @@ def run_main(main: Callable[[Sequence[str]], int | None], argv: Sequence[str]) -
         print(f"error: no space left on device{where}; free space and run the command again.", file=sys.stderr)
         return 1
     except MemoryError as err:
-        print(f"error: ran out of memory ({_one_line(err)}); ask for fewer samples, steps or seeds, or a smaller "
+        print(f"error: ran out of memory ({first_line(err)}); ask for fewer samples, steps or seeds, or a smaller "
               "model.", file=sys.stderr)
         return 1
     finally:

@@ -295,19 +295,18 @@ def test_ntk_drift_is_recorded_during_training(tmp_path):
 
 def test_ntk_drift_probe_follows_the_model_dtype_and_device(tmp_path):
     from softdiff.data import dataset_from_config
-    from softdiff.diffusion.process import ForwardProcess
+    from softdiff.diffusion.objective import Objective
     from softdiff.studies.ntk import NTKDriftCallback
     from softdiff.training.callbacks import TrainState
     from softdiff.training.models import build_model
-    from softdiff.training.trainer import scheduler_config_of
 
     # A float64 model on the CPU takes the path of a model on a GPU: the probe is built on the CPU in float32.
     cfg = tiny(tmp_path, "callbacks.ntk_drift.every=5", "callbacks.ntk_drift.probe_size=4")
     dataset = dataset_from_config(cfg.data)
-    process = ForwardProcess(scheduler_config_of(cfg))
+    objective = Objective.from_config(cfg.diffusion)
     model = build_model(cfg, dataset).double()
-    state = TrainState(cfg, dataset, process, scheduler_config_of(cfg), tmp_path, torch.device("cpu"), 0,
-                       model=model)
+    state = TrainState(cfg, dataset, objective.process, objective.scheduler_config, tmp_path, torch.device("cpu"),
+                       0, model=model)
     callback = NTKDriftCallback(5, 4)
     record = callback.on_train_begin(state)
     sample, timestep = callback.tracker.probe

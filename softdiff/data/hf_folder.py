@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 
 from softdiff.data.file_index import list_files
-from softdiff.errors import DataError
+from softdiff.errors import DataError, first_line
 
 CARD_FILES = ("README.md", ".huggingface.yaml", "dataset_infos.json", "dataset_info.json")
 METADATA = ("metadata.csv", "metadata.jsonl")
@@ -154,7 +154,7 @@ def _read_metadata(path: Path):
 
             chunks = [paj.read_json(path)]
     except Exception as err:  # pandas and pyarrow raise their own parser errors
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        first = first_line(err)
         raise DataError(f"metadata file '{path}' could not be read ({first[:160]}); fix it, or remove it to use "
                         "the folder's images without metadata.") from None
     if not chunks or not chunks[0].num_rows:
@@ -164,7 +164,7 @@ def _read_metadata(path: Path):
     try:
         return pa.concat_tables([chunk.select(schema.names).cast(schema) for chunk in chunks])
     except (pa.ArrowInvalid, KeyError) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        first = first_line(err)
         raise DataError(f"metadata file '{path}' changes a column's type after its first {CSV_ROWS} rows "
                         f"({first[:160]}); give each column one type.") from None
 

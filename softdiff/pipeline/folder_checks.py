@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from softdiff.errors import DataError
+from softdiff.errors import DataError, first_line
 
 CONFIG = "config.json"
 WEIGHTS = "diffusion_pytorch_model.safetensors"
@@ -107,7 +107,7 @@ def _weights_header(weights: Path) -> dict[str, tuple[list[int], str]]:
         with safe_open(str(weights), "pt") as f:
             return {name: (list(f.get_slice(name).get_shape()), f.get_slice(name).get_dtype()) for name in f.keys()}
     except Exception as err:  # an empty, truncated or foreign file
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        reason = first_line(err)
         raise DataError(f"'{weights}' is not a readable safetensors file ({reason}); the model folder is damaged: "
                         "rerun train.py with --resume latest to rewrite it.") from None
 
@@ -143,7 +143,7 @@ def _skeleton(spec: NetSpec, max_tensors: int) -> torch.nn.Module:
             warnings.simplefilter("ignore")
             return spec.cls(**spec.config)
     except Exception as err:  # wrong types or values in config.json
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        first = first_line(err)
         raise DataError(f"model folder '{spec.folder}' could not be loaded: {CONFIG} does not describe a valid "
                         f"{spec.cls.__name__} ({first}).") from None
     finally:
@@ -215,7 +215,7 @@ def load_net(spec: NetSpec) -> torch.nn.Module:
     try:
         state = load_file(str(spec.weights))
     except Exception as err:  # the header was fine, the data is not (a file truncated after the check)
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        reason = first_line(err)
         raise DataError(f"'{spec.weights}' is not a readable safetensors file ({reason}).") from None
     for name, tensor in state.items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):

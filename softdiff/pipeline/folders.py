@@ -15,7 +15,7 @@ from pathlib import Path
 
 from softdiff.diffusion.process import ForwardProcess
 from softdiff.diffusion.schedulers import FLOW_SCHEDULERS, SCHEDULERS
-from softdiff.errors import ConfigError, DataError
+from softdiff.errors import ConfigError, DataError, first_line
 from softdiff import nets  # nets.SCORE_NETS read at each load: nets registered after import load too
 from softdiff.pipeline.folder_checks import (check_data_info, check_model_folder, check_net_folder, check_schedule,
                                              check_scheduler_values, load_net, read_json_object)
@@ -105,7 +105,7 @@ def read_pipeline_folder(folder: Path) -> dict:
         scheduler = scheduler_cls.from_config(sampler_config)
     except Exception as err:  # values of the wrong type
         raise DataError(f"'{sampler}' holds no valid {scheduler_cls.__name__} config "
-                        f"({str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}).") from None
+                        f"({first_line(err)}).") from None
     return {"model": load_net(net), "scheduler": scheduler, "forward_process": process,
             **{key: index[key] for key in DATA_KEYS}}
 

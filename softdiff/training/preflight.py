@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from softdiff.data.idx import IDX_DATASETS, check_idx_dataset
-from softdiff.errors import ConfigError, DataError, check_choice
+from softdiff.errors import ConfigError, DataError, check_choice, first_line
 from softdiff.memory import available_memory
 from softdiff.nets.registry import model_arguments, net_entry
 from softdiff.safe_io import check_output_dir
@@ -161,5 +161,5 @@ def out_of_memory_message(cfg: TrainConfig, err: BaseException) -> str | None:
         s in text for s in ("can't allocate memory", "not enough memory", "out of memory", "Out of memory"))
     if not oom:
         return None
-    first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
+    first = first_line(err)
     return f"ran out of memory ({first[:160]}); lower {size_keys(cfg, batch=True)}."

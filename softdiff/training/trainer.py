@@ -22,7 +22,7 @@ from softdiff.data.augment import flip, flip_mask
 from softdiff.data.loader import BatchStream, check_batch_fits, draw_indices, take_slice
 from softdiff.diffusion.objective import Objective
 from softdiff.diffusion.sampling import NULL_LABEL
-from softdiff.errors import ConfigError, SoftdiffError
+from softdiff.errors import ConfigError, SoftdiffError, first_line
 from softdiff.pipeline.pipeline import SoftdiffPipeline
 from softdiff.safe_io import NewEntries, is_disk_full, write_json, write_text
 from softdiff.training.checkpoints import Checkpoints, DiskFullError, ema_weights, list_checkpoints
@@ -115,9 +115,17 @@ def batch_stream(dataset: Dataset, cfg: TrainConfig, start: int, end: int, rank:
     return BatchStream(dataset, cfg.data, keys, indices_of, rank * size // world, (rank + 1) * size // world)
 
 
-def scheduler_config_of(cfg: TrainConfig) -> dict:
-    """The training scheduler config (the forward process) that ``cfg.diffusion`` describes."""
-    return Objective.from_config(cfg.diffusion).scheduler_config
+def optimization(model: torch.nn.Module, cfg: TrainConfig, device: torch.device):
+    """(AdamW, the lr schedule, the EMA of ``model``) as the config asks, for a model that will run on ``device``:
+    what training steps, and what a benchmark that steps by hand builds too."""
+    t = cfg.train
+    # foreach: one kernel per step over all parameters instead of one per parameter; fused AdamW likewise on CUDA.
+    ema = EMAModel(model.parameters(), decay=t.ema_decay, foreach=True, model_cls=type(model),
+                   model_config=getattr(model, "config", None))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay,
+                                  fused=device.type == "cuda")
+    lr_scheduler = get_scheduler(t.lr_schedule, optimizer, num_warmup_steps=t.warmup_steps, num_training_steps=t.steps)
+    return optimizer, lr_scheduler, ema
 
 
 class MetricsLog:
@@ -238,7 +246,7 @@ def _train_or_explain(cfg: TrainConfig, resume: str | None, quiet: bool, stop_af
         if is_disk_full(err, out):
             saved = [p.name for _, p in list_checkpoints(out / "checkpoints")]
             intact = f"the newest checkpoint '{saved[0]}' is intact" if saved else "no checkpoint was saved yet"
-            where = getattr(err, "filename", None) or (str(err).strip().splitlines() or [type(err).__name__])[0]
+            where = getattr(err, "filename", None) or first_line(err)
             raise DiskFullError(f"no space left on device while writing into '{out}' ({where}); {intact}. Free "
                                 "space, then continue with --resume latest.") from None
         message = out_of_memory_message(cfg, err) if isinstance(err, (MemoryError, RuntimeError)) else None
@@ -268,13 +276,7 @@ def _train(cfg: TrainConfig, resume: str | None, quiet: bool, stop_after: int,
     model = build_model(cfg, dataset)
     if rank:  # the same init everywhere, then each process its own dropout masks (rank 0 goes on as one process)
         torch.manual_seed(dropout_seed(cfg.train.seed, rank))
-    # foreach: one kernel per step over all parameters instead of one per parameter; fused AdamW likewise on CUDA.
-    ema = EMAModel(model.parameters(), decay=cfg.train.ema_decay, foreach=True, model_cls=type(model),
-                   model_config=model.config)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
-                                  fused=accelerator.device.type == "cuda")
-    lr_scheduler = get_scheduler(cfg.train.lr_schedule, optimizer, num_warmup_steps=cfg.train.warmup_steps,
-                                 num_training_steps=cfg.train.steps)
+    optimizer, lr_scheduler, ema = optimization(model, cfg, accelerator.device)
     model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
     ema.to(accelerator.device)  # saved by Checkpoints as safetensors + JSON (not accelerate's pickle path)
     forward = torch.compile(model) if cfg.train.compile else model
