@@ -13,7 +13,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from softdiff.studies.probes.attention import SINK_THRESHOLD, ProbeResult, probe_run
+from softdiff.studies import probes
+from softdiff.studies.probes.attention import SINK_THRESHOLD, ProbeResult
 from softdiff.command_line import (add_overrides, command_parser, config_path, output_folder, overrides, parse,
                                    split_positionals)
 from softdiff.config import load_config
@@ -133,8 +134,8 @@ def load_probe_config(args) -> tuple[list[str], ProbeConfig]:
 def main(argv: Sequence[str]) -> int:
     runs, cfg = load_probe_config(parse(parser(), argv))
     out_dir = check_output_dir("--output-dir", output_folder(cfg.output_dir, Path(runs[0]) / "probe"))
-    results = [probe_run(d, cfg.timesteps, cfg.num_samples, cfg.seed, ema=cfg.ema, data_root=cfg.data_root,
-                         device=cfg.device, threshold=cfg.threshold) for d in runs]
+    results = [probes.probe_run(d, cfg.timesteps, cfg.num_samples, cfg.seed, ema=cfg.ema, data_root=cfg.data_root,
+                                device=cfg.device, threshold=cfg.threshold) for d in runs]
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text(out_dir / "probe.json", json.dumps({"runs": [r.to_dict() for r in results]}))
     png = plot_heatmaps(results, out_dir / "probe_heatmaps.png")
