@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from softdiff.errors import ConfigError
+from softdiff.safe_io import write_text
 
 T = TypeVar("T")
 
@@ -194,6 +195,4 @@ def to_yaml(obj: Any) -> str:
 
 def save_config(obj: Any, path: str | Path) -> None:
     """Write the resolved config next to a run's outputs (atomically)."""
-    from softdiff.safe_io import write_text
-
     write_text(path, to_yaml(obj))

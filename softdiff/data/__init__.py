@@ -136,6 +136,7 @@ def make_dataset(name: str, root: str | Path = "data", download: bool = False, p
 
 def _hf_dataset(path, download, image_size, channels, image_column, label_column, split, index,
                 rebuild_index) -> Dataset:
+    # The optional dependency `datasets` (the hf extra): its readers load only for data.name=hf.
     from softdiff.data.hf import check_columns, labels_of, open_table
 
     if not path:

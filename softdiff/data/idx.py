@@ -11,7 +11,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from softdiff.data.images import load_torchvision
 from softdiff.errors import DataError
+from softdiff.safe_io import atomic_path
 
 IDX_DATASETS = ("mnist", "fashion_mnist")
 SPLITS = {"train": "train", "test": "t10k"}  # data.split -> the files' prefix
@@ -115,8 +117,6 @@ def idx_shape(path: str | Path) -> tuple[int, ...]:
 
 def write_idx(path: str | Path, array) -> None:
     """Write uint8 labels (N,) or images (N, rows, cols) as an IDX file, gzipped when ``path`` ends in .gz."""
-    from softdiff.safe_io import atomic_path
-
     data = np.ascontiguousarray(np.asarray(array, dtype=np.uint8))
     if data.ndim not in _KINDS:
         raise ValueError(f"write_idx takes labels (1 dimension) or images (3), not {data.ndim} dimensions.")
@@ -218,8 +218,6 @@ def load_idx_dataset(name: str, root: str | Path = "data", path: str | None = No
     files = find_idx_files(name, root, path, split)
     if files is None:
         if download:
-            from softdiff.data.images import load_torchvision
-
             return load_torchvision(name, root, True, train=split == "train")
         raise _missing(name, split, locations(name, root, path))
     images, labels = read_idx(files[0]), read_idx(files[1])

@@ -12,6 +12,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from softdiff.diffusion.schedulers import make_scheduler
+
 ScoreFn = Callable[[Tensor, Tensor], Tensor]  # (x, t) -> the process's field: a score (VP) or a velocity (flow)
 
 
@@ -83,8 +85,6 @@ class DiscreteVP(VPProcess):
     @classmethod
     def from_scheduler_config(cls, config: dict) -> "DiscreteVP":
         """The forward process a softdiff model was trained with (its saved scheduler config)."""
-        from softdiff.diffusion.schedulers import make_scheduler  # diffusers only when a saved schedule is read
-
         return cls(make_scheduler("ddpm", config).alphas_cumprod)
 
     def _segment(self, t: Tensor) -> tuple[Tensor, Tensor]:

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from softdiff.data import make_dataset
 from softdiff.data.images import load_digits_images
 from softdiff.errors import DataError, check_positive
-from softdiff.safe_io import atomic_path
+from softdiff.safe_io import atomic_path, check_output_file
 
 
 class FeatureClassifier(nn.Module):
@@ -237,8 +237,6 @@ def load_classifier(path: str | Path, dataset: str | None = None) -> tuple[Featu
 def check_classifier_writable(path: str | Path, key: str = "feature_classifier") -> None:
     """ConfigError unless a classifier can be saved at ``path`` (its folder tried by a real write), so a bad path
     is found before minutes of training."""
-    from softdiff.safe_io import check_output_file
-
     check_output_file(key, Path(path))
 
 

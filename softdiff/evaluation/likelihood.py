@@ -21,6 +21,8 @@ from torchdiffeq import odeint
 from softdiff.diffusion.continuous import (  # noqa: F401 (re-exported: the processes the ODE integrates)
     DiscreteVP, FlowProcess, LinearVP, OUProcess, ScoreFn, VPProcess,
 )
+from softdiff.diffusion.objectives import append_dims, score_from_output
+from softdiff.diffusion.process import ForwardProcess
 from softdiff.diffusion.sampling import model_output
 
 DIVERGENCES = ("auto", "exact", "hutchinson")
@@ -29,8 +31,6 @@ DIVERGENCES = ("auto", "exact", "hutchinson")
 def process_from_scheduler_config(config: dict) -> VPProcess | FlowProcess:
     """The continuous process a softdiff model was trained with (its saved scheduler config): the continuous-time
     view of its forward process."""
-    from softdiff.diffusion.process import ForwardProcess  # diffusers only when a saved schedule is read
-
     return ForwardProcess(config).continuous()
 
 
@@ -52,9 +52,6 @@ def _model_output_fn(model):
 
 def model_score_fn(model, scheduler_config: dict) -> ScoreFn:
     """``score(x, t)`` of a softdiff model whose output is its scheduler's prediction type, at timestep ``t``."""
-    from softdiff.diffusion.objectives import append_dims, score_from_output
-    from softdiff.diffusion.process import ForwardProcess  # diffusers only when a saved schedule is read
-
     trained = ForwardProcess(scheduler_config)
     process, prediction_type = trained.continuous(), trained.prediction_type
     output = _model_output_fn(model)
@@ -69,8 +66,6 @@ def model_score_fn(model, scheduler_config: dict) -> ScoreFn:
 
 def model_field_fn(model, scheduler_config: dict) -> ScoreFn:
     """What ``log_likelihood`` integrates for this model: its velocity (flow models) or its score."""
-    from softdiff.diffusion.process import ForwardProcess  # diffusers only when a saved schedule is read
-
     if ForwardProcess(scheduler_config).is_flow:
         return _model_output_fn(model)
     return model_score_fn(model, scheduler_config)

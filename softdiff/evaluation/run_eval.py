@@ -6,13 +6,16 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from softdiff.data import Dataset, dataset_from_config, make_dataset
 from softdiff.devices import resolve_device
 from softdiff.diffusion.schedulers import make_scheduler
-from softdiff.evaluation.classifiers import FEATURE_DATASETS
+from softdiff.evaluation.classifiers import FEATURE_DATASETS, ensure_classifier
+from softdiff.evaluation.features import classifier_scores, fid_kid
+from softdiff.evaluation.inception import InceptionFeatures, inception_fid_kid, inception_network
 from softdiff.evaluation.likelihood import (
     bits_per_dim, log_likelihood, model_field_fn, model_score_fn, process_from_scheduler_config,
 )
@@ -27,6 +30,9 @@ from softdiff.evaluation.metrics import (
 from softdiff.evaluation.settings import (  # noqa: F401 (re-exported)
     HELD_OUT_SEED, HIGHER_IS_BETTER, IMAGE_METRICS, INCEPTION_METRICS, VECTOR_METRICS, EvalSettings,
 )
+from softdiff.pipeline import SoftdiffPipeline
+from softdiff.safe_io import atomic_path
+from softdiff.training.checkpoints import list_checkpoints
 from softdiff.training.config import load_train_config
 
 DENSITY_METRICS = ("nll", "bpd", "score_error")  # computed for the final model only
@@ -46,8 +52,6 @@ def applicable_metrics(dataset: Dataset, settings: EvalSettings) -> list[str]:
 def draw_samples(model, scheduler_config: dict, dataset: Dataset, settings: EvalSettings) -> Tensor:
     """``settings.num_samples`` samples in data space, with a fixed generator (class-conditional models draw the
     classes in turn)."""
-    from softdiff.pipeline import SoftdiffPipeline
-
     pipe = SoftdiffPipeline(model, make_scheduler(settings.scheduler, scheduler_config), kind=dataset.kind,
                             sample_shape=dataset.shape, num_classes=dataset.num_classes,
                             data_range=dataset.data_range, dataset=dataset.name, forward_process=scheduler_config)
@@ -72,8 +76,6 @@ class RunEvaluator:
             # outliers of a bad model cannot widen the kernel and hide themselves.
             self.bandwidth = median_bandwidth(self.reference, dataset.sample(n, g)[0])
         else:
-            from softdiff.evaluation.classifiers import ensure_classifier
-
             images = dataset.data_tensor(len(dataset), g)  # shuffled
             test = dataset.split("test")
             if test is not None:  # the test images are the reference; training images give the real-vs-real floor
@@ -88,8 +90,6 @@ class RunEvaluator:
                 .to(self.device) if needs_features else None
             self.inception = None
             if set(INCEPTION_METRICS) & set(self.metrics):  # fails here, before any training, if weights are missing
-                from softdiff.evaluation.inception import InceptionFeatures, inception_network
-
                 self.inception = InceptionFeatures(inception_network(allow_download=settings.inception_download)) \
                     .to(self.device)
 
@@ -122,8 +122,6 @@ class RunEvaluator:
         return {k: v for k, v in floors.items() if k in self.metrics}
 
     def _image_scores(self, fake: Tensor) -> dict[str, float]:
-        from softdiff.evaluation.features import classifier_scores, fid_kid
-
         out: dict[str, float] = {}
         if {"fid", "kid"} & set(self.metrics):
             n = min(len(self.reference), len(fake))
@@ -133,8 +131,6 @@ class RunEvaluator:
         if {"confidence", "class_balance"} & set(self.metrics):
             out.update(classifier_scores(self.classifier, fake))
         if self.inception is not None:
-            from softdiff.evaluation.inception import inception_fid_kid
-
             n = min(len(self.reference), len(fake))
             res = inception_fid_kid(self.reference, fake, self.inception, kid_subset_size=min(n, 1000),
                                     kid_subsets=20, seed=self.settings.seed)
@@ -226,12 +222,6 @@ def evaluate_run(run: str | Path, settings: EvalSettings, use_ema: bool = True,
     final step, then the final model's sample metrics at that step (the metric-vs-steps curve; density metrics
     only at the end). ``data``: the run's ``DataConfig`` when the caller has it (else read from the run folder);
     ``device``: where the model and the feature networks run (default: a GPU when there is one)."""
-    import numpy as np
-
-    from softdiff.pipeline import SoftdiffPipeline
-    from softdiff.safe_io import atomic_path
-    from softdiff.training.checkpoints import list_checkpoints
-
     pipe = SoftdiffPipeline.from_pretrained(run, use_ema=use_ema, scheduler=settings.scheduler)
     pipe.check_inputs(settings.num_samples, settings.steps, None, 1.0, "pt",
                       names={"batch_size": "num_samples", "num_inference_steps": "steps"})

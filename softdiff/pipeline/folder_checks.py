@@ -21,6 +21,9 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
+from softdiff import nets
+from softdiff.diffusion.process import ForwardProcess
+from softdiff.diffusion.schedulers import DIFFUSION_PREDICTION_TYPES, is_flow_config
 from softdiff.errors import DataError, first_line
 
 CONFIG = "config.json"
@@ -187,16 +190,15 @@ def check_net_folder(path: Path) -> NetSpec:
     Only safetensors weights are accepted: pickle files (``diffusion_pytorch_model.bin``) can run code when
     loaded, so a folder that holds only those is refused.
     """
-    from softdiff.nets import SCORE_NETS
-
+    score_nets = nets.SCORE_NETS  # read at each check: nets registered after import count too
     path = Path(path)
     if not path.is_dir():
         raise DataError(f"model folder '{path}' does not exist; pass RUN_DIR/model or RUN_DIR/model_ema.")
     config = read_json_object(path / CONFIG, "the model's config")
-    cls = SCORE_NETS.get(config.get("_class_name"))
+    cls = score_nets.get(config.get("_class_name"))
     if cls is None:
         raise DataError(f"'{path / CONFIG}' does not describe a softdiff score net "
-                        f"(_class_name must be one of: {', '.join(SCORE_NETS)}).")
+                        f"(_class_name must be one of: {', '.join(score_nets)}).")
     weights = path / WEIGHTS
     if not weights.is_file():
         pickled = sorted(p.name for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".pkl", ".ckpt"))
@@ -315,9 +317,6 @@ def check_scheduler_values(config: dict, where: Path) -> None:
 def check_schedule(schedule: dict, where: Path, spec: NetSpec | None = None) -> None:
     """DataError unless ``schedule`` (read from ``where``) is a valid training noise schedule (for ``spec``'s
     network, when given)."""
-    from softdiff.diffusion.process import ForwardProcess
-    from softdiff.diffusion.schedulers import DIFFUSION_PREDICTION_TYPES, is_flow_config
-
     if "num_train_timesteps" not in schedule:
         raise DataError(f"'{where}' has no num_train_timesteps; it must be an integer from 1 to {MAX_TIMESTEPS}.")
     check_scheduler_values(schedule, where)

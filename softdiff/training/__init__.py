@@ -2,15 +2,9 @@
 from softdiff.lazy_exports import lazy_exports
 from softdiff.training.config import TrainConfig, load_train_config
 
+# The loop needs accelerate and diffusers, the callback types torch: loaded on first use, so that reading a
+# config does not load them.
+__getattr__, _lazy_names = lazy_exports(__name__, {"softdiff.training.callbacks": ("TrainState", "TrainerCallback"),
+                                                   "softdiff.training.trainer": ("train",)})
 
-def train(cfg: TrainConfig, resume: str | None = None, quiet: bool = False, stop_after: int = 0, callbacks=()):
-    """Train ``cfg`` into ``cfg.output_dir`` (see ``softdiff.training.trainer.train``)."""
-    from softdiff.training.trainer import train as _train  # accelerate and diffusers only when training
-
-    return _train(cfg, resume=resume, quiet=quiet, stop_after=stop_after, callbacks=callbacks)
-
-
-# The callback types need torch; loaded on first use, so that reading a config does not.
-__getattr__, _ = lazy_exports(__name__, {"softdiff.training.callbacks": ("TrainState", "TrainerCallback")})
-
-__all__ = ["TrainConfig", "TrainState", "TrainerCallback", "load_train_config", "train"]
+__all__ = ["TrainConfig", "load_train_config", *_lazy_names]

@@ -47,25 +47,6 @@ class TrainerCallback:
         return None
 
 
-class PreviewCallback(TrainerCallback):
-    """A picture of EMA samples every ``sample.every`` steps and at the end, in ``OUTPUT/samples/``."""
-
-    claims = ("sample.every",)
-
-    def __init__(self, every: int, total_steps: int):
-        self.every, self.total_steps = every, total_steps
-
-    def due(self, step: int) -> bool:
-        return bool(self.every and step % self.every == 0) or step == self.total_steps
-
-    def on_step_end(self, state: TrainState) -> dict | None:
-        from softdiff.training.previews import write_preview  # matplotlib only when a preview is drawn
-
-        write_preview(state.model, state.ema, state.scheduler_config, state.dataset, state.cfg,
-                      state.output_dir / "samples" / f"step-{state.step}.png", state.device)
-        return None
-
-
 def unclaimed_keys(cfg, callbacks) -> list[str]:
     """The ``callbacks.NAME`` sections of ``cfg`` that no callback in ``callbacks`` claims (asked for, not done)."""
     claimed = {key for cb in callbacks for key in cb.claims}

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from softdiff.data import Dataset, example_shape
 from softdiff.data.idx import IDX_DATASETS, check_idx_dataset
 from softdiff.errors import ConfigError, DataError, check_choice, first_line
 from softdiff.memory import available_memory
@@ -21,6 +22,7 @@ from softdiff.nets.registry import model_arguments, net_entry
 from softdiff.safe_io import check_output_dir
 from softdiff.training.checkpoints import check_resume_arg
 from softdiff.training.config import TrainConfig
+from softdiff.training.models import build_model
 
 # weights, gradients, EMA copy and AdamW's two moments, in float32
 BYTES_PER_PARAMETER = 5 * 4
@@ -36,9 +38,6 @@ def size_keys(cfg: TrainConfig, batch: bool = False) -> str:
 
 def count_parameters(cfg: TrainConfig) -> int | None:
     """The model's parameter count, built on the meta device (no memory); None if it cannot be built there."""
-    from softdiff.data import Dataset, example_shape
-    from softdiff.training.models import build_model
-
     d = cfg.data
     shape = example_shape(d.name, d.image_size, d.channels)
     classes = 10 if d.class_conditional and d.name != "folder" and len(shape) == 3 else None  # hf: a guess
@@ -65,8 +64,6 @@ def process_count() -> int:
 
 def activation_bytes(cfg: TrainConfig, processes: int = 1) -> int:
     """A lower estimate of the memory one process's share of a micro-batch keeps for the backward pass."""
-    from softdiff.data import example_shape
-
     d = cfg.data
     shape = example_shape(d.name, d.image_size, d.channels)
     per_example = net_entry(cfg.model["type"]).activation_floats(model_arguments(cfg.model), shape)

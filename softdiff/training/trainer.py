@@ -29,7 +29,8 @@ from softdiff.training.checkpoints import Checkpoints, DiskFullError, ema_weight
 from softdiff.training.config import TrainConfig
 from softdiff.training.models import build_model
 from softdiff.training.preflight import effective_mixed_precision, out_of_memory_message, preflight
-from softdiff.training.callbacks import PreviewCallback, TrainerCallback, TrainState, unclaimed_keys
+from softdiff.training.callbacks import TrainerCallback, TrainState, unclaimed_keys
+from softdiff.training.previews import PreviewCallback
 from softdiff.training.run_lock import lock_run_folder
 
 MAX_CONSECUTIVE_SKIPS = 10

@@ -14,7 +14,8 @@ import numpy as np  # noqa: E402
 from softdiff import tables  # noqa: E402
 from softdiff.commands.probe import ProbeConfig  # noqa: E402
 from softdiff.safe_io import save_figure, write_text  # noqa: E402
-from softdiff.studies.probes.attention import ProbeResult, probe_run  # noqa: E402
+from softdiff.studies.probes.attention import ProbeResult  # noqa: E402
+from softdiff.studies.probes.run_folder import probe_run  # noqa: E402
 
 COLUMNS = (("entropy", "entropy", "{:.2f}"), ("sparsity", "sparsity", "{:.3f}"), ("sink", "sink", "{:.3f}"),
            ("sink_heads", "sink heads", "{:.2f}"), ("register_share", "reg. share", "{:.3f}"),

@@ -13,6 +13,13 @@ import shutil
 from pathlib import Path
 from typing import Sequence
 
+import torch
+
+from softdiff import training
+from softdiff.safe_io import write_json
+from softdiff.studies.compare.config import setting_overrides
+from softdiff.training.config import load_train_config
+
 # Training keys that do not change the cost of a step: trials differing only in these share one timing.
 COST_NEUTRAL_KEYS = ("train.lr", "train.warmup_steps", "train.lr_schedule", "train.weight_decay", "train.ema_decay",
                      "train.grad_clip", "train.label_dropout")
@@ -28,10 +35,6 @@ def seconds_per_step(base_config: str, overrides: Sequence[str], probe_steps: in
                      folder: Path) -> float:
     """Seconds per optimizer step of the run ``overrides`` describe: the wall time of steps
     ``probe_steps + 1 .. 2 * probe_steps`` of a real training run (the first ``probe_steps`` warm up)."""
-    import torch
-
-    from softdiff.training import load_train_config, train
-
     k = probe_steps
     cfg = load_train_config(base_config, [*overrides, f"train.steps={2 * k}", f"train.log_every={k}",
                                           f"train.checkpoint_every={2 * k}", "sample.every=0",
@@ -41,7 +44,7 @@ def seconds_per_step(base_config: str, overrides: Sequence[str], probe_steps: in
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        train(cfg, quiet=True)
+        training.train(cfg, quiet=True)  # looked up at each call, so that a replaced train (tests) is used
     finally:
         torch.set_num_threads(before)
     records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
@@ -66,9 +69,6 @@ class StepBudget:
 
     def steps(self, activation: str, settings: dict | None = None, share: float = 1.0) -> int:
         """Training steps of a run of ``activation`` at ``settings`` on ``share`` of the budget."""
-        from softdiff.safe_io import write_json
-        from softdiff.studies.compare.config import setting_overrides
-
         if self.cfg.budget.mode == "steps":
             return max(1, round(share * self.cfg.base_train_config(self.point, settings).train.steps))
         key = probe_key(activation, settings)

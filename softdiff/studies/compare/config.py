@@ -9,8 +9,9 @@ from typing import Any, Sequence
 
 from softdiff.config import load_config
 from softdiff.errors import ConfigError, check_at_most, check_choice, check_positive
-from softdiff.evaluation.settings import EvalSettings
+from softdiff.evaluation.settings import IMAGE_METRICS, INCEPTION_METRICS, VECTOR_METRICS, EvalSettings
 from softdiff.nets.registry import net_entry
+from softdiff.training.config import load_train_config
 
 DEFAULT_ACTIVATIONS = ["softmax", "relu", "gelu", "exp"]
 MAX_TRIALS = 1000           # per arm
@@ -180,8 +181,6 @@ class CompareConfig:
     budget: BudgetConfig = field(default_factory=BudgetConfig)
 
     def validate(self) -> None:
-        from softdiff.evaluation.settings import IMAGE_METRICS, INCEPTION_METRICS, VECTOR_METRICS
-
         if not self.activations:
             raise ConfigError("activations is empty; list at least one, e.g. [softmax, relu].")
         if len(set(self.activations)) != len(self.activations):
@@ -235,8 +234,6 @@ class CompareConfig:
         return [[f"{self.sweep.key}={value}"] for value in self.sweep.values]
 
     def base_train_config(self, point: Sequence[str] = (), settings: dict | None = None):
-        from softdiff.training import load_train_config
-
         return load_train_config(self.base_config, [*self.train_overrides, *point, *setting_overrides(settings)])
 
     @property

@@ -10,6 +10,7 @@ import numpy as np
 
 from softdiff.evaluation.run_eval import HIGHER_IS_BETTER
 from softdiff.safe_io import finite_json, write_json, write_text
+from softdiff.studies.compare.plots import plot_metric_vs_steps, plot_run_curves, plot_samples, plot_scaling
 from softdiff.studies.compare.statistics import mean_std, paired_differences, summarize, winners
 from softdiff.studies.probes.attention import PROBE_SUMMARY
 from softdiff.tables import fmt
@@ -227,8 +228,6 @@ def run_lines(runs: list[dict]) -> list[str]:
 
 def _point_plots(cfg, point: dict, metrics: list[str], out: Path) -> list[str]:
     """The plots of one point, written into its folder; their paths relative to ``out``."""
-    from softdiff.studies.compare.plots import plot_metric_vs_steps, plot_run_curves, plot_samples
-
     folder, runs, acts = point["folder"], point["runs"], cfg.activations
     made = []
     if plot_run_curves(runs, acts, folder / "loss_curves.png"):
@@ -299,8 +298,6 @@ def _point_payload(cfg, point: dict, metrics: list[str]) -> dict:
 
 def write_outputs(cfg, out: Path, points: list[dict], command: str, commit: str, t0: float, log=print) -> None:
     """``report.md``, ``results.json`` and the plots of a finished comparison."""
-    from softdiff.studies.compare.plots import plot_scaling
-
     metrics = points[-1]["evaluator"].metrics
     payloads = [_point_payload(cfg, p, metrics) for p in points]
     setup = _setup(cfg, command, commit, t0)

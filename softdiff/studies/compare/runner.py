@@ -12,11 +12,14 @@ matches the current settings is not redone, and an interrupted training resumes 
 """
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import math
 import os
 import shutil
+import signal
+import subprocess
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -26,12 +29,29 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+import torch
+
+from softdiff import training
 from softdiff.config import to_yaml
+from softdiff.data import dataset_from_config
 from softdiff.devices import visible_devices_for, worker_devices
-from softdiff.errors import ConfigError, SoftdiffError
-from softdiff.evaluation.run_eval import EvalSettings
+from softdiff.diffusion.objective import Objective
+from softdiff.errors import ConfigError, DataError, SoftdiffError
+from softdiff.evaluation.run_eval import HIGHER_IS_BETTER, EvalSettings, RunEvaluator, applicable_metrics, evaluate_run
+from softdiff.pipeline.folders import RUN_MODELS, read_folder
+from softdiff.safe_io import NewEntries, atomic_path, check_output_dir, finite_json, write_json, write_text
+from softdiff.studies.compare.budget import StepBudget
 from softdiff.studies.compare.config import CompareConfig, setting_overrides
 from softdiff.studies.compare.report import write_outputs
+from softdiff.studies.compare.tuning import select_best, trial_name, trial_score, validation_settings
+from softdiff.studies.probes.attention import PROBE_SUMMARY
+from softdiff.studies.probes.run_folder import probe_run
+from softdiff.studies.training_callbacks import callbacks_from_config
+from softdiff.training.checkpoints import list_checkpoints
+from softdiff.training.config import load_train_config
+from softdiff.training.run_lock import RunLock
+from softdiff.training.trainer import TrainingError
 
 
 def run_overrides(cfg: CompareConfig, activation: str, seed: int, run_dir: Path, point: Sequence[str],
@@ -68,8 +88,6 @@ def _read_log(run_dir: Path, key: str) -> list[list[float]]:
 
 def run_is_complete(run_dir: Path) -> bool:
     """Whether a training in ``run_dir`` finished and both saved models are intact (else resume or retrain)."""
-    from softdiff.pipeline.folders import RUN_MODELS, read_folder
-
     try:
         if not json.loads((run_dir / "train_summary.json").read_text()).get("finished"):
             return False
@@ -82,9 +100,6 @@ def run_is_complete(run_dir: Path) -> bool:
 
 def probe_summary(run_dir: Path) -> dict[str, float] | None:
     """The attention probes of a trained run averaged over timesteps, layers and heads (None without attention)."""
-    from softdiff.studies.probes.attention import PROBE_SUMMARY, probe_run
-    from softdiff.errors import DataError
-
     try:
         result = probe_run(run_dir, num_samples=64, seed=0)
     except DataError:  # no attention layers (ScoreMLP, TwoLayerScoreNet): nothing to probe
@@ -96,17 +111,7 @@ def probe_summary(run_dir: Path) -> dict[str, float] | None:
 
 def run_one(job: dict) -> dict:
     """Train (or resume) one run and evaluate it; returns its result record (also saved as result.json)."""
-    import numpy as np
-    import torch
-
     torch.set_num_threads(job["threads"])
-    from softdiff.evaluation.run_eval import evaluate_run
-    from softdiff.safe_io import atomic_path, finite_json, write_json, write_text
-    from softdiff.studies.training_callbacks import callbacks_from_config
-    from softdiff.training import load_train_config, train
-    from softdiff.training.checkpoints import list_checkpoints
-    from softdiff.training.trainer import TrainingError
-
     settings = EvalSettings(**job["eval"])
     run_dir = Path(job["run_dir"])
     cfg = load_train_config(job["base_config"], job["overrides"])
@@ -128,8 +133,9 @@ def run_one(job: dict) -> dict:
     t0 = time.perf_counter()
     if not run_is_complete(run_dir):  # never run, interrupted, or its final save was torn: resume or retrain
         try:
-            train(cfg, resume="auto" if list_checkpoints(run_dir / "checkpoints") else None, quiet=True,
-                  callbacks=callbacks_from_config(cfg))
+            # softdiff.training.train looked up at each call, so that a replaced train (tests) is the one used
+            training.train(cfg, resume="auto" if list_checkpoints(run_dir / "checkpoints") else None, quiet=True,
+                           callbacks=callbacks_from_config(cfg))
         except TrainingError as err:  # e.g. a non-finite loss: a result in itself, recorded and reported
             record = {"activation": job["activation"], "seed": job["seed"], "run_dir": str(run_dir),
                       "settings": job.get("settings") or {}, "steps": cfg.train.steps,
@@ -163,8 +169,6 @@ def _none_to_nan(record: dict) -> dict:
 
 
 def _git_commit() -> str:
-    import subprocess
-
     try:
         out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=7"], capture_output=True, text=True,
                              timeout=10)
@@ -183,9 +187,6 @@ def run_comparison(cfg: CompareConfig, command: str = "", log=print) -> Path:
     """Run (or resume) every job of ``cfg``, then write the report folder; returns it. The folder is locked
     while this runs (a second comparison into it stops at once); an input error found after that takes back
     what this comparison created (unless a run finished or saved a checkpoint)."""
-    from softdiff.safe_io import NewEntries, check_output_dir
-    from softdiff.training.run_lock import RunLock
-
     t0, commit = time.perf_counter(), _git_commit()  # the code that runs, not the one at the end
     if cfg.tune.enabled and cfg.tune.metric:
         check_selection_metric(cfg)
@@ -202,9 +203,6 @@ def run_comparison(cfg: CompareConfig, command: str = "", log=print) -> Path:
 
 def check_selection_metric(cfg: CompareConfig) -> None:
     """``tune.metric`` must be one the evaluation computes on the data of every sweep point."""
-    from softdiff.data import dataset_from_config
-    from softdiff.evaluation.run_eval import applicable_metrics
-
     for point in cfg.sweep_points():
         d = cfg.base_train_config(point).data
         applicable = applicable_metrics(dataset_from_config(d), cfg.eval)
@@ -214,8 +212,6 @@ def check_selection_metric(cfg: CompareConfig) -> None:
 
 
 def _gpu_count() -> int:
-    import torch
-
     return torch.cuda.device_count()
 
 
@@ -223,9 +219,6 @@ def _end_with_parent() -> None:
     """Pool workers end when the comparison process ends, however it ends: a killed comparison leaves no worker
     training on (and holding its run folder's lock) behind it. Linux only (prctl PR_SET_PDEATHSIG)."""
     if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
-
         ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)
 
 
@@ -290,8 +283,6 @@ def _job(cfg: CompareConfig, activation: str, seed: int, run_dir: Path, point, s
 def tune_arms(cfg: CompareConfig, folder: Path, point, budget, metric: str, higher_is_better: bool, workers: int,
               log) -> dict[str, dict]:
     """Train and score every trial of every arm; ``{activation: {"best": settings, "trials": [...]}}``."""
-    from softdiff.studies.compare.tuning import select_best, trial_name, trial_score, validation_settings
-
     tune = cfg.tune
     settings_list = tune.trials()
     validation = validation_settings(cfg.eval, tune, metric)
@@ -327,19 +318,12 @@ def tune_arms(cfg: CompareConfig, folder: Path, point, budget, metric: str, high
 def point_evaluator(base, settings):
     """The evaluator of a comparison point: its data read as its runs read it (split, columns) and the forward
     process they train (the objective training builds, flow included), so floors and NLLs use that process."""
-    from softdiff.data import dataset_from_config
-    from softdiff.diffusion.objective import Objective
-    from softdiff.evaluation.run_eval import RunEvaluator
-
     objective = Objective.from_config(base.diffusion)
     return RunEvaluator(dataset_from_config(base.data), settings, objective.scheduler_config)
 
 
 def run_point(cfg: CompareConfig, folder: Path, point: Sequence[str], workers: int, log) -> dict:
     """One comparison at one sweep point (or the only one): budget, tuning, final and shared-setting runs."""
-    from softdiff.evaluation.run_eval import HIGHER_IS_BETTER
-    from softdiff.studies.compare.budget import StepBudget
-
     base = cfg.base_train_config(point)
     evaluator = point_evaluator(base, cfg.eval)  # trains the feature classifier if missing
     metric = cfg.tune.metric or evaluator.metrics[0]
@@ -372,8 +356,6 @@ def run_point(cfg: CompareConfig, folder: Path, point: Sequence[str], workers: i
 
 
 def _run_comparison(cfg: CompareConfig, command, log, t0: float, commit: str, out: Path) -> Path:
-    from softdiff.safe_io import write_text
-
     write_text(out / "compare_config.yaml", to_yaml(cfg))
     workers = cfg.workers or max(1, (os.cpu_count() or 1) // cfg.threads_per_worker)  # execute() caps it per batch
     points = []

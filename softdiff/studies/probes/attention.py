@@ -4,21 +4,21 @@ The maths works on plain tensors: attention weights ``probs`` (B, heads, N_query
 (B, N, dim). Scores are computed on each query row renormalised to sum 1 (a no-op for softmax and relu_norm)
 so that unnormalised maps such as sigmoid attention sit on the same 1/N .. 1 scale; ``row_mass`` keeps the
 raw total weight per row. Only non-special queries (positions ``num_special..N-1``) are scored. The hook layer
-(:class:`AttentionRecorder`, :func:`probe_model`, :func:`probe_run`) feeds these functions from a model.
+(:class:`AttentionRecorder`, :func:`probe_model`) feeds these functions from a model; ``probe_run`` of a
+trained run folder is in :mod:`softdiff.studies.probes.run_folder`.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from softdiff.errors import DataError
 from softdiff.nets.activations import EPS
+from softdiff.nets.attention import ValueSoftmaxAttention
 
 SINK_THRESHOLD = 0.9  # a head whose sink score exceeds this is a sink head (docs/theory.md 3.3)
 # The per-run summary the comparison runner keeps and reports (keys of ProbeResult.layer_table), with labels.
@@ -83,8 +83,6 @@ def massive_activation(hidden: Tensor) -> tuple[float, int]:
 # ------------------------------------------------------------------------------------------- hook layer
 def attention_layers(model: nn.Module) -> list[nn.Module]:
     """Every value-softmax attention module of ``model``, in forward order."""
-    from softdiff.nets.attention import ValueSoftmaxAttention
-
     return [m for m in model.modules() if isinstance(m, ValueSoftmaxAttention)]
 
 
@@ -209,32 +207,3 @@ def probe_model(model: nn.Module, x0: Tensor, timesteps: Sequence[int], process,
     norm = getattr(rec.attn[0], "normalization", "softmax")
     return ProbeResult(timesteps=[int(t) for t in timesteps], num_tokens=num_tokens, num_special=R,
                        normalization=norm, threshold=threshold, **arrays)
-
-
-def probe_run(run_dir: str | Path, timesteps: Sequence[int] = (50, 250, 500, 750), num_samples: int = 64,
-              seed: int = 0, ema: bool = True, data_root: str | Path = "data", device: str = "cpu",
-              threshold: float = SINK_THRESHOLD) -> ProbeResult:
-    """Load a trained run (``RUN_DIR/model_ema`` or ``model``), draw data, and probe it at ``timesteps``."""
-    from softdiff.data import make_dataset
-    from softdiff.diffusion.process import ForwardProcess
-    from softdiff.pipeline import SoftdiffPipeline
-
-    pipe = SoftdiffPipeline.from_pretrained(run_dir, use_ema=ema)
-    model, model_dir = pipe.model, pipe.source_dir
-    if not attention_layers(model):
-        raise DataError(f"the model in '{model_dir}' ({type(model).__name__}) has no attention layers to probe; "
-                        "train a ScoreTransformer.")
-    bad = [t for t in timesteps if not 0 <= int(t) < pipe.num_train_timesteps]
-    if bad:
-        raise DataError(f"timesteps {bad} are outside 0..{pipe.num_train_timesteps - 1} (this run's "
-                        "num_train_timesteps).")
-    dataset = make_dataset(pipe.config.dataset, root=data_root)
-    gen = torch.Generator().manual_seed(seed)
-    x0, labels = dataset.sample(num_samples, gen)
-    process = ForwardProcess(pipe.forward_process)
-    model = model.to(device)
-    labels = labels.to(device) if labels is not None and getattr(model, "class_embed", None) is not None else None
-    result = probe_model(model, x0.to(device), timesteps, process, gen, labels, threshold)
-    result.meta.update(run_dir=str(run_dir), model_dir=str(model_dir), dataset=pipe.config.dataset,
-                       num_samples=num_samples, seed=seed)
-    return result
