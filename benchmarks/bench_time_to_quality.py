@@ -89,9 +89,10 @@ class Arm:
 
 def run_arm(arm: Arm, steps: int, bars: list[float], evaluate, classifier, real, log,
             seconds: float = float("inf"), eval_samples: int = 512, final_samples: int = 500,
-            full_curve: bool = False) -> dict:
-    """Train ``steps`` steps or ``seconds`` training seconds, whichever comes first; FID whenever ``evaluate(arm)``
-    says so, until every bar is reached (``full_curve``: to the end); final classifier scores."""
+            full_curve: bool = False, stop_at_bars: bool = False) -> dict:
+    """Train ``steps`` steps or ``seconds`` training seconds, whichever comes first (``stop_at_bars``: or until
+    every bar is reached); FID whenever ``evaluate(arm)`` says so, until every bar is reached (``full_curve``: to
+    the end); final classifier scores."""
     reached: dict[float, tuple[int, float]] = {}
     history = []
     while arm.step < steps and arm.seconds < seconds:
@@ -104,6 +105,8 @@ def run_arm(arm: Arm, steps: int, bars: list[float], evaluate, classifier, real,
             for bar in bars:
                 if fid <= bar and bar not in reached:
                     reached[bar] = (arm.step, arm.seconds)
+            if stop_at_bars and len(reached) == len(bars):
+                break
     final = score_samples(classifier, arm.samples(final_samples, 1), real, labels=arm.requested(final_samples))
     out = {"steps": arm.step, "seconds": arm.seconds, "reached": reached, "history": history,
            "fid": final["fid"], "confidence": final["confidence"], "min_class_share": min(final["class_shares"]),
@@ -185,6 +188,9 @@ def main() -> None:
     p.add_argument("--recipes", default="ab", choices=["ab", "a", "b"], help="the UNet arms: diffusers' recipe (a), "
                    "softdiff's (b), or both")
     p.add_argument("--json", default=None, help="write every arm's results (curves included) here")
+    p.add_argument("--time-to-bars", type=float, default=None, metavar="SECONDS",
+                   help="instead of equal time: every arm's lr schedule spans the steps that fit in SECONDS, and "
+                   "each arm stops once it reaches every bar (or at SECONDS)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -206,19 +212,25 @@ def main() -> None:
     log = lambda line: print(line, flush=True)
     results: dict[str, list[dict]] = {}
     best = sizes[0]  # the UNet size of every arm after seed 0's trial of the sizes
+    cap = args.time_to_bars
     for n, seed in enumerate(args.seeds):
         log(f"seed {seed}")
         ours_cfg = load_train_config(args.config, [*base, f"train.seed={seed}", "train.compile=false"])
         ours_cfg.train.warmup_steps = warmup_for(ours_cfg.train.steps)
         torch.manual_seed(seed)
+        if cap:  # the schedule spans the steps that fit in the cap, warm-up keeping its share
+            ours_cfg.train.steps = steps_for_seconds(Arm("softdiff", build_model(ours_cfg, dataset), ours_cfg,
+                                                         dataset), cap)
+            ours_cfg.train.warmup_steps = warmup_for(ours_cfg.train.steps)
+        torch.manual_seed(seed)
         ours = Arm("softdiff", build_model(ours_cfg, dataset), ours_cfg, dataset)
-        res = run_arm(ours, ours_cfg.train.steps, args.bars, evaluate, classifier, real, log,
-                      eval_samples=args.eval_samples, final_samples=args.final_samples, full_curve=args.full_curves)
+        res = run_arm(ours, ours_cfg.train.steps, args.bars, evaluate, classifier, real, log, cap or float("inf"),
+                      args.eval_samples, args.final_samples, args.full_curves, stop_at_bars=bool(cap))
         results.setdefault(ours.name, []).append(res)
-        budget = res["seconds"]
+        budget = cap or res["seconds"]
         recipes = [("diffusers (a)", DIFFUSERS_RECIPE), ("softdiff (b)", [f"train.lr={args.lr_unet}"])]
         for recipe, overrides in [r for r in recipes if r[0][-2] in args.recipes]:
-            tried = sizes if n == 0 and recipe == "diffusers (a)" else [best]
+            tried = sizes if n == 0 and recipe == "diffusers (a)" and not cap else [best]
             for size in tried:
                 name = f"UNet {size}, {recipe}" if side != 8 else f"UNet, {recipe}"
                 cfg = load_train_config(args.config, [*base, f"train.seed={seed}", *overrides])
@@ -232,18 +244,21 @@ def main() -> None:
                 constant = cfg.train.lr_schedule == "constant"
                 results.setdefault(name, []).append(run_arm(arm, 10**9 if constant else steps, args.bars, evaluate,
                                                             classifier, real, log, budget, args.eval_samples,
-                                                            args.final_samples, args.full_curves))
-            if n == 0 and recipe == "diffusers (a)":
+                                                            args.final_samples, args.full_curves,
+                                                            stop_at_bars=bool(cap)))
+            if n == 0 and recipe == "diffusers (a)" and not cap:
                 best = min(sizes, key=lambda s: results[f"UNet {s}, {recipe}" if side != 8 else
                                                         f"UNet, {recipe}"][0]["fid"])
                 if len(sizes) > 1:
                     log(f"UNet size with the lower final FID on seed {seed} under diffusers' recipe, used from now on: "
                         f"{best}")
-    print(f"\nthreads={torch.get_num_threads()} seeds={args.seeds} config={args.config} steps={args.steps or 'config'} "
+    mode = f"time to bars, every arm capped at {cap:g} s" if cap else "equal time"
+    print(f"\n{mode}: threads={torch.get_num_threads()} seeds={args.seeds} config={args.config} "
+          f"steps={args.steps or 'config'} "
           f"eval={'every %g s' % args.eval_seconds if args.eval_seconds else 'every %d steps' % args.eval_every} "
           f"eval_samples={args.eval_samples}; medians over seeds")
     head = " | ".join(f"steps / s to FID <= {b:g}" for b in args.bars)
-    print(f"| arm | seeds | {head} | train samples/s | steps at equal time | FID | confidence | smallest class | "
+    print(f"| arm | seeds | {head} | train samples/s | steps trained | FID | confidence | smallest class | "
           f"requested class |")
     print("| --- " * (len(args.bars) + 8) + "|")
     for name, runs in results.items():
@@ -269,8 +284,15 @@ def main() -> None:
             if ratios:
                 print(f"seconds to FID <= {bar:g}, softdiff / {name}: median {median(ratios):.2f} "
                       f"(per seed: {', '.join(f'{r:.2f}' for r in ratios)})")
-        lower = sum(a["fid"] < b["fid"] for a, b in zip(ours, results[name]))
-        print(f"final FID at equal time, softdiff lower than {name} on {lower} of {len(results[name])} seeds")
+            # A baseline that never reached the bar took longer than it trained: the ratio is at most this.
+            bounds = [a["reached"][bar][1] / b["seconds"] for a, b in pairs
+                      if bar in a["reached"] and bar not in b["reached"]]
+            if bounds:
+                print(f"seconds to FID <= {bar:g}, softdiff / {name}: below {', '.join(f'{r:.2f}' for r in bounds)} "
+                      f"on the {len(bounds)} seed(s) where {name} did not reach it in the seconds it trained")
+        if not cap:
+            lower = sum(a["fid"] < b["fid"] for a, b in zip(ours, results[name]))
+            print(f"final FID at equal time, softdiff lower than {name} on {lower} of {len(results[name])} seeds")
     if args.json:
         Path(args.json).write_text(json.dumps({name: [{**r, "reached": {str(b): v for b, v in r["reached"].items()}}
                                                       for r in runs] for name, runs in results.items()}, indent=1))
