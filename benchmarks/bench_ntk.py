@@ -9,7 +9,7 @@ import argparse
 import torch
 
 from softdiff.studies.ntk import empirical_ntk, ntk_as_matrix, ntk_scale, two_layer_ntk
-from softdiff.nets import TwoLayerSoftmax
+from softdiff.nets import TwoLayerNet
 from timing import median_time  # benchmarks/timing.py: this folder is on the path when run as a script
 
 
@@ -27,7 +27,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     gen = torch.Generator().manual_seed(0)
-    net = TwoLayerSoftmax(args.d_in, args.d_out, args.width, coupled=False, activation=args.activation,
+    net = TwoLayerNet(args.d_in, args.d_out, args.width, coupled=False, activation=args.activation,
                           seed=0).double()
     x = torch.randn(args.n, args.d_in, generator=gen, dtype=torch.float64)
     x = x / x.norm(dim=1, keepdim=True)

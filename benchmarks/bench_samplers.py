@@ -3,9 +3,12 @@ and mean top-class probability for each sampler the model supports at a given nu
 
 NFE is counted, not assumed: a forward hook counts the network's calls (Heun evaluates twice per step but once
 on the last one, so it gets ``(NFE + 1) // 2`` steps). Each cell is the median over ``--seeds`` of ``--num-samples``
-samples, scored against the dataset's reference images with the floor at the same sample count.
+samples, scored against the dataset's reference images with the floor at the same sample count. A
+class-conditional model draws the classes in turn, with ``--guidance-scale`` (both halves of a guided step run in
+one batch: one evaluation).
 
-    python benchmarks/bench_samplers.py runs/fashion [--nfe 5 10 20 50] [--num-samples 1000] [--seeds 0]
+    python benchmarks/bench_samplers.py runs/fashion [--nfe 5 10 20 50] [--num-samples 1000] [--seeds 0] \
+        [--guidance-scale 1.5]
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ def main() -> None:
     p.add_argument("--num-samples", type=int, default=1000)
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--guidance-scale", type=float, default=1.0, help="class-conditional models (1: none)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -44,7 +48,7 @@ def main() -> None:
     calls = [0]
     pipe.model.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
     print(f"run={args.run} dataset={dataset} samples={args.num_samples} seeds={args.seeds} "
-          f"threads={torch.get_num_threads()}; cells: FID / FID over floor / confidence (median over seeds)")
+          f"guidance={args.guidance_scale:g} threads={torch.get_num_threads()}; cells: FID / FID over floor / confidence (median over seeds)")
     print("| sampler | " + " | ".join(f"NFE {n}" for n in args.nfe) + " |")
     print("| --- " * (len(args.nfe) + 1) + "|")
     for name in samplers:
@@ -55,7 +59,8 @@ def main() -> None:
             for seed in args.seeds:
                 calls[0] = 0
                 x = pipe(batch_size=args.num_samples, num_inference_steps=steps_for(name, nfe),
-                            generator=torch.Generator().manual_seed(seed), progress=False).samples
+                         generator=torch.Generator().manual_seed(seed), guidance_scale=args.guidance_scale,
+                         progress=False).samples
                 counted = calls[0]
                 scores.append(score_samples(classifier, x, reference, pool, seed=seed))
             med = {k: statistics.median(s[k] for s in scores) for k in ("fid", "fid_over_floor", "confidence")}

@@ -11,7 +11,7 @@ from softdiff.studies.probes.attention import (
 )
 from softdiff.diffusion import training_scheduler_config
 from softdiff.diffusion.process import ForwardProcess
-from softdiff.nets.attention import ValueSoftmaxAttention
+from softdiff.nets.attention import SelfAttention
 
 DIM, N = 8, 12
 
@@ -26,7 +26,7 @@ def tokens(batch=3, seed=0):
 
 def uniform_layer(normalization):
     """Zero queries: every logit is equal, so every query attends uniformly."""
-    layer = ValueSoftmaxAttention(DIM, num_heads=2, normalization=normalization)
+    layer = SelfAttention(DIM, num_heads=2, normalization=normalization)
     with torch.no_grad():
         layer.qkv.weight[:DIM].zero_()
         layer.qkv.bias[:DIM].zero_()
@@ -35,7 +35,7 @@ def uniform_layer(normalization):
 
 def sink_layer(sink_position, normalization="softmax"):
     """Constant queries and a key that is large only for the token carrying a marker feature: a forced sink."""
-    layer = ValueSoftmaxAttention(DIM, num_heads=2, normalization=normalization)
+    layer = SelfAttention(DIM, num_heads=2, normalization=normalization)
     with torch.no_grad():
         w, b = layer.qkv.weight, layer.qkv.bias
         w[:2 * DIM].zero_()

@@ -249,9 +249,9 @@ def test_stiff_flow_raises_a_clear_error():
 
 
 def test_relu_norm_is_one_map_across_flow_attention_and_activations():
-    """The flow's relu_norm, attention's relu_norm and the activation relu_norm / m are the same map, and it is
+    """The flow's relu_norm, attention's relu_norm and the activation relu_norm (scaled_relu_normalize) / m are the same map, and it is
     the notebook's ``max(0, z) / (sum max(0, z) + 1e-10)`` (all-negative rows give 0)."""
-    from softdiff.nets.activations import relu_norm, relu_normalize
+    from softdiff.nets.activations import relu_normalize, scaled_relu_normalize
     from softdiff.nets.attention import ATTENTION_NORMALIZATIONS
 
     z = rn(4, 7, seed=51)
@@ -261,7 +261,7 @@ def test_relu_norm_is_one_map_across_flow_attention_and_activations():
     assert np.array_equal(flow.numpy(), relu_normalize(z).numpy())
     assert np.allclose(flow.numpy(), ref, rtol=1e-15, atol=0) and (flow[0] == 0).all()
     assert torch.equal(ATTENTION_NORMALIZATIONS["relu_norm"](z), flow)
-    assert torch.allclose(relu_norm(z), 7 * flow, rtol=1e-15)
+    assert torch.allclose(scaled_relu_normalize(z), 7 * flow, rtol=1e-15)
 
 
 def _np_softmax(z):

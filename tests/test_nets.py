@@ -6,7 +6,7 @@ import torch
 
 from softdiff.nets import (
     ACTIVATIONS, ATTENTION_NORMALIZATIONS, Activation, ScoreMLP, ScoreTransformer, TwoLayerBlock, TwoLayerScoreNet,
-    ValueSoftmaxAttention,
+    SelfAttention,
 )
 from softdiff.nets.score_transformer import patchify, unpatchify
 
@@ -118,7 +118,7 @@ def test_transformer_is_zero_at_init_and_not_once_perturbed():
 def test_attention_probabilities_match_output(normalization):
     with torch.random.fork_rng():  # the layer's own initialisation must not depend on the global RNG state
         torch.manual_seed(0)
-        attn = ValueSoftmaxAttention(16, num_heads=4, normalization=normalization).eval()
+        attn = SelfAttention(16, num_heads=4, normalization=normalization).eval()
     x = torch.randn(2, 7, 16, generator=_gen())
     fused = attn(x)
     out, probs = attn(x, return_probs=True)
@@ -137,7 +137,7 @@ def test_attention_probabilities_match_output(normalization):
 
 
 def test_attention_fused_path_equals_explicit_softmax():
-    attn = ValueSoftmaxAttention(8, num_heads=2).eval()
+    attn = SelfAttention(8, num_heads=2).eval()
     x = torch.randn(3, 5, 8, dtype=torch.float64, generator=_gen())
     attn.double()
     fused = attn(x)
@@ -294,7 +294,7 @@ def test_chunked_attention_equals_the_full_matrix_with_gradients(normalization, 
     """Beyond query_chunk tokens the non-softmax maps run a chunk of queries at a time (checkpointed): the same
     output and gradients as forming the whole (N, N) matrix, to float tolerance."""
     torch.manual_seed(0)
-    attn = ValueSoftmaxAttention(16, num_heads=2, normalization=normalization, causal=causal)
+    attn = SelfAttention(16, num_heads=2, normalization=normalization, causal=causal)
     x = torch.randn(2, 23, 16, requires_grad=True)
     inputs = [x, *attn.parameters()]
     full = attn(x)
@@ -309,3 +309,13 @@ def test_chunked_attention_equals_the_full_matrix_with_gradients(normalization, 
         assert torch.allclose(g, g_full, atol=1e-5, rtol=1e-4)
     with torch.no_grad():
         assert torch.allclose(attn(x), full, atol=1e-6, rtol=1e-5)
+
+
+def test_the_theory_names_are_aliases_of_the_classes_that_build_every_variant():
+    """``TwoLayerSoftmax`` and ``ValueSoftmaxAttention`` (the theory's names) are the classes, not copies, so a
+    relu two-layer net or a sigmoid attention built under either name is the same module."""
+    from softdiff import nets
+
+    assert nets.TwoLayerSoftmax is nets.TwoLayerNet
+    assert nets.ValueSoftmaxAttention is nets.SelfAttention
+    assert type(nets.TwoLayerSoftmax(2, 1, 4, activation="relu")) is nets.TwoLayerNet

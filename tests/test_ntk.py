@@ -14,7 +14,7 @@ from softdiff.studies.ntk import (KernelDriftTracker, empirical_ntk, gd_dynamics
                                       ntk_to_full, spectrum, two_layer_exp_ntk, two_layer_ntk, two_layer_relu_ntk,
                                       two_layer_softmax_ntk)
 from softdiff.studies.ntk.study import output_major
-from softdiff.nets import TwoLayerSoftmax
+from softdiff.nets import TwoLayerNet
 
 ACTS = ["softmax", "relu", "exp"]
 
@@ -39,7 +39,7 @@ def jacobian_rows(net, x):
 @pytest.mark.parametrize("coupled", [True, False])
 def test_closed_form_equals_torch_func_gram(act, coupled):
     gen = torch.Generator().manual_seed(0)
-    net = TwoLayerSoftmax(3, 3, 14, coupled=coupled, activation=act, seed=1).double()
+    net = TwoLayerNet(3, 3, 14, coupled=coupled, activation=act, seed=1).double()
     x, x2 = unit_rows(gen, 5, 3), unit_rows(gen, 4, 3)
     J1, J2 = jacobian_rows(net, x), jacobian_rows(net, x2)
     m = net.width
@@ -56,7 +56,7 @@ def test_closed_form_equals_torch_func_gram(act, coupled):
 def test_softmax_closed_form_matches_theory_formula_entrywise():
     """docs/theory.md 1.4 written out for single entries: checks the output-major ordering l*n + i."""
     gen = torch.Generator().manual_seed(1)
-    net = TwoLayerSoftmax(4, 2, 10, coupled=False, seed=2).double()
+    net = TwoLayerNet(4, 2, 10, coupled=False, seed=2).double()
     x = unit_rows(gen, 3, 4)
     H = two_layer_softmax_ntk(net, x)
     S = torch.softmax(x @ net.W.detach(), dim=-1)
@@ -72,8 +72,8 @@ def test_named_closed_forms_and_float64_option():
     gen = torch.Generator().manual_seed(2)
     x = unit_rows(gen, 4, 3)
     for act, fn in [("softmax", two_layer_softmax_ntk), ("relu", two_layer_relu_ntk), ("exp", two_layer_exp_ntk)]:
-        net32 = TwoLayerSoftmax(3, 2, 16, activation=act, seed=3)
-        net64 = TwoLayerSoftmax(3, 2, 16, activation=act, seed=3).double()
+        net32 = TwoLayerNet(3, 2, 16, activation=act, seed=3)
+        net64 = TwoLayerNet(3, 2, 16, activation=act, seed=3).double()
         K = fn(net32, x.float(), dtype=torch.float64)
         assert K.dtype == torch.float64
         assert torch.allclose(K, fn(net64, x), rtol=0, atol=1e-6)   # only W's float32 rounding differs
@@ -83,7 +83,7 @@ def test_named_closed_forms_and_float64_option():
 @pytest.mark.parametrize("act", ACTS)
 def test_closed_form_is_symmetric_psd(act):
     gen = torch.Generator().manual_seed(3)
-    net = TwoLayerSoftmax(5, 3, 64, activation=act, seed=4).double()
+    net = TwoLayerNet(5, 3, 64, activation=act, seed=4).double()
     H = two_layer_ntk(net, unit_rows(gen, 12, 5))
     assert torch.equal(H, H.T)
     evals = torch.linalg.eigvalsh(H)
@@ -97,7 +97,7 @@ def test_shift_invariance_direction_is_null_for_softmax_only():
     c = rn(gen, 3)
     shift = c[:, None].expand(3, 10).reshape(-1)          # vec of c 1_m^T in (d r) order
     for act, is_null in [("softmax", True), ("relu", False)]:
-        net = TwoLayerSoftmax(3, 2, 10, coupled=False, activation=act, seed=5).double()
+        net = TwoLayerNet(3, 2, 10, coupled=False, activation=act, seed=5).double()
         J = jacobian_rows(net, x)
         gram = J.T @ J                                    # parameter-space Gram
         moved = torch.linalg.norm(gram @ shift) / (torch.linalg.norm(gram) * torch.linalg.norm(shift))
@@ -159,7 +159,7 @@ def test_per_parameter_contributions_sum_to_total(impl):
 @pytest.mark.parametrize("act", ACTS)
 def test_empirical_ntk_of_two_layer_net_matches_closed_form(act):
     gen = torch.Generator().manual_seed(9)
-    net = TwoLayerSoftmax(3, 2, 12, train_output=True, activation=act, seed=10).double()
+    net = TwoLayerNet(3, 2, 12, train_output=True, activation=act, seed=10).double()
     x = unit_rows(gen, 5, 3)
     full = empirical_ntk(net, ["W"], x)                    # A is trainable here but excluded
     assert torch.allclose(ntk_as_matrix(full), two_layer_ntk(net, x) * ntk_scale(net), atol=1e-10)
@@ -224,7 +224,7 @@ def test_kernel_drift_is_relative_frobenius():
 
 def test_kernel_regression_matches_sklearn_kernel_ridge():
     gen = torch.Generator().manual_seed(14)
-    net = TwoLayerSoftmax(3, 1, 64, seed=15).double()
+    net = TwoLayerNet(3, 1, 64, seed=15).double()
     x, xt = unit_rows(gen, 10, 3), unit_rows(gen, 5, 3)
     y = rn(gen, 10)
     K, Kt = two_layer_ntk(net, x), two_layer_ntk(net, xt, x)
@@ -266,7 +266,7 @@ def test_wide_network_follows_kernel_dynamics_and_narrow_does_not(act, narrow, w
     x, y = unit_rows(gen, 6, 3), rn(gen, 6, 2)
 
     def linearisation_error(width):
-        net = TwoLayerSoftmax(3, 2, width, activation=act, seed=1).double()
+        net = TwoLayerNet(3, 2, width, activation=act, seed=1).double()
         H, kappa = two_layer_ntk(net, x), ntk_scale(net)
         lr = 0.5 * max_stable_lr(H, kappa)
         predicted = gd_dynamics(H, output_major(y), output_major(net(x).detach()), lr, range(201), kappa)
@@ -287,10 +287,10 @@ def test_wide_network_follows_kernel_dynamics_and_narrow_does_not(act, narrow, w
 def test_monte_carlo_kernel_converges_with_width():
     gen = torch.Generator().manual_seed(17)
     x = unit_rows(gen, 4, 3)
-    conv = monte_carlo_ntk(lambda w, s: TwoLayerSoftmax(3, 2, w, seed=s).double(), x, [16, 256, 4096], n_inits=3)
+    conv = monte_carlo_ntk(lambda w, s: TwoLayerNet(3, 2, w, seed=s).double(), x, [16, 256, 4096], n_inits=3)
     assert conv.relative_error[0] > conv.relative_error[1] > conv.relative_error[2]
     assert conv.mean_kernels[0].shape == (8, 8) and torch.equal(conv.k_inf, conv.mean_kernels[-1])
-    given = monte_carlo_ntk(lambda w, s: TwoLayerSoftmax(3, 2, w, seed=s).double(), x, [16, 64], 2,
+    given = monte_carlo_ntk(lambda w, s: TwoLayerNet(3, 2, w, seed=s).double(), x, [16, 64], 2,
                             k_inf=conv.k_inf)
     assert given.relative_error_of_mean[1] > 0
 
@@ -340,12 +340,12 @@ def test_kernel_drift_tracker_values_match_direct_computation():
 # --------------------------------------------------------------------------------------------- bad input
 def test_bad_inputs_raise_clear_errors():
     gen = torch.Generator().manual_seed(20)
-    net = TwoLayerSoftmax(3, 2, 8, seed=0).double()
+    net = TwoLayerNet(3, 2, 8, seed=0).double()
     with pytest.raises(ValueError, match=r"d_in=3"):
         two_layer_ntk(net, rn(gen, 4, 5))
     with pytest.raises(ValueError, match=r"x2 must have shape"):
         two_layer_ntk(net, rn(gen, 4, 3), rn(gen, 4, 2))
-    with pytest.raises(ValueError, match="TwoLayerSoftmax"):
+    with pytest.raises(ValueError, match="TwoLayerNet"):
         two_layer_ntk(TinyMLP(), rn(gen, 4, 3))
     with pytest.raises(ValueError, match="activation='relu'"):
         two_layer_relu_ntk(net, rn(gen, 4, 3))

@@ -7,7 +7,7 @@ import torch
 from softdiff import cli
 from softdiff.studies.ntk.study import (NTKStudyConfig, loglog_slope, make_task, run_one, train_full_batch)
 from softdiff.errors import ConfigError
-from softdiff.nets import TwoLayerSoftmax
+from softdiff.nets import TwoLayerNet
 
 SMALL = ["tasks=[regression]", "widths=[32,256,2048]", "n_train=8", "n_test=16", "d_in=4",
          "n_inits=2"]
@@ -57,7 +57,7 @@ def test_full_batch_gd_conserves_column_sum_for_softmax():
     cfg = NTKStudyConfig(n_train=6, n_test=2, d_in=3, d_out=2)
     task = make_task("regression", cfg, seed=1)
     for act, conserved in [("softmax", True), ("relu", False)]:
-        net = TwoLayerSoftmax(3, 2, 16, coupled=False, activation=act, seed=2).double()
+        net = TwoLayerNet(3, 2, 16, coupled=False, activation=act, seed=2).double()
         before = net.W.detach().sum(1).clone()
         losses = train_full_batch(net, task.x_train, task.y_train, lr=0.01, steps=20)
         change = float((net.W.detach().sum(1) - before).abs().max())

@@ -57,10 +57,11 @@ def test_samples_are_deterministic_and_equal_what_sample_py_writes(name, shape, 
     assert done.value.code == 0
     assert np.array_equal(np.load(tmp_path / "a" / "samples.npz")["samples"], x.numpy())
     assert (tmp_path / "a" / "samples.png").read_bytes()[:4] == b"\x89PNG"
-    assert run_main(sample_main, [str(runs[name] / "model"), "--seed", "5", "--steps", "3", "num_samples=6",
-                                  "batch_size=4", "device=cpu", "--output", str(tmp_path / "b.npz")]) == 0
-    chunked = draw(pipe, max_batch_size=4)                  # drawn in chunks of 4, as batch_size=4 asks
-    assert np.array_equal(np.load(tmp_path / "b.npz")["samples"], chunked.numpy())
+    chunked = draw(pipe, max_batch_size=4)                  # drawn in chunks of 4, as max_batch_size=4 asks
+    for key in ("max_batch_size", "batch_size"):  # batch_size: the command's old name for it, still read
+        assert run_main(sample_main, [str(runs[name] / "model"), "--seed", "5", "--steps", "3", "num_samples=6",
+                                      f"{key}=4", "device=cpu", "--output", str(tmp_path / f"{key}.npz")]) == 0
+        assert np.array_equal(np.load(tmp_path / f"{key}.npz")["samples"], chunked.numpy())
 
 
 def test_no_ema_and_checkpoints_pick_other_weights(runs, tmp_path):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from softdiff.nets.attention import ATTENTION_NORMALIZATIONS, ValueSoftmaxAttention
+from softdiff.nets.attention import ATTENTION_NORMALIZATIONS, SelfAttention
 from softdiff.studies.probes.attention import AttentionRecorder
 from softdiff.studies.sinks.core import SinksConfig, build_model, measure, train_one
 from softdiff.studies.sinks.tasks import classification_batch, induction_batch
@@ -13,7 +13,7 @@ from softdiff.studies.sinks.tasks import classification_batch, induction_batch
 @pytest.mark.parametrize("norm", list(ATTENTION_NORMALIZATIONS))
 def test_causal_attention_ignores_later_tokens(norm):
     torch.manual_seed(0)
-    attn = ValueSoftmaxAttention(16, 2, norm, causal=True)
+    attn = SelfAttention(16, 2, norm, causal=True)
     x = torch.randn(3, 7, 16)
     out, probs = attn(x, return_probs=True)
     assert (probs.triu(1) == 0).all() and torch.isfinite(probs).all()
@@ -29,7 +29,7 @@ def test_causal_attention_ignores_later_tokens(norm):
 
 def test_causal_softmax_fast_path_equals_explicit_probabilities():
     torch.manual_seed(1)
-    attn = ValueSoftmaxAttention(16, 4, "softmax", causal=True)
+    attn = SelfAttention(16, 4, "softmax", causal=True)
     x = torch.randn(2, 9, 16)
     fused = attn(x)
     explicit, probs = attn(x, return_probs=True)

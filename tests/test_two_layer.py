@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from softdiff.nets import TwoLayerSoftmax, get_activation, softmax_vjp
+from softdiff.nets import TwoLayerNet, get_activation, softmax_vjp
 
 
 def rn(*shape, **kw):
@@ -21,7 +21,7 @@ def test_softmax_vjp_matches_autograd():
 
 @pytest.mark.parametrize("act", ["softmax", "relu", "exp"])
 def test_forward_matches_plain_formula(act):
-    net = TwoLayerSoftmax(3, 2, 10, coupled=False, activation=act, seed=0).double()
+    net = TwoLayerNet(3, 2, 10, coupled=False, activation=act, seed=0).double()
     x = rn(4, 3)
     z = x @ net.W
     m = net.width
@@ -36,7 +36,7 @@ def test_forward_matches_plain_formula(act):
 
 @pytest.mark.parametrize("act", ["softmax", "relu", "exp"])
 def test_closed_form_gradient_matches_autograd(act):
-    net = TwoLayerSoftmax(3, 2, 12, coupled=False, activation=act, seed=1).double()
+    net = TwoLayerNet(3, 2, 12, coupled=False, activation=act, seed=1).double()
     x = rn(5, 3)
     closed = net.grad_W(x)
     jac = torch.func.jacrev(lambda W: torch.func.functional_call(net, {"W": W}, (x,)))(net.W.detach())
@@ -45,7 +45,7 @@ def test_closed_form_gradient_matches_autograd(act):
 
 
 def test_softmax_gradients_sum_to_zero_over_neurons():
-    net = TwoLayerSoftmax(4, 3, 16, coupled=False, seed=2).double()
+    net = TwoLayerNet(4, 3, 16, coupled=False, seed=2).double()
     x = rn(6, 4)
     loss = ((net(x) - rn(6, 3)) ** 2).sum()
     loss.backward()
@@ -54,7 +54,7 @@ def test_softmax_gradients_sum_to_zero_over_neurons():
 
 
 def test_shift_invariance_of_softmax_network():
-    net = TwoLayerSoftmax(4, 2, 8, coupled=False, seed=3).double()
+    net = TwoLayerNet(4, 2, 8, coupled=False, seed=3).double()
     x = rn(5, 4)
     before = net(x)
     with torch.no_grad():
@@ -64,25 +64,25 @@ def test_shift_invariance_of_softmax_network():
 
 @pytest.mark.parametrize("act", ["softmax", "relu", "exp"])
 def test_coupled_init_gives_zero_output(act):
-    net = TwoLayerSoftmax(3, 2, 20, activation=act, seed=4).double()
+    net = TwoLayerNet(3, 2, 20, activation=act, seed=4).double()
     assert net(rn(7, 3)).abs().max() < 1e-12
-    uncoupled = TwoLayerSoftmax(3, 2, 20, coupled=False, activation=act, seed=4).double()
+    uncoupled = TwoLayerNet(3, 2, 20, coupled=False, activation=act, seed=4).double()
     assert uncoupled(rn(7, 3)).abs().max() > 1e-3
 
 
 def test_output_signs_are_buffer_unless_trained():
-    net = TwoLayerSoftmax(3, 2, 8).double()
+    net = TwoLayerNet(3, 2, 8).double()
     assert [n for n, _ in net.named_parameters()] == ["W"]
     assert set(net.A.unique().tolist()) <= {-1.0, 1.0} and net.A.shape == (2, 8)
-    trained = TwoLayerSoftmax(3, 2, 8, train_output=True).double()
+    trained = TwoLayerNet(3, 2, 8, train_output=True).double()
     assert {n for n, _ in trained.named_parameters()} == {"W", "A"}
 
 
 def test_bad_arguments_raise():
     with pytest.raises(ValueError, match="even"):
-        TwoLayerSoftmax(3, 2, 7).double()
+        TwoLayerNet(3, 2, 7).double()
     with pytest.raises(ValueError, match="softmax, relu, exp"):
-        TwoLayerSoftmax(3, 2, 8, activation="tanh").double()
+        TwoLayerNet(3, 2, 8, activation="tanh").double()
     with pytest.raises(ValueError, match="gelu"):
         get_activation("nope")
 

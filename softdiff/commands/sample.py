@@ -1,6 +1,7 @@
 """``softdiff sample RUN_OR_MODEL_DIR`` / ``python sample.py``: samples of a trained model as .npz plus a picture."""
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -12,8 +13,7 @@ from softdiff.errors import ConfigError, check_choice, check_device, check_finit
 from softdiff.safe_io import check_output_dir, check_output_file
 
 # The pipeline's argument names as this command's keys, for its error messages.
-KEYS = {"batch_size": "num_samples", "num_inference_steps": "steps", "max_batch_size": "batch_size",
-        "class_labels": "class_label"}
+KEYS = {"batch_size": "num_samples", "num_inference_steps": "steps", "class_labels": "class_label"}
 
 
 @dataclass
@@ -25,7 +25,7 @@ class SampleConfig:
     steps: int = 20
     num_samples: int = 64
     seed: int = 0
-    batch_size: int = 256           # samples drawn at once
+    max_batch_size: int = 256       # samples drawn at once (the pipeline's argument of the same name)
     guidance_scale: float = 1.0     # classifier-free guidance (class-conditional models; 1: none, 0: unconditional)
     class_label: int | None = None  # one class for every sample (class-conditional models; default: classes in turn)
     ema: bool = True                # the EMA weights (model_ema/) or the live ones (model/)
@@ -34,12 +34,19 @@ class SampleConfig:
 
     def validate(self) -> None:
         check_choice("scheduler", self.scheduler, SCHEDULERS)
-        for key in ("steps", "num_samples", "batch_size"):
+        for key in ("steps", "num_samples", "max_batch_size"):
             check_positive(key, getattr(self, key))
         check_positive("seed", self.seed, allow_zero=True)
         check_finite("guidance_scale", self.guidance_scale)
         check_positive("guidance_scale", self.guidance_scale, allow_zero=True)
         check_device("device", self.device)
+
+    @staticmethod
+    def upgrade_keys(layer: dict) -> dict:
+        """``batch_size``, this command's old name for ``max_batch_size`` (it is the sample count in the pipeline)."""
+        if "batch_size" in layer:
+            layer.setdefault("max_batch_size", layer.pop("batch_size"))
+        return layer
 
 
 def parser():
@@ -55,15 +62,16 @@ def parser():
                    "folder written by SoftdiffPipeline.save_pretrained")
     p.add_argument("--no-ema", action="store_true", help="the live weights (model/) instead of the EMA ones")
     p.add_argument("--output", metavar="FILE.npz", help="write this .npz (the .png beside it) instead")
-    for flag, kind in (("--scheduler", str), ("--steps", int), ("--num-samples", int), ("--batch-size", int),
+    for flag, kind in (("--scheduler", str), ("--steps", int), ("--num-samples", int), ("--max-batch-size", int),
                        ("--seed", int), ("--class-label", int), ("--guidance-scale", float), ("--device", str)):
         p.add_argument(flag, type=kind, help=f"same as {flag[2:].replace('-', '_')}=...")
+    p.add_argument("--batch-size", type=int, dest="max_batch_size", help=argparse.SUPPRESS)  # the old name
     add_overrides(p, "num_samples=500")
     return p
 
 
 def _flag_overrides(args) -> list[str]:
-    keys = ("scheduler", "steps", "num_samples", "batch_size", "seed", "class_label", "guidance_scale", "device")
+    keys = ("scheduler", "steps", "num_samples", "max_batch_size", "seed", "class_label", "guidance_scale", "device")
     return [f"{key}={getattr(args, key)}" for key in keys if getattr(args, key) is not None]
 
 

@@ -31,6 +31,7 @@ from softdiff.evaluation.settings import (  # noqa: F401 (re-exported)
     HELD_OUT_SEED, HIGHER_IS_BETTER, IMAGE_METRICS, INCEPTION_METRICS, VECTOR_METRICS, EvalSettings,
 )
 from softdiff.pipeline import SoftdiffPipeline
+from softdiff.pipeline.folders import RUN_MODELS
 from softdiff.safe_io import atomic_path
 from softdiff.training.checkpoints import list_checkpoints
 from softdiff.training.config import load_train_config
@@ -188,7 +189,7 @@ def training_run_folder(path: str | Path) -> Path | None:
     """The training run folder that ``path`` names: itself, or the run holding the ``model/`` or ``model_ema/``
     folder it names; None for a bare model folder or a saved pipeline (no run around it)."""
     path = Path(path)
-    for folder in (path, path.parent if path.name in ("model", "model_ema") else None):
+    for folder in (path, path.parent if path.name in RUN_MODELS else None):
         if folder is not None and (folder / "config.yaml").is_file():
             return folder
     return None

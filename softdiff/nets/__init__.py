@@ -8,11 +8,11 @@ from softdiff.nets.registry import NETS, NetEntry, register_net
 
 _EXPORTS = {
     "softdiff.nets.activations": ("ACTIVATIONS", "Activation", "get_activation", "softmax_vjp"),
-    "softdiff.nets.attention": ("ATTENTION_NORMALIZATIONS", "ValueSoftmaxAttention"),
+    "softdiff.nets.attention": ("ATTENTION_NORMALIZATIONS", "SelfAttention", "ValueSoftmaxAttention"),
     "softdiff.nets.blocks": ("TwoLayerBlock", "TwoLayerMLP"),
     "softdiff.nets.score_mlp": ("ScoreMLP", "TwoLayerScoreNet"),
     "softdiff.nets.score_transformer": ("ScoreTransformer",),
-    "softdiff.nets.two_layer": ("TwoLayerSoftmax",),
+    "softdiff.nets.two_layer": ("TwoLayerNet", "TwoLayerSoftmax"),
 }
 _lazy_getattr, _names = lazy_exports(__name__, _EXPORTS)
 

@@ -1,7 +1,7 @@
 """Activation registry shared by every block, plus the softmax vector-Jacobian product.
 
 Every activation acts on the last dimension (the hidden units). Normalised ones (``softmax``,
-``relu_norm``) are multiplied by the number of units ``m`` so that each unit is O(1) as width grows
+``relu_norm`` = :func:`scaled_relu_normalize`) are multiplied by the number of units ``m`` so that each unit is O(1) as width grows
 (``m * softmax(z)_r = exp(z_r) / mean_s exp(z_s)``, docs/theory.md 1.1); the others are elementwise.
 """
 from __future__ import annotations
@@ -34,7 +34,7 @@ def relu_normalize(z: Tensor) -> Tensor:
     return r / (r.sum(dim=-1, keepdim=True) + EPS)
 
 
-def relu_norm(z: Tensor) -> Tensor:
+def scaled_relu_normalize(z: Tensor) -> Tensor:
     """``m * relu_normalize(z)``: scaled like ``scaled_softmax``, mean 1 over units when any unit is active."""
     return relu_normalize(z) * z.shape[-1]
 
@@ -58,7 +58,7 @@ ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "silu": F.silu,
     "sigmoid": torch.sigmoid,
     "tanh": torch.tanh,
-    "relu_norm": relu_norm,
+    "relu_norm": scaled_relu_normalize,
     "identity": lambda z: z,
 }
 

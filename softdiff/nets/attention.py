@@ -31,7 +31,7 @@ ATTENTION_NORMALIZATIONS = {"softmax": _softmax, "sigmoid": _sigmoid, "sigmoid_n
                             "relu_norm": relu_normalize}
 
 
-class ValueSoftmaxAttention(nn.Module):
+class SelfAttention(nn.Module):
     """Self-attention over tokens (B, N, dim) with ``num_heads`` heads and a choice of score normalisation.
 
     ``softmax`` without probabilities requested runs ``F.scaled_dot_product_attention`` (the fused path); the
@@ -101,3 +101,7 @@ class ValueSoftmaxAttention(nn.Module):
             self.last_probs = probs.detach()
         out = self.proj(rearrange(out, "b h n d -> b n (h d)"))
         return (out, probs) if return_probs else out
+
+
+# The theory's name (value-softmax attention, docs/theory.md 3), kept for code that knows it by that name.
+ValueSoftmaxAttention = SelfAttention

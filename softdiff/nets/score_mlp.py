@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from softdiff.nets.blocks import TwoLayerBlock
 from softdiff.nets.embeddings import FourierFeatures, SinusoidalTimeEmbedding, class_embedding, timestep_tensor
-from softdiff.nets.two_layer import TwoLayerSoftmax
+from softdiff.nets.two_layer import TwoLayerNet
 
 
 class ScoreMLP(ModelMixin, ConfigMixin):
@@ -75,7 +75,7 @@ class TwoLayerScoreNet(ModelMixin, ConfigMixin):
         seed: int = 0,                  # init seed of W and A (A is a buffer, saved with the weights)
     ):
         super().__init__()
-        self.net = TwoLayerSoftmax(dim + 1, dim, width, sigma=sigma, coupled=coupled, activation=activation,
+        self.net = TwoLayerNet(dim + 1, dim, width, sigma=sigma, coupled=coupled, activation=activation,
                                    seed=seed)
 
     def forward(self, sample: Tensor, timestep, class_labels: Tensor | None = None) -> Tensor:

@@ -13,7 +13,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from einops import rearrange
 from torch import Tensor, nn
 
-from softdiff.nets.attention import ValueSoftmaxAttention
+from softdiff.nets.attention import SelfAttention
 from softdiff.nets.blocks import TwoLayerMLP
 from softdiff.nets.embeddings import SinusoidalTimeEmbedding, class_embedding, timestep_tensor
 
@@ -45,7 +45,7 @@ class TransformerLayer(nn.Module):
                  width_mult: int, dropout: float, adaptive: bool = True):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, elementwise_affine=not adaptive)
-        self.attn = ValueSoftmaxAttention(dim, num_heads, attention_normalization, dropout=dropout)
+        self.attn = SelfAttention(dim, num_heads, attention_normalization, dropout=dropout)
         self.norm2 = nn.LayerNorm(dim, elementwise_affine=not adaptive)
         # Not zero-initialised: a zero gate times a zero output is a saddle where neither ever gets a gradient.
         self.mlp = TwoLayerMLP(dim, activation, width_mult, dropout=dropout, zero_init_output=False)

@@ -11,7 +11,7 @@ from softdiff.nets.activations import exp_act
 TWO_LAYER_ACTIVATIONS = ("softmax", "relu", "exp")
 
 
-class TwoLayerSoftmax(nn.Module):
+class TwoLayerNet(nn.Module):
     """``F(x) = m * A softmax(W^T x)`` with trained ``W`` (d_in, m) and fixed +-1 signs ``A`` (d_out, m).
 
     Scalings (each chosen so the output is O(1) at init and the NTK has a width limit):
@@ -82,3 +82,7 @@ class TwoLayerSoftmax(nn.Module):
     def extra_repr(self) -> str:
         return (f"d_in={self.d_in}, d_out={self.d_out}, width={self.width}, activation={self.activation}, "
                 f"sigma={self.sigma}, coupled={self.coupled}")
+
+
+# The theory's name for the network (docs/theory.md 1.1), kept for code that knows it by that name.
+TwoLayerSoftmax = TwoLayerNet

@@ -34,13 +34,13 @@ def _check_finite_samples(x, source, cfg: SampleConfig) -> None:
 
 def run(args, cfg: SampleConfig, out: Path) -> int:
     pipe = SoftdiffPipeline.from_pretrained(cfg.run, use_ema=cfg.ema, scheduler=cfg.scheduler)
-    labels = pipe.check_inputs(cfg.num_samples, cfg.steps, cfg.class_label, cfg.guidance_scale, "pt", cfg.batch_size,
+    labels = pipe.check_inputs(cfg.num_samples, cfg.steps, cfg.class_label, cfg.guidance_scale, "pt", cfg.max_batch_size,
                                KEYS)
     _check_output_size(cfg.num_samples, pipe.config.sample_shape)
     pipe.to(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     x = pipe(batch_size=cfg.num_samples, num_inference_steps=cfg.steps,
              generator=torch.Generator().manual_seed(cfg.seed), class_labels=cfg.class_label,
-             guidance_scale=cfg.guidance_scale, max_batch_size=cfg.batch_size, progress=not args.quiet).samples
+             guidance_scale=cfg.guidance_scale, max_batch_size=cfg.max_batch_size, progress=not args.quiet).samples
     _check_finite_samples(x, pipe.source_dir, cfg)
     with atomic_path(out) as tmp:
         # The dataset and (class-conditional models) the requested labels let `softdiff eval --score` check them.

@@ -6,30 +6,30 @@ import torch
 from torch import Tensor
 
 from softdiff.nets.activations import exp_act
-from softdiff.nets.two_layer import TwoLayerSoftmax
+from softdiff.nets.two_layer import TwoLayerNet
 
 
-def ntk_scale(model: TwoLayerSoftmax) -> float:
+def ntk_scale(model: TwoLayerNet) -> float:
     """``kappa`` with ``H = J J^T / kappa``: the width ``m`` for softmax, 1 for relu / exp (see module doc)."""
     _check_two_layer(model)
     return float(model.width) if model.activation == "softmax" else 1.0
 
 
 def _check_two_layer(model, activation: str | None = None) -> None:
-    if not isinstance(model, TwoLayerSoftmax):
-        raise ValueError(f"the closed-form NTK needs a TwoLayerSoftmax network, got {type(model).__name__}; "
+    if not isinstance(model, TwoLayerNet):
+        raise ValueError(f"the closed-form NTK needs a TwoLayerNet network, got {type(model).__name__}; "
                          "use empirical_ntk for other modules")
     if activation is not None and model.activation != activation:
         raise ValueError(f"this closed form is for activation={activation!r} but the network has "
                          f"activation={model.activation!r}; use two_layer_ntk to dispatch on it")
 
 
-def _check_inputs(model: TwoLayerSoftmax, x: Tensor, name: str) -> None:
+def _check_inputs(model: TwoLayerNet, x: Tensor, name: str) -> None:
     if x.ndim != 2 or x.shape[1] != model.d_in:
         raise ValueError(f"{name} must have shape (n, d_in={model.d_in}), got {tuple(x.shape)}")
 
 
-def _coefficients(model: TwoLayerSoftmax, x: Tensor, W: Tensor, A: Tensor, chunk: slice,
+def _coefficients(model: TwoLayerNet, x: Tensor, W: Tensor, A: Tensor, chunk: slice,
                   softmax_probs: Tensor | None, centre: Tensor | None) -> Tensor:
     """``c[l, i, r]`` with ``dF_l(x_i)/dw_r = output_scale * c[l, i, r] * x_i`` for the neurons in ``chunk``."""
     a = A[:, None, chunk]                                              # (d_out, 1, c)
@@ -41,7 +41,7 @@ def _coefficients(model: TwoLayerSoftmax, x: Tensor, W: Tensor, A: Tensor, chunk
     return a * slope[None]
 
 
-def two_layer_ntk(model: TwoLayerSoftmax, x: Tensor, x2: Tensor | None = None, chunk_size: int = 4096,
+def two_layer_ntk(model: TwoLayerNet, x: Tensor, x2: Tensor | None = None, chunk_size: int = 4096,
                   dtype: torch.dtype | None = None) -> Tensor:
     """Closed-form W-only NTK ``J J^T / kappa`` of a two-layer net, ``(n*d_out, n2*d_out)`` output-major."""
     _check_two_layer(model)
@@ -80,21 +80,21 @@ def two_layer_ntk(model: TwoLayerSoftmax, x: Tensor, x2: Tensor | None = None, c
     return gram
 
 
-def two_layer_softmax_ntk(model: TwoLayerSoftmax, x: Tensor, x2: Tensor | None = None, chunk_size: int = 4096,
+def two_layer_softmax_ntk(model: TwoLayerNet, x: Tensor, x2: Tensor | None = None, chunk_size: int = 4096,
                           dtype: torch.dtype | None = None) -> Tensor:
     """docs/theory.md 1.4: ``H = J J^T / m`` of ``F = m A softmax(W^T x)``, ``(n*d_out, n2*d_out)`` output-major."""
     _check_two_layer(model, "softmax")
     return two_layer_ntk(model, x, x2, chunk_size, dtype)
 
 
-def two_layer_relu_ntk(model: TwoLayerSoftmax, x: Tensor, x2: Tensor | None = None, chunk_size: int = 4096,
+def two_layer_relu_ntk(model: TwoLayerNet, x: Tensor, x2: Tensor | None = None, chunk_size: int = 4096,
                        dtype: torch.dtype | None = None) -> Tensor:
     """``H = J J^T`` of ``F = A relu(W^T x) / sqrt(m)`` (W only), output-major like the softmax kernel."""
     _check_two_layer(model, "relu")
     return two_layer_ntk(model, x, x2, chunk_size, dtype)
 
 
-def two_layer_exp_ntk(model: TwoLayerSoftmax, x: Tensor, x2: Tensor | None = None, chunk_size: int = 4096,
+def two_layer_exp_ntk(model: TwoLayerNet, x: Tensor, x2: Tensor | None = None, chunk_size: int = 4096,
                       dtype: torch.dtype | None = None) -> Tensor:
     """``H = J J^T`` of ``F = A exp(W^T x) / sqrt(m)`` (W only), output-major like the softmax kernel."""
     _check_two_layer(model, "exp")

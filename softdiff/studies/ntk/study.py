@@ -18,7 +18,7 @@ from tqdm import tqdm
 from softdiff.studies.ntk import (gd_dynamics, kernel_drift, kernel_regression, max_stable_lr,
                                       monte_carlo_ntk, ntk_scale, spectrum, two_layer_ntk)
 from softdiff.errors import ConfigError, check_at_most, check_choice, check_positive, check_total
-from softdiff.nets.two_layer import TWO_LAYER_ACTIVATIONS, TwoLayerSoftmax
+from softdiff.nets.two_layer import TWO_LAYER_ACTIVATIONS, TwoLayerNet
 
 
 # Sizes a user can type, bounded before anything is allocated (far above the presets).
@@ -137,7 +137,7 @@ def output_major(F: Tensor) -> Tensor:
     return F.T.reshape(-1)
 
 
-def train_full_batch(net: TwoLayerSoftmax, x: Tensor, y: Tensor, lr: float, steps: int,
+def train_full_batch(net: TwoLayerNet, x: Tensor, y: Tensor, lr: float, steps: int,
                      loss_target: float = 0.0) -> list[float]:
     """Full-batch GD on ``W`` for ``1/2 ||F(x) - y||_F^2`` until ``steps`` or ``loss <= loss_target * loss(0)``.
 
@@ -165,7 +165,7 @@ def kernel_test_prediction(H: Tensor, H_test: Tensor, r0: Tensor, r_t: Tensor, f
 def run_one(task: Task, activation: str, width: int, cfg: NTKStudyConfig, seed: int) -> dict:
     """Train one network and compare it with its kernel-regime prediction; a JSON-ready dict."""
     d_in, d_out = task.x_train.shape[1], task.y_train.shape[1]
-    net = TwoLayerSoftmax(d_in, d_out, width, sigma=cfg.sigma, coupled=True, activation=activation,
+    net = TwoLayerNet(d_in, d_out, width, sigma=cfg.sigma, coupled=True, activation=activation,
                           seed=seed).double()
     x, y = task.x_train, task.y_train
     H0 = two_layer_ntk(net, x)
@@ -228,7 +228,7 @@ def run_width_study(cfg: NTKStudyConfig, progress: bool = True) -> dict:
         for act in cfg.activations:
             rows = runs[task_name][act]
             conv = monte_carlo_ntk(
-                lambda w, s: TwoLayerSoftmax(d_in, d_out, w, sigma=cfg.sigma, activation=act, seed=s).double(),
+                lambda w, s: TwoLayerNet(d_in, d_out, w, sigma=cfg.sigma, activation=act, seed=s).double(),
                 x, cfg.widths, cfg.n_inits, seed=cfg.seed + 100)
             summary.setdefault(task_name, {})[act] = {
                 "drift_slope": loglog_slope(cfg.widths, [r["kernel_drift"] for r in rows]),

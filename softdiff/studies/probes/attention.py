@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from softdiff.nets.activations import EPS
-from softdiff.nets.attention import ValueSoftmaxAttention
+from softdiff.nets.attention import SelfAttention
 
 SINK_THRESHOLD = 0.9  # a head whose sink score exceeds this is a sink head (docs/theory.md 3.3)
 # The per-run summary the comparison runner keeps and reports (keys of ProbeResult.layer_table), with labels.
@@ -83,7 +83,7 @@ def massive_activation(hidden: Tensor) -> tuple[float, int]:
 # ------------------------------------------------------------------------------------------- hook layer
 def attention_layers(model: nn.Module) -> list[nn.Module]:
     """Every value-softmax attention module of ``model``, in forward order."""
-    return [m for m in model.modules() if isinstance(m, ValueSoftmaxAttention)]
+    return [m for m in model.modules() if isinstance(m, SelfAttention)]
 
 
 class AttentionRecorder:
@@ -93,7 +93,7 @@ class AttentionRecorder:
         self.model = model
         self.attn = attention_layers(model)
         if not self.attn:
-            raise ValueError(f"{type(model).__name__} has no ValueSoftmaxAttention layer to probe")
+            raise ValueError(f"{type(model).__name__} has no SelfAttention layer to probe")
         self.blocks = list(getattr(model, "layers", []))
         self.probs: list[Tensor | None] = [None] * len(self.attn)
         self.hidden: list[Tensor | None] = [None] * len(self.blocks)

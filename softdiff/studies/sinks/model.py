@@ -1,11 +1,11 @@
-"""A small pre-LayerNorm transformer built from :class:`ValueSoftmaxAttention` (the authors' ``TransformerLM``
+"""A small pre-LayerNorm transformer built from :class:`SelfAttention` (the authors' ``TransformerLM``
 shape: token embedding, optional positional embedding added or concatenated, blocks, final LayerNorm, linear head)."""
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
 
-from softdiff.nets.attention import ValueSoftmaxAttention
+from softdiff.nets.attention import SelfAttention
 
 POSITIONAL = ("concat", "add", "no")
 
@@ -14,7 +14,7 @@ class Block(nn.Module):
     def __init__(self, dim: int, heads: int, mlp_ratio: float, normalization: str, causal: bool):
         super().__init__()
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.attn = ValueSoftmaxAttention(dim, heads, normalization, causal=causal)
+        self.attn = SelfAttention(dim, heads, normalization, causal=causal)
         hidden = int(dim * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
 
