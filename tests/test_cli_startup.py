@@ -5,6 +5,7 @@ train.py`` would, then lists the heavy packages it imported. No timing here: ben
 measures the seconds. The registries' names are checked against softdiff.choices, the torch-free copy that
 config validation reads.
 """
+import ast
 import json
 import os
 import subprocess
@@ -100,20 +101,27 @@ def test_the_torch_free_names_match_the_registries():
         assert tuple(getattr(choices, name)) == tuple(registry), name  # the order shows in error messages
 
 
+def imports_in_functions(path):
+    """``(line, module names)`` of every import statement inside a function of the file at ``path``."""
+    for function in ast.walk(ast.parse(path.read_text())):
+        if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for node in ast.walk(function):
+                if isinstance(node, ast.ImportFrom):
+                    yield node.lineno, [node.module or ""]
+                elif isinstance(node, ast.Import):
+                    yield node.lineno, [alias.name for alias in node.names]
+
+
 def test_commands_import_at_the_top_and_hand_their_work_to_a_work_module():
     """Start-up stays fast by structure, not by imports inside functions: each command module imports at its top
     only what checks the arguments, and its ``main`` hands over to the ``run`` of the work module of its name."""
-    import ast
     from importlib.util import find_spec
 
     from softdiff.cli import COMMANDS
 
     package = ROOT / "softdiff"
     files = [package / "cli.py", package / "command_line.py", *sorted((package / "commands").rglob("*.py"))]
-    local = [f"{path.relative_to(ROOT)}:{node.lineno}" for path in files
-             for function in ast.walk(ast.parse(path.read_text()))
-             if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef))
-             for node in ast.walk(function) if isinstance(node, (ast.Import, ast.ImportFrom))]
+    local = [f"{path.relative_to(ROOT)}:{line}" for path in files for line, _ in imports_in_functions(path)]
     assert local == []
     for module, _ in COMMANDS.values():
         calls = [node for node in ast.walk(ast.parse(find_spec(module).loader.get_source(module)))
@@ -131,17 +139,10 @@ LOCAL_IMPORTS_ALLOWED = {"softdiff/data/__init__.py": {"softdiff.data.hf"}}  # h
 def test_the_package_imports_its_own_modules_at_the_top_except_behind_an_optional_dependency():
     """A softdiff module imported inside a function dodges nothing but a cycle or a cost; the cycles are fixed by
     structure and the heavy names load through ``lazy_exports``, so only the optional extras stay local."""
-    import ast
-
     found = {}
     for path in sorted((ROOT / "softdiff").rglob("*.py")):
-        for function in ast.walk(ast.parse(path.read_text())):
-            if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                continue
-            for node in ast.walk(function):
-                names = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
-                    [a.name for a in node.names] if isinstance(node, ast.Import) else []
-                for name in names:
-                    if name.split(".")[0] == "softdiff":
-                        found.setdefault(str(path.relative_to(ROOT)), set()).add(name)
+        for _, names in imports_in_functions(path):
+            for name in names:
+                if name.split(".")[0] == "softdiff":
+                    found.setdefault(str(path.relative_to(ROOT)), set()).add(name)
     assert found == LOCAL_IMPORTS_ALLOWED

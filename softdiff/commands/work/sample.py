@@ -34,8 +34,8 @@ def _check_finite_samples(x, source, cfg: SampleConfig) -> None:
 
 def run(args, cfg: SampleConfig, out: Path) -> int:
     pipe = SoftdiffPipeline.from_pretrained(cfg.run, use_ema=cfg.ema, scheduler=cfg.scheduler)
-    labels = pipe.check_inputs(cfg.num_samples, cfg.steps, cfg.class_label, cfg.guidance_scale, "pt", cfg.max_batch_size,
-                               KEYS)
+    labels = pipe.check_inputs(cfg.num_samples, cfg.steps, cfg.class_label, cfg.guidance_scale, "pt",
+                               cfg.max_batch_size, KEYS)
     _check_output_size(cfg.num_samples, pipe.config.sample_shape)
     pipe.to(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     x = pipe(batch_size=cfg.num_samples, num_inference_steps=cfg.steps,
