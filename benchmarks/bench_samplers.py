@@ -37,6 +37,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--guidance-scale", type=float, default=1.0, help="class-conditional models (1: none)")
     args = p.parse_args()
+    if not args.guidance_scale >= 0:
+        p.error(f"--guidance-scale {args.guidance_scale:g} must be non-negative (1: no guidance)")
     if args.threads:
         torch.set_num_threads(args.threads)
     pipe = SoftdiffPipeline.from_pretrained(args.run)

@@ -192,6 +192,8 @@ def main() -> None:
                    help="instead of equal time: every arm's lr schedule spans the steps that fit in SECONDS, and "
                    "each arm stops once it reaches every bar (or at SECONDS)")
     args = p.parse_args()
+    if args.time_to_bars is not None and not 0 < args.time_to_bars < float("inf"):
+        p.error(f"--time-to-bars {args.time_to_bars:g} must be a positive, finite number of seconds")
     if args.threads:
         torch.set_num_threads(args.threads)
     full = load_train_config(args.config).train
